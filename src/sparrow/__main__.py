@@ -1,0 +1,3 @@
+from sparrow.cli import main
+
+raise SystemExit(main())

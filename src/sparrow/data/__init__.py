@@ -1,0 +1,1 @@
+"""Data: the internal schema, video IO, RLE masks, benchmark readers/writers and the SynthRef generator."""
