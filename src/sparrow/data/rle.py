@@ -38,16 +38,41 @@ def decode_rle(rle: RLE, expected_size: tuple[int, int] | None = None, source: s
     if expected_size is not None and tuple(size) != tuple(expected_size):
         raise SparrowError(f"RLE of size {list(size)} where the frames are {list(expected_size)}", source)
     counts = rle["counts"]
-    try:
-        coded = {"size": list(size), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        if isinstance(counts, list):  # uncompressed RLE
-            coded = mask_utils.frPyObjects(coded, size[0], size[1])
-        mask = mask_utils.decode(coded)
-    except Exception as exc:  # pycocotools raises bare exceptions on bad counts; re-raise as a user error
-        raise SparrowError(f"cannot decode RLE counts: {exc}", source) from exc
-    if int(np.asarray(mask_utils.area(coded)).sum()) != int(mask.sum()):
-        raise SparrowError("RLE counts do not match its size", source)
-    return mask.astype(bool)
+    if isinstance(counts, str):
+        runs = _string_counts(counts)
+    elif isinstance(counts, list) and all(isinstance(c, int) for c in counts):
+        runs = counts
+    else:
+        raise SparrowError(f"malformed RLE counts of type {type(counts).__name__}", source)
+    if runs is None or any(c < 0 for c in runs) or sum(runs) != size[0] * size[1]:
+        raise SparrowError(f"RLE counts do not cover its size {list(size)}", source)
+    coded = {"size": list(size), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    if isinstance(counts, list):  # uncompressed RLE
+        coded = mask_utils.frPyObjects(coded, size[0], size[1])
+    return mask_utils.decode(coded).astype(bool)
+
+
+def _string_counts(counts: str) -> list[int] | None:
+    """Run lengths of a compressed COCO RLE string (None if truncated), to validate it before pycocotools,
+    which decodes a malformed string into uninitialised memory instead of failing."""
+    runs: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(counts):
+                return None
+            c = ord(counts[pos]) - 48
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
 
 
 def mask_to_box(mask: np.ndarray) -> list[float] | None:
