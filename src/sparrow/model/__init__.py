@@ -1,0 +1,1 @@
+"""The SPARROW network: VLM adapter, L->V heads, proposer, selector, pixel decoder, propagator, losses."""

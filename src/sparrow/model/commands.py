@@ -1,0 +1,41 @@
+"""``sparrow segment``: a video and a sentence in, masks, JSON and an overlay video out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sparrow.errors import SparrowError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment the object a sentence refers to in every frame of a video")
+    p.add_argument("video", help="video file or folder of frames")
+    p.add_argument("query", help='the referring sentence, e.g. "the red circle moving to the left"')
+    p.add_argument("--out", required=True, help="output folder (masks/, result.json, overlay.mp4)")
+    p.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
+    p.add_argument("--mode", choices=["track", "framewise"], default=None, help="propagation mode (default: the model's)")
+    p.add_argument("--key-frame", default=None, help="'auto' or a frame index for the dual prompt")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_segment)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from sparrow.data.segmentation_writer import write_segmentation
+    from sparrow.data.video_io import probe_video
+    from sparrow.model.loading import load_model
+
+    if not args.query.strip():
+        raise SparrowError("the query is empty")
+    video = Path(args.video)
+    probe_video(video)  # fail on a missing/corrupt/empty video before loading the model
+    key = args.key_frame
+    if key is not None and key != "auto" and not key.isdigit():
+        raise SparrowError(f"--key-frame must be 'auto' or a frame index, got {key!r}")
+    model = load_model(args.model, device=args.device)
+    result = model.segment(video, args.query, mode=args.mode, key_frame=key, progress=not args.quiet)
+    write_segmentation(result, video, args.out, progress=not args.quiet)
+    print(f"answer: {result.answer}")
+    print(f"wrote {result.num_frames} masks, result.json and overlay.mp4 to {args.out}")
+    return 0

@@ -1,0 +1,106 @@
+"""Configuration of a SPARROW model: backbones, prompt/selection settings, video mode, losses, TSF.
+
+Saved as ``config.json`` beside the weights; every field is used somewhere (no silently ignored option).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparrow.errors import SparrowError
+
+
+@dataclass
+class SelectionConfig:
+    """How the ``[BOX]`` embedding picks proposals (method.md §5.3, §11 rows 6-7)."""
+
+    top_k: int = 100              # proposals scored per frame
+    threshold: float = 0.4        # sigmoid score needed to keep a proposal (argmax fallback when none passes)
+    max_boxes: int = 1            # boxes kept per [BOX] at inference
+    pos_iou: float = 0.5          # training labels: positive above, negative below neg_iou, ignored between (paper)
+    neg_iou: float = 0.2
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (method.md §6.1: release values; paper filter loss for selection/box)."""
+
+    ce: float = 1.0
+    mask_bce: float = 2.0
+    mask_dice: float = 0.5
+    selection: float = 1.0
+    box: float = 2.0
+    proposer: float = 1.0         # only when the proposer is trained (stage 0 / tiny joint training)
+
+
+@dataclass
+class SparrowConfig:
+    """Everything needed to rebuild a SPARROW model around its two backbones."""
+
+    vlm_family: str = "qwen2_5_vl"
+    vlm_max_frame_pixels: int = 112 * 112   # per frame, before 28-px patching (real: 448*448)
+    vlm_max_crop_pixels: int = 56 * 56      # per TSF crop
+    vlm_frames: int = 8                     # frames the VLM sees, evenly spaced
+    max_new_tokens: int = 32
+    proposer_hidden: int = 128
+    proposer_queries: int = 32
+    proposer_layers: int = 2
+    proposer_heads: int = 4
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    mode: str = "track"                     # "track" (SAM2 memory) or "framewise" (the release's default)
+    key_frame: str = "auto"                 # "auto": VLM frame with the best [BOX] selection score; or an index
+    reprompt_every: int = 0                 # track mode: re-prompt with the dual prompt every N frames (0 = never)
+    tsf: str = "off"                        # "off" | "train" | "train+infer"
+    tsf_k: int = 4
+    tsf_crop_size: int = 56
+    train_box_source: str = "selected"      # box prompting the decoder in training: "selected" (detached) or "gt"
+    question_template: str = "Can you segment {query} in this video?"
+    base_vlm: str | None = None             # where the backbones came from (informational)
+    base_sam2: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.selection, dict):
+            self.selection = SelectionConfig(**self.selection)
+        if isinstance(self.loss, dict):
+            self.loss = LossConfig(**self.loss)
+        if self.mode not in ("track", "framewise"):
+            raise SparrowError(f"mode must be 'track' or 'framewise', got {self.mode!r}")
+        if self.tsf not in ("off", "train", "train+infer"):
+            raise SparrowError(f"tsf must be 'off', 'train' or 'train+infer', got {self.tsf!r}")
+        if self.train_box_source not in ("selected", "gt"):
+            raise SparrowError(f"train_box_source must be 'selected' or 'gt', got {self.train_box_source!r}")
+        if self.key_frame != "auto" and not str(self.key_frame).isdigit():
+            raise SparrowError(f"key_frame must be 'auto' or a frame index, got {self.key_frame!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> SparrowConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SparrowError(f"unknown config fields {unknown}", source)
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        from sparrow.atomic import atomic_file
+
+        with atomic_file(path) as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SparrowConfig:
+        path = Path(path)
+        if not path.exists():
+            raise SparrowError("missing model config", path)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SparrowError(f"not valid JSON ({exc.msg})", path) from exc
+        return cls.from_dict(data, source=path)

@@ -1,0 +1,250 @@
+"""From a video and a sentence to an answer and per-frame masks (``SparrowModel.segment``).
+
+Steps: sample ``vlm_frames`` frames -> VLM generates the answer (greedy, KV cache) -> ``[BOX]``/``[SEG]`` embeddings
+-> key frame (``auto``: among the VLM's frames, the one where the ``[BOX]`` selection scores highest) -> proposer +
+selector choose the box -> SAM2 decodes the key-frame mask from box + ``[SEG]`` -> all frames by SAM2 memory
+propagation (``track``, forward and backward, bounded memory) or by decoding every frame with the key-frame box
+(``framewise``, the authors' default). Masks are kept as COCO RLE so memory does not grow with video length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sparrow.data.rle import RLE, decode_rle, encode_mask, mask_to_box
+from sparrow.data.video_io import VideoSource, iter_frames, probe_video, read_frames, sample_indices
+from sparrow.errors import SparrowError
+from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
+from sparrow.model.prompt_tokens import pair_prompt_tokens, teacher_forced_pairs
+from sparrow.model.selector import select_boxes
+from sparrow.model.vlm_qwen2_5 import VLMSample
+
+if TYPE_CHECKING:
+    from sparrow.model.sparrow_model import PromptEmbeddings, SparrowModel
+
+
+@dataclass
+class TargetResult:
+    """One referred target: a mask per frame (RLE, None where empty), its box per frame, and how it was found."""
+
+    rles: list[RLE | None]
+    boxes: list[list[float] | None]
+    key_frame: int
+    key_box: list[float] | None          # selected (refined) proposal box on the key frame, pixels xyxy
+    selection_score: float | None        # sigmoid selection score of that box (None without [BOX])
+
+    def mask(self, t: int, size: tuple[int, int]) -> np.ndarray:
+        rle = self.rles[t]
+        return np.zeros(size, dtype=bool) if rle is None else decode_rle(rle, expected_size=size)
+
+
+@dataclass
+class SegmentationResult:
+    """Answer and masks for one (video, query)."""
+
+    query: str
+    question: str
+    answer: str
+    targets: list[TargetResult]
+    vlm_frame_indices: list[int]
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    mode: str
+    forced_prompt: bool = False          # the answer had no [SEG]: "[BOX] [SEG]" was appended and teacher-forced
+    orphan_boxes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """Union over targets, bool ``[T, H, W]``."""
+        out = np.zeros((self.num_frames, self.height, self.width), dtype=bool)
+        for target in self.targets:
+            for t in range(self.num_frames):
+                if target.rles[t] is not None:
+                    out[t] |= target.mask(t, (self.height, self.width))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query, "question": self.question, "answer": self.answer, "mode": self.mode,
+            "num_frames": self.num_frames, "height": self.height, "width": self.width, "fps": self.fps,
+            "vlm_frame_indices": self.vlm_frame_indices, "forced_prompt": self.forced_prompt, "orphan_boxes": self.orphan_boxes,
+            "targets": [
+                {
+                    "index": k + 1, "key_frame": tr.key_frame, "key_box": tr.key_box, "selection_score": tr.selection_score,
+                    "frames": [{"frame": t, "rle": r, "box": b} for t, (r, b) in enumerate(zip(tr.rles, tr.boxes))],
+                }
+                for k, tr in enumerate(self.targets)
+            ],
+            **self.extra,
+        }
+
+
+@dataclass
+class _KeyChoice:
+    frame: int
+    box: torch.Tensor | None        # [4] normalised xyxy
+    score: float | None
+    mask_logits: torch.Tensor       # [S/4, S/4]
+
+
+def _encode(model: SparrowModel, frames: np.ndarray) -> ImageFeatures:
+    pixels = model.preprocessor(frames).to(model.device)
+    return model.pixel_decoder.encode(pixels)
+
+
+def _choose_key(model: SparrowModel, prompts: PromptEmbeddings, k: int, features: ImageFeatures, frame_ids: list[int]) -> _KeyChoice:
+    """For target ``k``: the frame among ``frame_ids`` (features batch) whose prompt fits best, its box and mask."""
+    cfg = model.config.selection
+    seg = prompts.seg[k : k + 1]
+    if bool(prompts.has_box[k]):
+        top = model.proposer.top_proposals(model.propose(features))
+        best = None
+        for i in range(len(frame_ids)):
+            out = model.select(prompts.box[k : k + 1], top, i)
+            idx, boxes = select_boxes(out, cfg.threshold, cfg.max_boxes)
+            score = float(torch.sigmoid(out.logits[0, idx[0][0]]))
+            if best is None or score > best[0]:
+                best = (score, i, boxes[0][0])
+        score, i, box = best
+        logits = model.decode(features, torch.tensor([i], device=seg.device), seg, box[None]).mask_logits[0]
+        return _KeyChoice(frame_ids[i], box, score, logits)
+    out = model.decode(features, torch.arange(len(frame_ids), device=seg.device), seg.expand(len(frame_ids), -1), None)
+    i = int(out.object_score_logits.argmax())
+    return _KeyChoice(frame_ids[i], None, None, out.mask_logits[i])
+
+
+def _generate_prompts(model: SparrowModel, sample: VLMSample, max_new_tokens: int) -> tuple[str, PromptEmbeddings, bool, int]:
+    vlm = model.vlm
+    batch = vlm.collate([sample], padding_side="left").to(model.device)
+    gen = vlm.generate(batch, max_new_tokens=max_new_tokens)[0]
+    pairs = pair_prompt_tokens(gen.tokens, vlm.box_token_id, vlm.seg_token_id)
+    if len(pairs):
+        return gen.text.strip(), model.prompt_embeddings(gen.states, pairs), False, pairs.orphan_boxes
+    # Defined fallback (peers.md §4.8): no [SEG] generated -> append the dual prompt and read it by teacher forcing.
+    answer = (gen.text.strip() + " [BOX] [SEG].").strip()
+    forced = vlm.collate([VLMSample(sample.frames, sample.question, answer, sample.seconds_per_frame, sample.tsf_crops)]).to(model.device)
+    hidden = vlm.teacher_force(forced)
+    pairs = teacher_forced_pairs(forced.input_ids, forced.attention_mask, vlm.box_token_id, vlm.seg_token_id)[0]
+    return answer, model.prompt_embeddings(hidden[0, :-1], pairs), True, pairs.orphan_boxes
+
+
+@torch.no_grad()
+def segment(
+    model: SparrowModel,
+    video: VideoSource,
+    query: str,
+    mode: str | None = None,
+    key_frame: int | str | None = None,
+    tsf_crops: np.ndarray | None = None,
+    progress: bool = False,
+    max_new_tokens: int | None = None,
+) -> SegmentationResult:
+    """Answer ``query`` about ``video`` and segment each referred target in every frame.
+
+    ``mode``: "track" | "framewise" (default: the config's); ``key_frame``: "auto" or a frame index;
+    ``tsf_crops``: uint8 ``[K, h, w, 3]`` target crops shown to the VLM (TSF at inference).
+    """
+    cfg = model.config
+    mode = mode or cfg.mode
+    if mode not in ("track", "framewise"):
+        raise SparrowError(f"mode must be 'track' or 'framewise', got {mode!r}")
+    if not isinstance(query, str) or not query.strip():
+        raise SparrowError("the query is empty")
+    model.eval()
+    info = probe_video(video)
+    vlm_idx = sample_indices(info.num_frames, cfg.vlm_frames)
+    vlm_frames = read_frames(video, vlm_idx)
+    step = (vlm_idx[1] - vlm_idx[0]) if len(vlm_idx) > 1 else 1
+    question = cfg.question_template.format(query=query.strip())
+    sample = VLMSample(vlm_frames, question, seconds_per_frame=step / max(info.fps, 1e-6), tsf_crops=tsf_crops)
+    answer, prompts, forced, orphans = _generate_prompts(model, sample, max_new_tokens or cfg.max_new_tokens)
+
+    key = cfg.key_frame if key_frame is None else key_frame
+    if key == "auto":
+        cand_ids, cand_frames = vlm_idx, vlm_frames
+    else:
+        k = int(key)
+        if not 0 <= k < info.num_frames:
+            raise SparrowError(f"key frame {k} out of range for {info.num_frames} frames")
+        cand_ids, cand_frames = [k], read_frames(video, [k])
+    features = _encode(model, cand_frames)
+    size = (info.height, info.width)
+    targets = []
+    for k in range(len(prompts.seg)):
+        choice = _choose_key(model, prompts, k, features, cand_ids)
+        key_mask = PixelDecoder.upsample(choice.mask_logits[None], size)[0] > 0
+        if mode == "track":
+            rles = _track(model, video, info.num_frames, choice, key_mask.cpu().numpy(), prompts, k, progress)
+        else:
+            rles = _framewise(model, video, info.num_frames, size, prompts.seg[k], choice.box, progress)
+        scale = torch.tensor([info.width, info.height, info.width, info.height], dtype=torch.float32)
+        key_box = None if choice.box is None else [round(float(v), 2) for v in choice.box.float().cpu() * scale]
+        targets.append(
+            TargetResult(rles=rles, boxes=[_rle_box(r, size) for r in rles], key_frame=choice.frame, key_box=key_box, selection_score=choice.score)
+        )
+    return SegmentationResult(
+        query=query, question=question, answer=answer, targets=targets, vlm_frame_indices=vlm_idx, num_frames=info.num_frames,
+        height=info.height, width=info.width, fps=info.fps, mode=mode, forced_prompt=forced, orphan_boxes=orphans,
+    )
+
+
+def _rle_box(rle: RLE | None, size: tuple[int, int]) -> list[float] | None:
+    return None if rle is None else mask_to_box(decode_rle(rle, expected_size=size))
+
+
+def _to_rle(mask: np.ndarray) -> RLE | None:
+    return encode_mask(mask) if mask.any() else None
+
+
+def _track(model: SparrowModel, video: VideoSource, num_frames: int, choice: _KeyChoice, key_mask: np.ndarray, prompts: PromptEmbeddings, k: int, progress: bool) -> list[RLE | None]:
+    """SAM2 memory propagation from the key-frame mask (and re-prompted masks every ``reprompt_every`` frames)."""
+    from sparrow.model.propagator import MaskPropagator
+
+    masks = {choice.frame: key_mask}
+    every = model.config.reprompt_every
+    if every > 0:
+        extra = [t for t in range(num_frames) if t != choice.frame and abs(t - choice.frame) % every == 0]
+        if extra:
+            feats = _encode(model, read_frames(video, extra))
+            for i, t in enumerate(extra):
+                again = _choose_key(model, prompts, k, ImageFeatures(feats.embedding[i : i + 1], [h[i : i + 1] for h in feats.high_res]), [t])
+                masks[t] = (PixelDecoder.upsample(again.mask_logits[None], key_mask.shape)[0] > 0).cpu().numpy()
+    propagator = MaskPropagator(model.sam, model.preprocessor)
+    rles: list[RLE | None] = [None] * num_frames
+    seen = 0
+    for t, mask in propagator.propagate(video, masks, num_frames=num_frames, direction="both", progress=progress):
+        rles[t] = _to_rle(mask)
+        seen += 1
+    if seen != num_frames:
+        raise RuntimeError(f"propagation returned {seen} of {num_frames} frames")
+    return rles
+
+
+def _framewise(model: SparrowModel, video: VideoSource, num_frames: int, size: tuple[int, int], seg: torch.Tensor, box: torch.Tensor | None, progress: bool, chunk: int = 8) -> list[RLE | None]:
+    """Decode every frame independently with the key-frame box and ``[SEG]`` (no memory; the release's mode)."""
+    rles: list[RLE | None] = []
+    buffer: list[np.ndarray] = []
+
+    def flush() -> None:
+        feats = _encode(model, np.stack(buffer))
+        n = len(buffer)
+        out = model.pixel_decoder.decode(feats, seg[None].expand(n, -1), None if box is None else box[None].expand(n, -1))
+        for m in (PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy():
+            rles.append(_to_rle(m))
+        buffer.clear()
+
+    for _, frame in tqdm(iter_frames(video), total=num_frames, disable=not progress, desc="framewise", unit="frame"):
+        buffer.append(frame)
+        if len(buffer) == chunk:
+            flush()
+    if buffer:
+        flush()
+    return rles

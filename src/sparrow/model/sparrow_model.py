@@ -1,0 +1,217 @@
+"""SparrowModel: the VLM adapter, the two L->V heads, the proposer, the selector and SAM2, composed.
+
+Training (``forward``) and inference (``sparrow.model.inference``) share every module:
+
+    frames --VLM (+question, + TSF crops)--> hidden states at [BOX], [SEG] --heads--> e_box, e_seg  [N, C]
+    SAM frame --SAM2 encoder--> features --proposer--> P boxes + features --selector(e_box)--> box
+    features + box corners + e_seg --SAM2 mask decoder--> mask logits  [S/4, S/4] -> upsampled [H, W]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sparrow.errors import SparrowError
+from sparrow.model.config import SparrowConfig
+from sparrow.model.heads import LanguageToVisionHead
+from sparrow.model.losses import LossWeights, mask_bce_loss, mask_dice_loss, weighted_total
+from sparrow.model.pixel_decoder import DecoderOutput, ImageFeatures, PixelDecoder
+from sparrow.model.prompt_tokens import PromptPairs, gather_states, teacher_forced_pairs
+from sparrow.model.proposer import Proposals, Proposer, ProposerConfig, proposer_loss
+from sparrow.model.sam2_backbone import Sam2Preprocessor
+from sparrow.model.selector import Selector, SelectorOutput, refinement_loss, select_boxes, selection_labels, selection_loss
+from sparrow.model.vlm_qwen2_5 import QwenVLAdapter, VLMBatch
+
+
+@dataclass
+class SparrowBatch:
+    """A training batch.
+
+    ``sam_pixels`` ``[B, Ts, 3, S, S]`` (SAM2-normalised); ``masks`` float ``[B, N, Ts, H, W]`` (N target slots,
+    each answered by one ``[BOX] [SEG]``); ``boxes`` ``[B, N, Ts, 4]`` normalised xyxy, NaN where the target is
+    absent; ``object_boxes`` per image (``B*Ts`` tensors ``[M, 4]``, normalised) of every annotated object, for the
+    class-agnostic proposer loss (None: the target boxes are used).
+    """
+
+    vlm: VLMBatch
+    sam_pixels: torch.Tensor
+    masks: torch.Tensor
+    boxes: torch.Tensor
+    object_boxes: list[torch.Tensor] | None = None
+
+    def to(self, device: torch.device | str) -> SparrowBatch:
+        return SparrowBatch(
+            vlm=self.vlm.to(device), sam_pixels=self.sam_pixels.to(device), masks=self.masks.to(device), boxes=self.boxes.to(device),
+            object_boxes=None if self.object_boxes is None else [b.to(device) for b in self.object_boxes],
+        )
+
+
+@dataclass
+class PromptEmbeddings:
+    """Projected prompts of the targets of one answer: ``box`` / ``seg`` ``[N, C]``, ``has_box`` ``[N]`` bool."""
+
+    box: torch.Tensor
+    seg: torch.Tensor
+    has_box: torch.Tensor
+
+
+class SparrowModel(nn.Module):
+    """The SPARROW network. Build with :func:`sparrow.model.loading.build_model` or ``from_pretrained``."""
+
+    def __init__(self, config: SparrowConfig, vlm: QwenVLAdapter, sam: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.vlm = vlm
+        self.pixel_decoder = PixelDecoder(sam)
+        d_llm, d_sam = vlm.hidden_size, self.pixel_decoder.hidden_size
+        self.box_head = LanguageToVisionHead(d_llm, d_sam)
+        self.seg_head = LanguageToVisionHead(d_llm, d_sam)
+        self.proposer = Proposer(
+            ProposerConfig(
+                in_channels=d_sam, hidden_size=config.proposer_hidden, num_queries=config.proposer_queries,
+                num_layers=config.proposer_layers, num_heads=config.proposer_heads, top_k=config.selection.top_k,
+            )
+        )
+        self.selector = Selector(embed_dim=d_sam, feature_dim=config.proposer_hidden)
+        self.preprocessor = Sam2Preprocessor(self.pixel_decoder.image_size)
+
+    @property
+    def sam(self) -> nn.Module:
+        return self.pixel_decoder.sam
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------------------------------ use
+    def segment(self, video, query: str, **kwargs):
+        """Answer and per-frame masks; see :func:`sparrow.model.inference.segment` for the options."""
+        from sparrow.model.inference import segment
+
+        return segment(self, video, query, **kwargs)
+
+    def save_pretrained(self, path) -> None:
+        from sparrow.model.loading import save_pretrained
+
+        save_pretrained(self, path)
+
+    @classmethod
+    def from_pretrained(cls, path, device: str | torch.device = "cpu") -> SparrowModel:
+        from sparrow.model.loading import from_pretrained
+
+        return from_pretrained(path, device)
+
+    # ------------------------------------------------------------------------------------------ pieces
+    def prompt_embeddings(self, states: torch.Tensor, pairs: PromptPairs) -> PromptEmbeddings:
+        """States ``[L, d]`` of one sequence and its pairs -> projected ``[BOX]``/``[SEG]`` embeddings ``[N, C]``."""
+        seg_states, _ = gather_states(states, pairs.seg_positions)
+        box_states, has_box = gather_states(states, pairs.box_positions)
+        return PromptEmbeddings(box=self.box_head(box_states), seg=self.seg_head(seg_states), has_box=has_box)
+
+    def propose(self, features: ImageFeatures) -> Proposals:
+        """All proposals of a batch of frames (``[B, Q, ...]``)."""
+        return self.proposer(features.embedding)
+
+    def select(self, box_embedding: torch.Tensor, top: Proposals, index: int) -> SelectorOutput:
+        """Score the (top-k) proposals of frame ``index`` of a proposal batch for embeddings ``[N, C]``."""
+        return self.selector(box_embedding, frame_proposals(top, index))
+
+    def decode(self, features: ImageFeatures, frame_index: torch.Tensor, seg: torch.Tensor | None, boxes: torch.Tensor | None) -> DecoderOutput:
+        """Decode masks for prompts on frames ``frame_index`` ``[M]`` of a feature batch; seg ``[M, C]``, boxes ``[M, 4]``."""
+        picked = ImageFeatures(embedding=features.embedding[frame_index], high_res=[h[frame_index] for h in features.high_res])
+        return self.pixel_decoder.decode(picked, seg, boxes)
+
+    # ------------------------------------------------------------------------------------------ training
+    def forward(self, batch: SparrowBatch, train_proposer: bool = False) -> dict[str, torch.Tensor]:
+        """Training losses: ``ce``, ``mask_bce``, ``mask_dice``, ``selection``, ``box`` (+ ``proposer``) and ``loss``
+        (their weighted sum, weights from ``config.loss``)."""
+        cfg = self.config
+        ce, hidden = self.vlm(batch.vlm)
+        pairs = teacher_forced_pairs(batch.vlm.input_ids, batch.vlm.attention_mask, self.vlm.box_token_id, self.vlm.seg_token_id)
+        b, n, ts = batch.masks.shape[:3]
+        for row, p in enumerate(pairs):
+            if len(p) != n:
+                raise SparrowError(f"sample {row}: the answer has {len(p)} [SEG] tokens for {n} target slots")
+        prompts = [self.prompt_embeddings(hidden[row, :-1], p) for row, p in enumerate(pairs)]
+
+        features = self.pixel_decoder.encode(batch.sam_pixels.flatten(0, 1))  # frames ordered (b, t)
+        proposals = self.propose(features)
+        top = self.proposer.top_proposals(proposals)
+        losses: dict[str, torch.Tensor] = {}
+        if ce is not None:
+            losses["ce"] = ce
+        if train_proposer:
+            targets = batch.object_boxes or [
+                bx[~torch.isnan(bx).any(-1)] for bx in batch.boxes.permute(0, 2, 1, 3).flatten(0, 1)
+            ]
+            losses["proposer"] = proposer_loss(proposals, targets)["total"]
+
+        sel_losses, box_losses = [], []
+        frame_idx, segs, boxes, has_box = [], [], [], []
+        for row in range(b):
+            for slot in range(n):
+                for t in range(ts):
+                    f = row * ts + t
+                    target = batch.boxes[row, slot, t]
+                    present = not bool(torch.isnan(target).any())
+                    box = None
+                    if bool(prompts[row].has_box[slot]):
+                        frame_props = frame_proposals(top, f)
+                        out = self.selector(prompts[row].box[slot : slot + 1], frame_props)
+                        if present:
+                            labels = selection_labels(frame_props.boxes[0], target, cfg.selection.pos_iou, cfg.selection.neg_iou)
+                            box_losses.append(refinement_loss(out.refined_boxes[0], labels, target))
+                        else:
+                            labels = torch.zeros_like(out.logits[0])
+                        labels = torch.where(frame_props.valid[0], labels, torch.full_like(labels, -1.0))
+                        sel_losses.append(selection_loss(out.logits[0], labels))
+                        if present:
+                            if cfg.train_box_source == "gt":
+                                box = target
+                            else:
+                                _, chosen = select_boxes(out, cfg.selection.threshold, 1)
+                                box = chosen[0][0].detach()
+                    frame_idx.append(f)
+                    segs.append(prompts[row].seg[slot])
+                    boxes.append(box if box is not None else torch.zeros(4, device=hidden.device))
+                    has_box.append(box is not None)
+        decoded = self._decode_mixed(features, torch.tensor(frame_idx, device=hidden.device), torch.stack(segs), torch.stack(boxes), torch.tensor(has_box))
+        h, w = batch.masks.shape[-2:]
+        logits = PixelDecoder.upsample(decoded, (h, w))
+        targets = batch.masks.flatten(0, 2).to(logits.dtype)  # (b, n, t) order == loop order
+        losses["mask_bce"] = mask_bce_loss(logits, targets)
+        losses["mask_dice"] = mask_dice_loss(logits, targets)
+        if sel_losses:
+            losses["selection"] = torch.stack(sel_losses).mean()
+        if box_losses:
+            losses["box"] = torch.stack(box_losses).mean()
+        weights = LossWeights(ce=cfg.loss.ce, mask_bce=cfg.loss.mask_bce, mask_dice=cfg.loss.mask_dice, selection=cfg.loss.selection, box=cfg.loss.box)
+        total = weighted_total(losses, weights)
+        if "proposer" in losses:
+            total = total + cfg.loss.proposer * losses["proposer"]
+        losses["loss"] = total
+        return losses
+
+    def _decode_mixed(self, features: ImageFeatures, frame_idx: torch.Tensor, segs: torch.Tensor, boxes: torch.Tensor, has_box: torch.Tensor) -> torch.Tensor:
+        """Decode prompts with and without boxes in two calls; returns low-res logits ``[M, S/4, S/4]`` in input order."""
+        out = None
+        for flag in (True, False):
+            sel = (has_box == flag).nonzero().flatten()
+            if len(sel) == 0:
+                continue
+            res = self.decode(features, frame_idx[sel], segs[sel], boxes[sel] if flag else None).mask_logits
+            if out is None:
+                out = res.new_zeros((len(frame_idx),) + tuple(res.shape[1:]))
+            out = out.index_copy(0, sel.to(out.device), res)
+        return out
+
+
+def frame_proposals(proposals: Proposals, index: int) -> Proposals:
+    """The proposals of one frame of a batch, keeping a batch dimension of 1."""
+    return Proposals(
+        boxes=proposals.boxes[index : index + 1], logits=proposals.logits[index : index + 1],
+        features=proposals.features[index : index + 1], valid=proposals.valid[index : index + 1],
+    )

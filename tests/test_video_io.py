@@ -1,0 +1,96 @@
+"""Video IO: round trips, frame selection, and one-line errors for bad videos."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from sparrow.data.video_io import iter_frames, probe_video, read_frames, sample_indices, write_video
+from sparrow.errors import SparrowError
+
+
+def _clip(t: int = 12, h: int = 48, w: int = 64) -> np.ndarray:
+    frames = np.zeros((t, h, w, 3), dtype=np.uint8)
+    for i in range(t):
+        frames[i, 10:30, 4 * i : 4 * i + 16] = (250, 30, 30)  # a red block moving right
+    return frames
+
+
+def test_write_and_read_round_trip(tmp_path):
+    frames = _clip()
+    path = write_video(tmp_path / "clip.mp4", frames, fps=5)
+    info = probe_video(path)
+    assert (info.num_frames, info.height, info.width) == (12, 48, 64)
+    assert info.fps == pytest.approx(5.0)
+    back = read_frames(path)
+    assert back.shape == frames.shape
+    assert np.abs(back.astype(int) - frames.astype(int)).mean() < 6  # lossy H.264, small error
+    picked = read_frames(path, [7, 2, 7])
+    assert picked.shape[0] == 3 and np.array_equal(picked[0], picked[2]) and np.array_equal(picked[1], back[2])
+
+
+def test_frame_folder_and_array_sources(tmp_path):
+    frames = _clip(t=4)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"{i:05d}.png")
+    assert np.array_equal(read_frames(tmp_path), frames)  # PNG is lossless
+    assert [i for i, _ in iter_frames(frames, [3, 1])] == [1, 3]
+    assert probe_video(frames).num_frames == 4
+
+
+def test_sample_indices():
+    assert sample_indices(100, 5) == [0, 25, 50, 74, 99]
+    assert sample_indices(3, 8) == [0, 1, 2]
+    with pytest.raises(SparrowError):
+        sample_indices(0, 4)
+
+
+def test_missing_video(tmp_path):
+    with pytest.raises(SparrowError, match="no such video file"):
+        probe_video(tmp_path / "nope.mp4")
+
+
+def test_corrupt_video_names_file(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x01 this is not a video" * 50)
+    with pytest.raises(SparrowError) as err:
+        read_frames(bad)
+    assert "bad.mp4" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_zero_frame_video(tmp_path):
+    path = tmp_path / "empty.mp4"
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream("libx264", rate=Fraction(5))
+    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+    container.start_encoding()  # header only: a file with no frames
+    container.close()
+    assert path.exists()
+    with pytest.raises(SparrowError, match="zero frames|no video stream|cannot"):
+        probe_video(path)
+    with pytest.raises(SparrowError, match="empty.mp4"):
+        read_frames(path)
+    folder = path.parent / "frames"
+    folder.mkdir()
+    with pytest.raises(SparrowError, match="no frames"):
+        read_frames(folder)
+
+
+def test_index_out_of_range(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", _clip(t=5), fps=5)
+    with pytest.raises(SparrowError, match="out of range"):
+        read_frames(path, [9])
+
+
+def test_write_video_leaves_nothing_on_error(tmp_path):
+    def frames():
+        yield _clip(t=1)[0]
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_video(tmp_path / "x.mp4", frames())
+    assert list(tmp_path.iterdir()) == []
