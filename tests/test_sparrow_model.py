@@ -1,0 +1,94 @@
+"""SparrowModel: save/load round trip, track and framewise modes on a 30-frame clip, training losses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_clips import training_sample, two_object_clip
+from sparrow.errors import SparrowError
+from sparrow.model.batching import make_batch
+from sparrow.model.config import SparrowConfig
+from sparrow.model.loading import build_tiny, from_pretrained
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = build_tiny(seed=0, config=SparrowConfig(vlm_frames=4, vlm_max_frame_pixels=56 * 56))
+    return m.eval()
+
+
+def test_training_forward_returns_each_weighted_loss(model):
+    frames, masks, boxes = two_object_clip(t=4)
+    batch = make_batch(model, [training_sample(frames, masks, boxes, [0, 3])] * 2)
+    torch.manual_seed(0)
+    losses = model(batch, train_proposer=True)
+    for key in ("ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "loss"):
+        assert key in losses and torch.isfinite(losses[key]), key
+    w = model.config.loss
+    expected = (w.ce * losses["ce"] + w.mask_bce * losses["mask_bce"] + w.mask_dice * losses["mask_dice"] + w.selection * losses["selection"]
+                + w.box * losses["box"] + w.proposer * losses["proposer"])
+    assert torch.allclose(losses["loss"], expected, rtol=1e-5)
+
+
+def test_answer_slot_mismatch_is_an_error(model):
+    frames, masks, boxes = two_object_clip(t=4)
+    sample = training_sample(frames, masks, boxes, [0, 3])
+    sample.answer = "Sure, [BOX] [SEG] and [BOX] [SEG]."
+    with pytest.raises(SparrowError, match="2 \\[SEG\\] tokens for 1 target slots"):
+        model(make_batch(model, [sample]))
+
+
+def test_save_load_round_trip_gives_identical_outputs(model, tmp_path):
+    frames, masks, boxes = two_object_clip(t=4)
+    model.save_pretrained(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors", "vlm", "sam2"}
+    loaded = from_pretrained(tmp_path / "m")
+    batch = make_batch(model, [training_sample(frames, masks, boxes, [0, 3])])
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = model(batch)
+        torch.manual_seed(1)
+        b = loaded(batch)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ra, rb = model.segment(frames, "the red square", mode="framewise"), loaded.segment(frames, "the red square", mode="framewise")
+    assert ra.answer == rb.answer and np.array_equal(ra.masks, rb.masks)
+
+
+def test_loading_a_folder_without_weights_fails_clearly(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(SparrowError, match="has no weights"):
+        from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(SparrowError, match="cannot load weights"):
+        from_pretrained(tmp_path / "m")
+
+
+@pytest.mark.parametrize("mode", ["track", "framewise"])
+def test_modes_on_a_30_frame_clip(model, mode):
+    frames, _, _ = two_object_clip(t=30, h=64, w=80)
+    result = model.segment(frames, "the red square", mode=mode, key_frame="auto")
+    assert result.mode == mode and result.num_frames == 30 and result.masks.shape == (30, 64, 80)
+    target = result.targets[0]
+    assert len(target.rles) == 30 and len(target.boxes) == 30
+    assert target.key_frame in result.vlm_frame_indices
+    for rle, box in zip(target.rles, target.boxes):
+        assert (rle is None) == (box is None)
+    record = json.loads(json.dumps(result.to_json()))
+    assert len(record["targets"][0]["frames"]) == 30
+
+
+def test_fixed_key_frame_and_bad_arguments(model):
+    frames, _, _ = two_object_clip(t=8, h=64, w=64)
+    assert model.segment(frames, "the red square", mode="framewise", key_frame=5).targets[0].key_frame == 5
+    with pytest.raises(SparrowError, match="out of range"):
+        model.segment(frames, "the red square", key_frame=8)
+    with pytest.raises(SparrowError, match="query is empty"):
+        model.segment(frames, "  ")
+    with pytest.raises(SparrowError, match="mode must be"):
+        model.segment(frames, "x", mode="bogus")
