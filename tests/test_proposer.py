@@ -54,7 +54,13 @@ def test_top_proposals_sorted_by_objectness_invalid_last():
     assert top.valid.all() and top.features.shape == (1, 3, 8) and top.aux == []
     everything = model.top_proposals(props, k=50)  # k is capped at P; the invalid one comes last
     assert everything.logits.shape == (1, 5) and everything.valid[0].tolist() == [True] * 4 + [False]
-    assert model.top_proposals(model(torch.randn(1, 32, 8, 8))).boxes.shape == (1, TINY["top_k"], 4)
+    full = model(torch.randn(2, 32, 8, 8))
+    top = model.top_proposals(full)
+    assert top.boxes.shape == (2, TINY["top_k"], 4) and top.features.shape == (2, TINY["top_k"], 64)
+    one = top.image(1)
+    assert one.boxes.shape == (1, TINY["top_k"], 4) and torch.equal(one.logits[0], top.logits[1])
+    frozen = full.detach()
+    assert not frozen.boxes.requires_grad and not frozen.aux[0][0].requires_grad and full.boxes.requires_grad
 
 
 def test_loss_is_minimal_when_predictions_equal_targets():

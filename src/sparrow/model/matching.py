@@ -70,7 +70,7 @@ def box_match_cost(
         w_class, w_l1, w_giou: weights of the focal class cost, the L1 distance and the negative GIoU.
 
     Returns:
-        ``[Q, N]`` cost (no gradient is needed; computed under ``no_grad`` by callers that match).
+        ``[Q, N]`` float32 cost (callers that only match compute it under ``no_grad``).
     """
     if pred_boxes.dim() != 2 or pred_boxes.shape[-1] != 4:
         raise ValueError(f"pred_boxes must be [Q, 4], got {tuple(pred_boxes.shape)}")
@@ -78,8 +78,9 @@ def box_match_cost(
         raise ValueError(f"target_boxes must be [N, 4], got {tuple(target_boxes.shape)}")
     if pred_logits.shape != pred_boxes.shape[:1]:
         raise ValueError(f"pred_logits must be [Q]={pred_boxes.shape[0]}, got {tuple(pred_logits.shape)}")
-    tgt = target_boxes.to(pred_boxes.dtype)
-    cost_class = focal_class_cost(pred_logits.float()).to(pred_boxes.dtype)[:, None].expand(-1, tgt.shape[0])
+    pred_boxes = pred_boxes.float()
+    tgt = target_boxes.to(device=pred_boxes.device, dtype=torch.float32)
+    cost_class = focal_class_cost(pred_logits.float())[:, None].expand(-1, tgt.shape[0])
     cost_l1 = torch.cdist(pred_boxes, tgt, p=1)
     cost_giou = -generalized_box_iou(pred_boxes, tgt)
     return w_class * cost_class + w_l1 * cost_l1 + w_giou * cost_giou

@@ -267,6 +267,7 @@ def _layer_loss(
     boxes: Tensor, logits: Tensor, targets: list[Tensor], weights: ProposerLossWeights, num_boxes: float
 ) -> dict[str, Tensor]:
     """Unweighted objectness / L1 / GIoU of one decoder layer's output ``boxes [B,Q,4]``, ``logits [B,Q]``."""
+    boxes, logits = boxes.float(), logits.float()  # losses and matching in float32 under autocast too
     obj_target = torch.zeros_like(logits)
     matched_pred, matched_tgt = [], []
     for b, tgt in enumerate(targets):

@@ -215,7 +215,7 @@ def refinement_loss(refined_boxes: Tensor, labels: Tensor, target_box: Tensor) -
     pos = labels > 0.5
     if not bool(pos.any()):
         return refined_boxes.sum() * 0.0
-    pred = refined_boxes[pos]  # [M, 4]
+    pred = refined_boxes[pos].float()  # [M, 4]
     tgt = target_box.to(pred)[:, None].expand_as(refined_boxes)[pos]
     l1 = (pred - tgt).abs().sum(-1)
     giou = generalized_box_iou_loss(pred, tgt, reduction="none")
