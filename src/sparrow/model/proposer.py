@@ -161,7 +161,8 @@ class Proposer(nn.Module):
         super().__init__()
         self.config = config
         d, q = config.hidden_size, config.num_queries
-        self.input_proj = nn.Sequential(nn.Conv2d(config.in_channels, d, kernel_size=1), nn.GroupNorm(1, d))
+        groups = math.gcd(32, d)  # GroupNorm as in DETR-family input projections
+        self.input_proj = nn.Sequential(nn.Conv2d(config.in_channels, d, kernel_size=1), nn.GroupNorm(groups, d))
         self.query_content = nn.Embedding(q, d)
         self.anchors = nn.Embedding(q, 4)  # inverse-sigmoid cxcywh
         self.query_pos = MLP(2 * d, d, d, 2)  # sine(4 coords x d/2) -> d
