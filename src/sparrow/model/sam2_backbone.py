@@ -84,6 +84,8 @@ def load_sam2(name_or_path: str | Path) -> Sam2VideoModel:
     path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise SparrowError("a SAM2 checkpoint must be a folder (config.json + model.safetensors)", path)
+    if not path.exists() and (name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name):
+        raise SparrowError("no such SAM2 checkpoint folder", path)
     try:
         model = Sam2VideoModel.from_pretrained(str(path) if path.is_dir() else name, local_files_only=True)
     except (OSError, ValueError) as exc:
