@@ -12,12 +12,14 @@ import argparse
 import sys
 
 from sparrow.errors import SparrowError
+from sparrow.tsf import commands as tsf_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparrow", description="Pixel-grounded video understanding (SPARROW).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One line per package that has commands (each module's add_parser registers its sub-commands).
+    tsf_commands.add_parser(sub)
     return parser
 
 
