@@ -136,12 +136,12 @@ class TSFBuilder:
         cfg = self.config
         gt_boxes = record.target_boxes(expression)
         has_gt = any(_valid(b, cfg.min_box_side) for b in gt_boxes)
-        if isinstance(self.tracker, GtTracker) or (has_gt and not cfg.always_track):
+        if self.tracker.name == "gt" or (has_gt and not cfg.always_track):
             if not has_gt:
                 raise SparrowError("empty track: the target has no annotated box in any frame")
             return gt_boxes, "annotation"
         frames = store.all()
-        if isinstance(self.detector, GtDetector):  # the annotated box where the target first appears
+        if self.detector.name == "gt":  # the annotated box where the target first appears
             present = [t for t, b in enumerate(gt_boxes) if _valid(b, cfg.min_box_side)]
             candidates = present[:1]
         else:
