@@ -158,3 +158,42 @@ def test_tracking_with_tiny_gdino_and_sam2(split, tmp_path) -> None:
         assert rec.status == "failed" or (rec.source == "tracked" and 1 <= len(rec.entries) <= 2)
         if rec.status == "failed":
             assert rec.reason
+
+
+def test_annotation_where_present_else_detector_and_tracker(tmp_path) -> None:
+    from sparrow.tsf.detect import Detection
+
+    pairs = synthetic_records(n_videos=1, T=8)
+    rec, frames = pairs[0]
+    unannotated = ObjectTrack(7, [None] * 8, [None] * 8)
+    rec.objects[7] = unannotated
+    rec.expressions.append(Expression("2", "the green square", [7]))
+    green_box = rec.objects[2].boxes[0]
+
+    class FixedDetector:  # stands in for GroundingDINO: finds the green square on frame 0 only
+        name = "fixed"
+        calls: list[int] = []
+
+        def detect(self, frame, text, frame_index, gt_boxes=None):
+            self.calls.append(frame_index)
+            assert gt_boxes is None  # an unannotated target gets no annotation
+            return Detection(tuple(green_box), 0.9) if frame_index == 0 else None
+
+    split = tmp_path / "train"
+    write_mevis_annotations([rec], split)
+    write_frames(split / "JPEGImages" / rec.video_id, rec.frames, frames)
+    records = read_mevis(split)
+    det, trk = FixedDetector(), Counting(CsrtTracker())
+    cfg = BuildConfig(k=3, detector="fixed", tracker="csrt", reference_frames=2)
+    stats = build_tsf(records, tmp_path / "c", cfg, detector=det, tracker=trk, progress=False)
+    cache = read_tsf_cache(tmp_path / "c")
+    assert stats.ok == 3 and trk.calls == 1 and det.calls == [0, 7]
+    assert cache[("vid0", "0")].source == "annotation" and cache[("vid0", "1")].source == "annotation"
+    tracked = cache[("vid0", "2")]
+    assert tracked.source == "tracked" and len(tracked.entries) == 3
+    truth = records[0].objects[2].boxes
+    for e in tracked.entries:  # CSRT followed the green square
+        x0, y0, x1, y1 = e.box
+        tx0, ty0, tx1, ty1 = truth[e.frame]
+        inter = max(0, min(x1, tx1) - max(x0, tx0)) * max(0, min(y1, ty1) - max(y0, ty0))
+        assert inter / ((x1 - x0) * (y1 - y0) + (tx1 - tx0) * (ty1 - ty0) - inter) > 0.5

@@ -73,3 +73,19 @@ def test_tsf_crop_images_from_array_folder_and_record(tmp_path) -> None:
     with pytest.raises(SparrowError, match="out of range"):
         tsf_crop_images(frames, [TSFEntry(9, (0, 0, 5, 5))], size=8)
     assert tsf_crop_images(frames, [], size=16).shape == (0, 16, 16, 3)
+
+
+def test_tsf_crops_for_looks_up_the_cache(tmp_path) -> None:
+    from sparrow.data.schema import VideoRecord
+    from sparrow.tsf.cache import TSFRecord
+    from sparrow.tsf.crops import tsf_crops_for
+
+    frames = _smooth_frames()
+    names = [f"{t:05d}" for t in range(len(frames))]
+    write_frames(tmp_path / "v", names, frames, quality=100)
+    rec = VideoRecord("v", names, 60, 160, frame_dir=tmp_path / "v")
+    entries = [TSFEntry(0, (10.0, 10.0, 30.0, 40.0)), TSFEntry(2, (100.0, 5.0, 150.0, 55.0))]
+    cache = {("v", "0"): TSFRecord("v", "0", "ok", entries), ("v", "1"): TSFRecord("v", "1", "failed", reason="x")}
+    np.testing.assert_array_equal(tsf_crops_for(cache, rec, "0", 24), tsf_crop_images(rec, entries, 24))
+    assert tsf_crops_for(cache, rec, "1", 24).shape == (0, 24, 24, 3)
+    assert tsf_crops_for(cache, rec, "7", 24).shape == (0, 24, 24, 3)

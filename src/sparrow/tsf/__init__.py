@@ -20,6 +20,7 @@ _EXPORTS = {
     "read_tsf_cache": "sparrow.tsf.cache",
     "crop_box": "sparrow.tsf.crops",
     "tsf_crop_images": "sparrow.tsf.crops",
+    "tsf_crops_for": "sparrow.tsf.crops",
     "BuildConfig": "sparrow.tsf.build",
     "build_tsf": "sparrow.tsf.build",
 }

@@ -173,8 +173,8 @@ def cache_summary(records: dict[Key, TSFRecord]) -> dict[str, Any]:
 class ShardWriter:
     """Append records to one shard file; knows which keys are already done (for resuming).
 
-    On open, an existing file must have the same header (K, detector, tracker, shard) or
-    :class:`SparrowError` is raised; a torn last line is cut off. ``done`` holds the keys already recorded
+    On open, an existing file must have the same header (K, detector, tracker, shard and every other
+    option stored there) or :class:`SparrowError` is raised; a torn last line is cut off. ``done`` holds the keys already recorded
     (``ok`` ones only when ``retry_failed``). Use as a context manager.
     """
 
@@ -183,7 +183,7 @@ class ShardWriter:
         header = {"format": FORMAT, "version": VERSION, **header}
         if self.path.exists():
             old, records, valid = read_shard(self.path)
-            for key in ("k", "detector", "tracker", "shard"):
+            for key in sorted(set(old) | set(header)):
                 if _dump(old.get(key)) != _dump(header.get(key)):
                     raise SparrowError(
                         f"cache was built with {key}={old.get(key)!r}, this run asks for {header.get(key)!r}; "

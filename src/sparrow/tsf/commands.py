@@ -25,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--box-threshold", type=float, default=0.25, help="GroundingDINO score threshold")
     b.add_argument("--crop-size", type=int, default=64, help="crop side for the appearance features")
     b.add_argument("--max-candidates", type=int, default=64, help="track frames entering K-means")
+    b.add_argument("--reference-frames", type=int, default=3, help="evenly spaced frames the detector looks at")
+    b.add_argument("--kmeans-init", default="kmeans++", choices=["kmeans++", "linspace"], help="linspace = the release's rows")
+    b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="cpu")
     b.add_argument("--limit", type=int, help="stop after this many new records")
     b.add_argument("--retry-failed", action="store_true", help="redo records recorded as failed")
@@ -63,7 +66,8 @@ def _build(args: argparse.Namespace) -> int:
     encoder = load_vision_encoder(args.encoder_model, device=args.device) if args.encoder_model else HandcraftedEncoder()
     config = BuildConfig(
         k=args.k, detector=args.detector, tracker=args.tracker, always_track=args.always_track,
-        crop_size=args.crop_size, max_candidates=args.max_candidates,
+        crop_size=args.crop_size, max_candidates=args.max_candidates, reference_frames=args.reference_frames,
+        kmeans_init=args.kmeans_init, seed=args.seed,
     )
     records = read_mevis(args.data, check_frames=False)
     stats = build_tsf(

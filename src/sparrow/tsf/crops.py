@@ -18,7 +18,7 @@ from sparrow.errors import SparrowError
 
 if TYPE_CHECKING:
     from sparrow.data.schema import VideoRecord
-    from sparrow.tsf.cache import TSFEntry
+    from sparrow.tsf.cache import Key, TSFEntry, TSFRecord
 
 Box = Sequence[float]
 
@@ -100,3 +100,17 @@ def tsf_crop_images(
             decoded = read_frames(frames_or_source, indices)
         frames = dict(zip(indices, decoded))
     return np.stack([crop_box(frames[t], box, size, margin, square) for t, box in pairs])
+
+
+def tsf_crops_for(
+    cache: dict[Key, TSFRecord], record: VideoRecord, exp_id: str, size: int, margin: float = 0.1
+) -> np.ndarray:
+    """The cached TSF crops of one expression of ``record``: ``[K, size, size, 3]`` uint8.
+
+    ``cache`` is what :func:`sparrow.tsf.cache.read_tsf_cache` returns. A missing or ``failed`` record gives
+    ``[0, size, size, 3]`` (the caller decides what "no crops" means, e.g. TSF off for that sample).
+    """
+    entry = cache.get((record.video_id, str(exp_id)))
+    if entry is None or entry.status != "ok":
+        return np.zeros((0, size, size, 3), dtype=np.uint8)
+    return tsf_crop_images(record, entry.entries, size, margin)

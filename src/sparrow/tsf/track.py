@@ -52,12 +52,19 @@ class CsrtTracker:
 
     def _run(self, frames: np.ndarray, order: list[int], ref_box: Box, scale: float, out: list[list[float] | None]) -> None:
         H, W = frames.shape[1:3]
-        x0, y0, x1, y1 = (float(v) * scale for v in ref_box)
+        x0, y0 = max(float(ref_box[0]), 0.0) * scale, max(float(ref_box[1]), 0.0) * scale
+        x1, y1 = min(float(ref_box[2]), W) * scale, min(float(ref_box[3]), H) * scale
         rect = (int(round(x0)), int(round(y0)), max(int(round(x1 - x0)), 2), max(int(round(y1 - y0)), 2))
         tracker = cv2.TrackerCSRT.create()
-        tracker.init(self._frame(frames[order[0]], scale), rect)
+        try:
+            tracker.init(self._frame(frames[order[0]], scale), rect)
+        except cv2.error as exc:  # OpenCV rejects the box (too small, outside the frame): a data problem
+            raise SparrowError(f"CSRT cannot start from box {list(ref_box)} on frame {order[0]}: {exc}") from exc
         for t in order[1:]:
-            ok, (x, y, w, h) = tracker.update(self._frame(frames[t], scale))
+            try:
+                ok, (x, y, w, h) = tracker.update(self._frame(frames[t], scale))
+            except cv2.error as exc:
+                raise SparrowError(f"CSRT failed on frame {t}: {exc}") from exc
             if not ok or w <= 0 or h <= 0:
                 out[t] = None
                 continue
