@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from sparrow.data.mevis import read_mevis, write_frames, write_mevis_annotations
@@ -77,7 +76,9 @@ def test_killed_run_resumes_without_redoing_records(split, tmp_path) -> None:
     class Boom(RuntimeError):
         pass
 
-    def explode_after_two(rec, seen=[]):  # a crash in the middle of the second run
+    seen: list = []
+
+    def explode_after_two(rec) -> None:  # a crash in the middle of the second run
         seen.append(rec)
         if len(seen) == 2:
             raise Boom("killed")

@@ -5,14 +5,29 @@ from __future__ import annotations
 import pytest
 
 from sparrow.errors import SparrowError
-from sparrow.tsf.cache import ShardWriter, TSFEntry, TSFRecord, cache_summary, read_shard, read_tsf_cache, shard_file_name
+from sparrow.tsf.cache import (
+    ShardWriter,
+    TSFEntry,
+    TSFRecord,
+    cache_summary,
+    read_shard,
+    read_tsf_cache,
+    shard_file_name,
+)
 
 HEADER = {"k": 2, "detector": "gt", "tracker": "gt", "shard": [0, 1]}
 
 
 def _records() -> list[TSFRecord]:
     return [
-        TSFRecord("v0", "0", "ok", [TSFEntry(1, (1.5, 2.0, 10.25, 20.0)), TSFEntry(7, (0.0, 0.0, 3.0, 4.0))], source="annotation", num_frames=9),
+        TSFRecord(
+            "v0",
+            "0",
+            "ok",
+            [TSFEntry(1, (1.5, 2.0, 10.25, 20.0)), TSFEntry(7, (0.0, 0.0, 3.0, 4.0))],
+            source="annotation",
+            num_frames=9,
+        ),
         TSFRecord("v0", "1", "failed", reason="empty track: the target is in no frame", num_frames=9),
         TSFRecord("v1", "0", "ok", [TSFEntry(0, (5.0, 5.0, 6.0, 7.0))], source="tracked", num_frames=3),
     ]

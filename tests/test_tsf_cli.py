@@ -22,7 +22,24 @@ def test_cli_build_show_and_shards(tmp_path, capsys) -> None:
 
     sharded = tmp_path / "sharded"
     for i in range(2):
-        assert main(["tsf", "build", "--data", str(split), "--out", str(sharded), "--k", "3", "--shard", f"{i}/2", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "tsf",
+                    "build",
+                    "--data",
+                    str(split),
+                    "--out",
+                    str(sharded),
+                    "--k",
+                    "3",
+                    "--shard",
+                    f"{i}/2",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     assert sorted(p.name for p in sharded.iterdir()) == [shard_file_name(0, 2), shard_file_name(1, 2)]
     assert read_tsf_cache(sharded) == cache
     capsys.readouterr()
@@ -34,8 +51,27 @@ def test_cli_build_show_and_shards(tmp_path, capsys) -> None:
     summary = json.loads(capsys.readouterr().out)
     assert summary["total"] == 6 and summary["status"] == {"ok": 6}
 
-    assert main(["tsf", "build", "--data", str(split), "--out", str(tmp_path / "t"), "--tracker", "csrt", "--always-track",
-                 "--k", "2", "--limit", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "tsf",
+                "build",
+                "--data",
+                str(split),
+                "--out",
+                str(tmp_path / "t"),
+                "--tracker",
+                "csrt",
+                "--always-track",
+                "--k",
+                "2",
+                "--limit",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     tracked = read_tsf_cache(tmp_path / "t")
     assert len(tracked) == 2 and {r.source for r in tracked.values()} == {"tracked"}
 
@@ -51,7 +87,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys) -> None:
     assert "sam2" in err and "download" in err and "\n" not in err
     assert main(base + ["--shard", "2/2"]) == 2
     assert "shard" in capsys.readouterr().err
-    assert main(["tsf", "build", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "c"), "--no-progress"]) == 2
+    assert (
+        main(["tsf", "build", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "c"), "--no-progress"]) == 2
+    )
     assert "meta_expressions.json" in capsys.readouterr().err
     assert main(["tsf", "build", *base[2:], "--k", "4"]) == 0
     assert main(["tsf", "build", *base[2:], "--k", "2"]) == 2

@@ -9,7 +9,13 @@ from torchvision.ops import box_iou
 
 from sparrow.errors import SparrowError
 from sparrow.tsf.detect import GroundingDinoDetector, GtDetector, grounding_text
-from sparrow.tsf.features import HandcraftedEncoder, VisionModelEncoder, geometry_features, joint_features, load_vision_encoder
+from sparrow.tsf.features import (
+    HandcraftedEncoder,
+    VisionModelEncoder,
+    geometry_features,
+    joint_features,
+    load_vision_encoder,
+)
 from sparrow.tsf.track import CsrtTracker, GtTracker, Sam2Tracker
 from tsf_fixtures import moving_square, tiny_grounding_dino, tiny_sam2_video
 
@@ -61,7 +67,9 @@ def test_sam2_tracker_gives_one_box_or_none_per_frame(tmp_path) -> None:
 def test_grounding_dino_detector_runs_with_a_tiny_model(tmp_path) -> None:
     frames, _ = moving_square(T=1)
     model_dir = tiny_grounding_dino(tmp_path / "gdino")
-    det = GroundingDinoDetector(model_dir, box_threshold=0.0, text_threshold=0.0).detect(frames[0], "The red  square", 0)
+    det = GroundingDinoDetector(model_dir, box_threshold=0.0, text_threshold=0.0).detect(
+        frames[0], "The red  square", 0
+    )
     assert det is not None and 0.0 <= det.score <= 1.0
     x0, y0, x1, y1 = det.box
     assert 0 <= x0 < x1 <= 120 and 0 <= y0 < y1 <= 72
@@ -92,7 +100,16 @@ def test_features_shapes_standardisation_and_encoders(tmp_path) -> None:
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=28, patch_size=14)).save_pretrained(tmp_path / "dino")
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=28,
+            patch_size=14,
+        )
+    ).save_pretrained(tmp_path / "dino")
     vis = load_vision_encoder(tmp_path / "dino")
     assert isinstance(vis, VisionModelEncoder) and vis.image_size == 28
     f = vis(crops)

@@ -105,7 +105,7 @@ class FrameStore:
     def get(self, indices: Sequence[int]) -> dict[int, np.ndarray]:
         missing = sorted({int(t) for t in indices} - set(self.frames))
         if missing:
-            self.frames.update(zip(missing, self.record.load_frames(missing)))
+            self.frames.update(zip(missing, self.record.load_frames(missing), strict=True))
         return {int(t): self.frames[int(t)] for t in indices}
 
     def all(self) -> np.ndarray:
@@ -125,13 +125,17 @@ class TSFBuilder:
     only called for expressions that need tracking. ``encoder`` maps crops ``[N, S, S, 3]`` to ``[N, D]``.
     """
 
-    def __init__(self, config: BuildConfig, detector=None, tracker=None, encoder: AppearanceEncoder | None = None) -> None:
+    def __init__(
+        self, config: BuildConfig, detector=None, tracker=None, encoder: AppearanceEncoder | None = None
+    ) -> None:
         self.config = config
         self.detector = detector if detector is not None else GtDetector()
         self.tracker = tracker if tracker is not None else GtTracker()
         self.encoder = encoder if encoder is not None else HandcraftedEncoder()
 
-    def target_track(self, record: VideoRecord, expression: Expression, store: FrameStore) -> tuple[list[Box | None], str]:
+    def target_track(
+        self, record: VideoRecord, expression: Expression, store: FrameStore
+    ) -> tuple[list[Box | None], str]:
         """Boxes per frame of the expression's target and their source ("annotation" | "tracked")."""
         cfg = self.config
         gt_boxes = record.target_boxes(expression)
@@ -168,7 +172,9 @@ class TSFBuilder:
         if len(frames_idx) > cfg.k:
             frames = store.get(frames_idx)
             crops = np.stack([crop_box(frames[t], boxes[t], cfg.crop_size, cfg.margin) for t in frames_idx])
-            geometry = geometry_features(np.asarray([boxes[t] for t in frames_idx]), frames_idx, record.size, record.num_frames)
+            geometry = geometry_features(
+                np.asarray([boxes[t] for t in frames_idx]), frames_idx, record.size, record.num_frames
+            )
             x = joint_features(self.encoder(crops), geometry, cfg.geometry_weight)
             chosen = select_medoids(x, cfg.k, seed=cfg.seed, init=cfg.kmeans_init)
             frames_idx = [frames_idx[i] for i in chosen]
@@ -180,8 +186,12 @@ class TSFBuilder:
             boxes, source = self.target_track(record, expression, store)
             entries = self.select(record, boxes, store)
         except SparrowError as exc:
-            return TSFRecord(record.video_id, expression.exp_id, "failed", reason=str(exc), num_frames=record.num_frames)
-        return TSFRecord(record.video_id, expression.exp_id, "ok", entries=entries, source=source, num_frames=record.num_frames)
+            return TSFRecord(
+                record.video_id, expression.exp_id, "failed", reason=str(exc), num_frames=record.num_frames
+            )
+        return TSFRecord(
+            record.video_id, expression.exp_id, "ok", entries=entries, source=source, num_frames=record.num_frames
+        )
 
 
 def build_tsf(

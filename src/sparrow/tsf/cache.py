@@ -80,8 +80,13 @@ class TSFRecord:
                 raise SparrowError(f"{where}: an entry must be [frame, x0, y0, x1, y1], got {e!r}")
             entries.append(TSFEntry(int(e[0]), (float(e[1]), float(e[2]), float(e[3]), float(e[4]))))
         return cls(
-            video_id=str(obj["video"]), exp_id=str(obj["exp"]), status=obj["status"], entries=entries,
-            reason=obj.get("reason"), source=obj.get("source"), num_frames=obj.get("num_frames"),
+            video_id=str(obj["video"]),
+            exp_id=str(obj["exp"]),
+            status=obj["status"],
+            entries=entries,
+            reason=obj.get("reason"),
+            source=obj.get("source"),
+            num_frames=obj.get("num_frames"),
         )
 
 
@@ -174,7 +179,8 @@ class ShardWriter:
     """Append records to one shard file; knows which keys are already done (for resuming).
 
     On open, an existing file must have the same header (K, detector, tracker, shard and every other
-    option stored there) or :class:`SparrowError` is raised; a torn last line is cut off. ``done`` holds the keys already recorded
+    option stored there) or :class:`SparrowError` is raised; a torn last line is cut off.
+    ``done`` holds the keys already recorded
     (``ok`` ones only when ``retry_failed``). Use as a context manager.
     """
 
@@ -187,7 +193,9 @@ class ShardWriter:
                 if _dump(old.get(key)) != _dump(header.get(key)):
                     raise SparrowError(
                         f"cache was built with {key}={old.get(key)!r}, this run asks for {header.get(key)!r}; "
-                        "use another --out or the same options", self.path)
+                        "use another --out or the same options",
+                        self.path,
+                    )
             if valid < self.path.stat().st_size:
                 os.truncate(self.path, valid)
         else:

@@ -10,7 +10,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tsf = subparsers.add_parser("tsf", help="Target-Specific Tracked Features: build and inspect the offline cache")
     sub = tsf.add_subparsers(dest="tsf_command", required=True, metavar="ACTION")
 
-    b = sub.add_parser("build", help="detector -> tracker -> crops -> K-means -> K medoid crops per (video, expression)")
+    b = sub.add_parser(
+        "build", help="detector -> tracker -> crops -> K-means -> K medoid crops per (video, expression)"
+    )
     b.add_argument("--data", required=True, help="split folder of the dataset (e.g. MeViS train/)")
     b.add_argument("--format", default="mevis", choices=["mevis"], help="dataset layout")
     b.add_argument("--out", required=True, help="cache folder (one tsf-<i>-of-<n>.jsonl per shard)")
@@ -21,12 +23,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--k", type=int, default=4, help="crops per (video, expression)")
     b.add_argument("--detector-model", help="local GroundingDINO folder (model + processor)")
     b.add_argument("--sam2-model", help="local SAM2 video folder")
-    b.add_argument("--encoder-model", help="local vision model folder for crop appearance (default: colour histogram + HOG)")
+    b.add_argument(
+        "--encoder-model", help="local vision model folder for crop appearance (default: colour histogram + HOG)"
+    )
     b.add_argument("--box-threshold", type=float, default=0.25, help="GroundingDINO score threshold")
     b.add_argument("--crop-size", type=int, default=64, help="crop side for the appearance features")
     b.add_argument("--max-candidates", type=int, default=64, help="track frames entering K-means")
     b.add_argument("--reference-frames", type=int, default=3, help="evenly spaced frames the detector looks at")
-    b.add_argument("--kmeans-init", default="kmeans++", choices=["kmeans++", "linspace"], help="linspace = the release's rows")
+    b.add_argument(
+        "--kmeans-init", default="kmeans++", choices=["kmeans++", "linspace"], help="linspace = the release's rows"
+    )
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="cpu")
     b.add_argument("--limit", type=int, help="stop after this many new records")
@@ -63,20 +69,38 @@ def _build(args: argparse.Namespace) -> int:
         tracker = Sam2Tracker(args.sam2_model, device=args.device)
     else:
         tracker = CsrtTracker() if args.tracker == "csrt" else GtTracker()
-    encoder = load_vision_encoder(args.encoder_model, device=args.device) if args.encoder_model else HandcraftedEncoder()
+    encoder = (
+        load_vision_encoder(args.encoder_model, device=args.device) if args.encoder_model else HandcraftedEncoder()
+    )
     config = BuildConfig(
-        k=args.k, detector=args.detector, tracker=args.tracker, always_track=args.always_track,
-        crop_size=args.crop_size, max_candidates=args.max_candidates, reference_frames=args.reference_frames,
-        kmeans_init=args.kmeans_init, seed=args.seed,
+        k=args.k,
+        detector=args.detector,
+        tracker=args.tracker,
+        always_track=args.always_track,
+        crop_size=args.crop_size,
+        max_candidates=args.max_candidates,
+        reference_frames=args.reference_frames,
+        kmeans_init=args.kmeans_init,
+        seed=args.seed,
     )
     records = read_mevis(args.data, check_frames=False)
     stats = build_tsf(
-        records, args.out, config, detector=detector, tracker=tracker, encoder=encoder, shard=shard,
-        limit=args.limit, retry_failed=args.retry_failed, progress=not args.no_progress,
+        records,
+        args.out,
+        config,
+        detector=detector,
+        tracker=tracker,
+        encoder=encoder,
+        shard=shard,
+        limit=args.limit,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
     )
     rate = stats.written / stats.seconds if stats.seconds > 0 else 0.0
-    print(f"tsf shard {shard[0]}/{shard[1]}: {stats.ok} ok, {stats.failed} failed, {stats.skipped} already done "
-          f"({stats.seconds:.1f} s, {rate:.2f} records/s) -> {args.out}")
+    print(
+        f"tsf shard {shard[0]}/{shard[1]}: {stats.ok} ok, {stats.failed} failed, {stats.skipped} already done "
+        f"({stats.seconds:.1f} s, {rate:.2f} records/s) -> {args.out}"
+    )
     return 0
 
 

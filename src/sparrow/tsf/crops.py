@@ -24,7 +24,7 @@ Box = Sequence[float]
 
 
 def crop_region(box: Box, margin: float = 0.1, square: bool = True) -> tuple[int, int, int, int]:
-    """The integer frame region ``(x0, y0, x1, y1)`` (x1/y1 exclusive, may leave the frame) that a crop of ``box`` covers.
+    """The integer region ``(x0, y0, x1, y1)`` (x1/y1 exclusive, may leave the frame) a crop of ``box`` covers.
 
     The box ``[x0, y0, x1, y1]`` (pixels, x1/y1 exclusive) is grown by ``margin`` times its size on each side;
     with ``square`` the shorter side is grown to the longer one around the same centre.
@@ -94,11 +94,13 @@ def tsf_crop_images(
             count = frames_or_source.num_frames
             bad = [t for t in indices if not 0 <= t < count]
             if bad:
-                raise SparrowError(f"TSF entry frame {bad[0]} out of range for {count} frames of video {frames_or_source.video_id}")
+                raise SparrowError(
+                    f"TSF entry frame {bad[0]} out of range for {count} frames of video {frames_or_source.video_id}"
+                )
             decoded = frames_or_source.load_frames(indices)
         else:
             decoded = read_frames(frames_or_source, indices)
-        frames = dict(zip(indices, decoded))
+        frames = dict(zip(indices, decoded, strict=True))
     return np.stack([crop_box(frames[t], box, size, margin, square) for t, box in pairs])
 
 

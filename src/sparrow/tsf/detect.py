@@ -33,9 +33,13 @@ class GtDetector:
 
     name = "gt"
 
-    def detect(self, frame: np.ndarray, text: str, frame_index: int, gt_boxes: Sequence[Box | None] | None = None) -> Detection | None:
+    def detect(
+        self, frame: np.ndarray, text: str, frame_index: int, gt_boxes: Sequence[Box | None] | None = None
+    ) -> Detection | None:
         if gt_boxes is None:
-            raise SparrowError("the 'gt' detector needs annotated boxes; this expression has none (use --detector gdino)")
+            raise SparrowError(
+                "the 'gt' detector needs annotated boxes; this expression has none (use --detector gdino)"
+            )
         box = gt_boxes[frame_index]
         return None if box is None else Detection(tuple(float(v) for v in box), 1.0)
 
@@ -55,7 +59,13 @@ class GroundingDinoDetector:
 
     name = "gdino"
 
-    def __init__(self, model_dir: str | Path, box_threshold: float = 0.25, text_threshold: float = 0.25, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        box_threshold: float = 0.25,
+        text_threshold: float = 0.25,
+        device: str | torch.device = "cpu",
+    ) -> None:
         from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
         model_dir = Path(model_dir)
@@ -63,20 +73,30 @@ class GroundingDinoDetector:
             raise SparrowError(f"no GroundingDINO model here (config.json missing): {GDINO_HINT}", model_dir)
         try:
             self.processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
-            self.model = GroundingDinoForObjectDetection.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+            self.model = (
+                GroundingDinoForObjectDetection.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+            )
         except (OSError, ValueError) as exc:
-            raise SparrowError(f"cannot load GroundingDINO ({type(exc).__name__}: {exc}); {GDINO_HINT}", model_dir) from exc
+            raise SparrowError(
+                f"cannot load GroundingDINO ({type(exc).__name__}: {exc}); {GDINO_HINT}", model_dir
+            ) from exc
         self.device = torch.device(device)
         self.box_threshold = box_threshold
         self.text_threshold = text_threshold
 
     @torch.no_grad()
-    def detect(self, frame: np.ndarray, text: str, frame_index: int = 0, gt_boxes: Sequence[Box | None] | None = None) -> Detection | None:
+    def detect(
+        self, frame: np.ndarray, text: str, frame_index: int = 0, gt_boxes: Sequence[Box | None] | None = None
+    ) -> Detection | None:
         H, W = frame.shape[:2]
         inputs = self.processor(images=frame, text=grounding_text(text), return_tensors="pt").to(self.device)
         outputs = self.model(**inputs)
         result = self.processor.post_process_grounded_object_detection(
-            outputs, inputs["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold, target_sizes=[(H, W)]
+            outputs,
+            inputs["input_ids"],
+            threshold=self.box_threshold,
+            text_threshold=self.text_threshold,
+            target_sizes=[(H, W)],
         )[0]
         if len(result["scores"]) == 0:
             return None

@@ -42,7 +42,9 @@ class HandcraftedEncoder:
             codes = (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]
             hist = np.bincount(codes.ravel(), minlength=self.bins**3).astype(np.float32)
             hist /= max(hist.sum(), 1.0)
-            grey = cv2.cvtColor(cv2.resize(crop, (self.hog_size, self.hog_size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+            grey = cv2.cvtColor(
+                cv2.resize(crop, (self.hog_size, self.hog_size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY
+            )
             h = hog(grey, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), feature_vector=True)
             out.append(np.concatenate([hist, h.astype(np.float32)]))
         return np.stack(out) if out else np.zeros((0, self.bins**3), dtype=np.float32)
@@ -75,8 +77,15 @@ class VisionModelEncoder:
         param = next(self.model.parameters())
         feats = []
         for start in range(0, len(crops), self.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(crops[start : start + self.batch_size])).permute(0, 3, 1, 2).float() / 255.0
-            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            x = (
+                torch.from_numpy(np.ascontiguousarray(crops[start : start + self.batch_size]))
+                .permute(0, 3, 1, 2)
+                .float()
+                / 255.0
+            )
+            x = torch.nn.functional.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
             x = ((x - self.mean) / self.std).to(device=param.device, dtype=param.dtype)
             out = self.model(pixel_values=x)
             pooled = getattr(out, "pooler_output", None)
@@ -98,7 +107,10 @@ def geometry_features(
     w = np.maximum(b[:, 2] - b[:, 0], 1.0)
     h = np.maximum(b[:, 3] - b[:, 1], 1.0)
     t = np.asarray(frames, dtype=np.float64) / max(num_frames - 1, 1)
-    return np.stack([(b[:, 0] + b[:, 2]) / (2 * W), (b[:, 1] + b[:, 3]) / (2 * H), np.log(w / W), np.log(h / H), np.log(w / h), t], 1)
+    return np.stack(
+        [(b[:, 0] + b[:, 2]) / (2 * W), (b[:, 1] + b[:, 3]) / (2 * H), np.log(w / W), np.log(h / H), np.log(w / h), t],
+        1,
+    )
 
 
 def _standardise(part: np.ndarray) -> np.ndarray:
@@ -109,14 +121,17 @@ def _standardise(part: np.ndarray) -> np.ndarray:
 
 
 def joint_features(appearance: np.ndarray, geometry: np.ndarray, geometry_weight: float = 1.0) -> np.ndarray:
-    """``[N, Da + Dg]``: standardised appearance ``[N, Da]`` joined with ``geometry_weight`` x standardised geometry ``[N, Dg]``."""
+    """``[N, Da + Dg]``: standardised appearance ``[N, Da]`` joined with ``geometry_weight`` x standardised
+    geometry ``[N, Dg]``."""
     if len(appearance) != len(geometry):
         raise ValueError(f"{len(appearance)} appearance rows for {len(geometry)} geometry rows")
     return np.concatenate([_standardise(appearance), geometry_weight * _standardise(geometry)], 1)
 
 
-def load_vision_encoder(model_dir: str | Path, device: str | torch.device = "cpu", batch_size: int = 32) -> VisionModelEncoder:
-    """A :class:`VisionModelEncoder` from a local ``transformers`` folder (CLIP/SigLIP full or vision-only, DINOv2, ...).
+def load_vision_encoder(
+    model_dir: str | Path, device: str | torch.device = "cpu", batch_size: int = 32
+) -> VisionModelEncoder:
+    """A :class:`VisionModelEncoder` from a local ``transformers`` folder (CLIP/SigLIP, vision-only or not, DINOv2).
 
     A two-tower model (``.vision_model``) contributes its vision tower; the input size comes from the config and
     the normalisation from the folder's image processor when it has one (CLIP's otherwise).
@@ -125,7 +140,10 @@ def load_vision_encoder(model_dir: str | Path, device: str | torch.device = "cpu
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise SparrowError("no vision model here (config.json missing): save one with save_pretrained or download e.g. facebook/dinov2-small", model_dir)
+        raise SparrowError(
+            "no vision model here (config.json missing): save one or download e.g. facebook/dinov2-small",
+            model_dir,
+        )
     try:
         model = AutoModel.from_pretrained(model_dir, local_files_only=True)
     except (OSError, ValueError) as exc:

@@ -34,9 +34,13 @@ class GtTracker:
 
     name = "gt"
 
-    def track(self, frames: np.ndarray, ref_index: int, ref_box: Box, gt_boxes: Sequence[Box | None] | None = None) -> list[list[float] | None]:
+    def track(
+        self, frames: np.ndarray, ref_index: int, ref_box: Box, gt_boxes: Sequence[Box | None] | None = None
+    ) -> list[list[float] | None]:
         if gt_boxes is None:
-            raise SparrowError("the 'gt' tracker needs annotated boxes; this expression has none (use --tracker csrt or sam2)")
+            raise SparrowError(
+                "the 'gt' tracker needs annotated boxes; this expression has none (use --tracker csrt or sam2)"
+            )
         if len(gt_boxes) != len(frames):
             raise SparrowError(f"{len(gt_boxes)} annotated boxes for {len(frames)} frames")
         return [None if b is None else [float(v) for v in b] for b in gt_boxes]
@@ -50,7 +54,9 @@ class CsrtTracker:
     def __init__(self, max_side: int = 640) -> None:
         self.max_side = max_side
 
-    def _run(self, frames: np.ndarray, order: list[int], ref_box: Box, scale: float, out: list[list[float] | None]) -> None:
+    def _run(
+        self, frames: np.ndarray, order: list[int], ref_box: Box, scale: float, out: list[list[float] | None]
+    ) -> None:
         H, W = frames.shape[1:3]
         x0, y0 = max(float(ref_box[0]), 0.0) * scale, max(float(ref_box[1]), 0.0) * scale
         x1, y1 = min(float(ref_box[2]), W) * scale, min(float(ref_box[3]), H) * scale
@@ -77,9 +83,13 @@ class CsrtTracker:
         bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
         if scale == 1.0:
             return bgr
-        return cv2.resize(bgr, (int(round(frame.shape[1] * scale)), int(round(frame.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(
+            bgr, (int(round(frame.shape[1] * scale)), int(round(frame.shape[0] * scale))), interpolation=cv2.INTER_AREA
+        )
 
-    def track(self, frames: np.ndarray, ref_index: int, ref_box: Box, gt_boxes: Sequence[Box | None] | None = None) -> list[list[float] | None]:
+    def track(
+        self, frames: np.ndarray, ref_index: int, ref_box: Box, gt_boxes: Sequence[Box | None] | None = None
+    ) -> list[list[float] | None]:
         _check_frames(frames, ref_index)
         T, H, W = frames.shape[:3]
         scale = min(1.0, self.max_side / max(H, W))
@@ -114,7 +124,9 @@ class Sam2Tracker:
             try:
                 model = Sam2VideoModel.from_pretrained(model_dir, local_files_only=True)
             except (OSError, ValueError) as exc:
-                raise SparrowError(f"cannot load SAM2 video ({type(exc).__name__}: {exc}); {SAM2_HINT}", model_dir) from exc
+                raise SparrowError(
+                    f"cannot load SAM2 video ({type(exc).__name__}: {exc}); {SAM2_HINT}", model_dir
+                ) from exc
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.size = int(self.model.config.image_size)
@@ -131,18 +143,25 @@ class Sam2Tracker:
         return mask_to_box(mask.cpu().numpy())
 
     @torch.no_grad()
-    def track(self, frames: np.ndarray, ref_index: int, ref_box: Box, gt_boxes: Sequence[Box | None] | None = None) -> list[list[float] | None]:
+    def track(
+        self, frames: np.ndarray, ref_index: int, ref_box: Box, gt_boxes: Sequence[Box | None] | None = None
+    ) -> list[list[float] | None]:
         from transformers import Sam2VideoInferenceSession
 
         _check_frames(frames, ref_index)
         T, H, W = frames.shape[:3]
         session = Sam2VideoInferenceSession(
-            video=self._preprocess(frames), video_height=H, video_width=W,
-            inference_device=self.device, inference_state_device=self.device, dtype=torch.float32,
+            video=self._preprocess(frames),
+            video_height=H,
+            video_width=W,
+            inference_device=self.device,
+            inference_state_device=self.device,
+            dtype=torch.float32,
         )
         box = torch.tensor([float(v) for v in ref_box], dtype=torch.float32) / torch.tensor([W, H, W, H]) * self.size
         session.add_point_inputs(
-            session.obj_id_to_idx(1), ref_index,
+            session.obj_id_to_idx(1),
+            ref_index,
             {"point_coords": box.reshape(1, 1, 2, 2), "point_labels": torch.tensor([[[2, 3]]], dtype=torch.int32)},
         )
         session.obj_with_new_inputs = [1]
