@@ -198,3 +198,20 @@ def test_annotation_where_present_else_detector_and_tracker(tmp_path) -> None:
         tx0, ty0, tx1, ty1 = truth[e.frame]
         inter = max(0, min(x1, tx1) - max(x0, tx0)) * max(0, min(y1, ty1) - max(y0, ty0))
         assert inter / ((x1 - x0) * (y1 - y0) + (tx1 - tx0) * (ty1 - ty0) - inter) > 0.5
+
+
+def test_video_file_records_and_a_corrupt_video(tmp_path) -> None:
+    from sparrow.data.video_io import write_video
+
+    pairs = synthetic_records(n_videos=2, T=6)
+    (good, frames), (bad, _) = pairs
+    good.video_path = write_video(tmp_path / "good.mp4", frames)
+    bad.video_path = tmp_path / "bad.mp4"
+    bad.video_path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    stats = build_tsf([good, bad], tmp_path / "c", BuildConfig(k=2), progress=False)
+    cache = read_tsf_cache(tmp_path / "c")
+    assert (stats.ok, stats.failed) == (2, 2)
+    assert all(cache[("vid0", e)].status == "ok" and len(cache[("vid0", e)].entries) == 2 for e in ("0", "1"))
+    for e in ("0", "1"):
+        rec = cache[("vid1", e)]
+        assert rec.status == "failed" and "bad.mp4" in rec.reason and "video" in rec.reason
