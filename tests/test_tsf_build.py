@@ -208,7 +208,11 @@ def test_video_file_records_and_a_corrupt_video(tmp_path) -> None:
     good.video_path = write_video(tmp_path / "good.mp4", frames)
     bad.video_path = tmp_path / "bad.mp4"
     bad.video_path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    attempts = []
+    load = bad.load_frames
+    bad.load_frames = lambda indices=None: attempts.append(indices) or load(indices)
     stats = build_tsf([good, bad], tmp_path / "c", BuildConfig(k=2), progress=False)
+    assert len(attempts) == 1  # a corrupt video is decoded once, not once per expression
     cache = read_tsf_cache(tmp_path / "c")
     assert (stats.ok, stats.failed) == (2, 2)
     assert all(cache[("vid0", e)].status == "ok" and len(cache[("vid0", e)].entries) == 2 for e in ("0", "1"))

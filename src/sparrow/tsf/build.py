@@ -96,16 +96,29 @@ def shard_records(records: Iterable[VideoRecord], shard: tuple[int, int]) -> lis
 
 
 class FrameStore:
-    """Decoded frames of one video, decoded on first use and kept until the video is done."""
+    """Decoded frames of one video, decoded on first use and kept until the video is done.
+
+    A video that fails to decode fails once: later requests raise the same :class:`SparrowError` without
+    decoding again (so a corrupt video costs one attempt, not one per expression).
+    """
 
     def __init__(self, record: VideoRecord) -> None:
         self.record = record
         self.frames: dict[int, np.ndarray] = {}
+        self.error: str | None = None
 
     def get(self, indices: Sequence[int]) -> dict[int, np.ndarray]:
+        """``{index: frame [H, W, 3] uint8}`` for ``indices``."""
+        if self.error is not None:
+            raise SparrowError(self.error)
         missing = sorted({int(t) for t in indices} - set(self.frames))
         if missing:
-            self.frames.update(zip(missing, self.record.load_frames(missing), strict=True))
+            try:
+                decoded = self.record.load_frames(missing)
+            except SparrowError as exc:
+                self.error = str(exc)
+                raise
+            self.frames.update(zip(missing, decoded, strict=True))
         return {int(t): self.frames[int(t)] for t in indices}
 
     def all(self) -> np.ndarray:
