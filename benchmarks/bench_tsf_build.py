@@ -12,6 +12,7 @@ prints records/s and ms/record. Frame decoding (JPEG) is included; the dataset g
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -43,7 +44,8 @@ def main() -> None:
             write_frames(split / "JPEGImages" / rec.video_id, rec.frames, frames)
         records = read_mevis(split)
         n = sum(len(r.expressions) for r in records)
-        print(f"{args.videos} videos x {args.frames} frames of {W}x{H}, {n} records, K=4")
+        load = os.getloadavg()[0]
+        print(f"{args.videos} videos x {args.frames} frames of {W}x{H}, {n} records, K=4; load average {load:.1f}")
         for name, cfg, tracker in [
             ("gt (annotation)", BuildConfig(k=4), GtTracker()),
             ("csrt (gt ref box)", BuildConfig(k=4, tracker="csrt", always_track=True), CsrtTracker()),

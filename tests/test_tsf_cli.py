@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from sparrow.cli import main
 from sparrow.tsf.cache import read_tsf_cache, shard_file_name
 from tsf_fixtures import write_mevis_fixture
@@ -96,3 +98,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys) -> None:
     assert "k=4" in capsys.readouterr().err
     assert not list((tmp_path / "c").glob(".*.tmp"))
     assert main(["tsf", "show", str(tmp_path / "missing")]) == 2
+
+
+def test_cli_release_style_baseline_options(tmp_path, capsys) -> None:
+    """The release's variant: GT boxes, 16 evenly spaced frames, linspace init, appearance only."""
+    split = write_mevis_fixture(tmp_path / "data", n_videos=1, T=20)
+    args = ["--data", str(split), "--k", "4", "--max-candidates", "16", "--kmeans-init", "linspace"]
+    args += ["--geometry-weight", "0", "--no-progress"]
+    for out in ("a", "b"):
+        assert main(["tsf", "build", *args, "--out", str(tmp_path / out)]) == 0
+    a, b = read_tsf_cache(tmp_path / "a"), read_tsf_cache(tmp_path / "b")
+    assert a == b and len(a) == 2
+    candidates = {round(x) for x in np.linspace(0, 19, 16)}
+    for rec in a.values():
+        assert len(rec.entries) == 4 and {e.frame for e in rec.entries} <= candidates

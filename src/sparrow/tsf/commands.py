@@ -33,6 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--kmeans-init", default="kmeans++", choices=["kmeans++", "linspace"], help="linspace = the release's rows"
     )
+    b.add_argument(
+        "--geometry-weight", type=float, default=1.0, help="weight of box geometry vs appearance (0: appearance only)"
+    )
+    b.add_argument("--margin", type=float, default=0.1, help="context margin around the box (fraction of its size)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="cpu")
     b.add_argument("--limit", type=int, help="stop after this many new records")
@@ -82,6 +86,8 @@ def _build(args: argparse.Namespace) -> int:
         reference_frames=args.reference_frames,
         kmeans_init=args.kmeans_init,
         seed=args.seed,
+        geometry_weight=args.geometry_weight,
+        margin=args.margin,
     )
     records = read_mevis(args.data, check_frames=False)
     stats = build_tsf(
