@@ -157,6 +157,10 @@ class TSFBuilder:
             if not has_gt:
                 raise SparrowError("empty track: the target has no annotated box in any frame")
             return gt_boxes, "annotation"
+        if self.detector.name == "gt" and not has_gt:
+            raise SparrowError(
+                "the 'gt' detector needs annotated boxes and this target has none (use --detector gdino)"
+            )
         frames = store.all()
         if self.detector.name == "gt":  # the annotated box where the target first appears
             present = [t for t, b in enumerate(gt_boxes) if _valid(b, cfg.min_box_side)]
