@@ -12,10 +12,11 @@ import argparse
 import sys
 
 from sparrow.errors import SparrowError
-from sparrow.tsf import commands as tsf_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sparrow.tsf import commands as tsf_commands
+
     parser = argparse.ArgumentParser(prog="sparrow", description="Pixel-grounded video understanding (SPARROW).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One line per package that has commands (each module's add_parser registers its sub-commands).
