@@ -30,17 +30,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from sparrow.data.segmentation_writer import write_segmentation
     from sparrow.data.video_io import probe_video
-    from sparrow.model.loading import load_model
 
     if not args.query.strip():
         raise SparrowError("the query is empty")
     video = Path(args.video)
-    probe_video(video)  # fail on a missing/corrupt/empty video before loading the model
+    probe_video(video)  # fail on a missing/corrupt/empty video before importing and loading the model
     key = args.key_frame
     if key is not None and key != "auto" and not key.isdigit():
         raise SparrowError(f"--key-frame must be 'auto' or a frame index, got {key!r}")
+
+    from sparrow.data.segmentation_writer import write_segmentation
+    from sparrow.model.loading import load_model
+
     model = load_model(args.model, device=args.device)
     result = model.segment(video, args.query, mode=args.mode, key_frame=key, progress=not args.quiet)
     write_segmentation(result, video, args.out, progress=not args.quiet)
