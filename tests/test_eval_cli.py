@@ -90,3 +90,38 @@ def test_ytvos_pack_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["eval", "ytvos-check", "--zip", str(tmp_path / "s.zip")]) == 0
     assert "valid (1 videos, 1 expressions, 2 masks)" in capsys.readouterr().out
     assert main(["eval", "ytvos-check", "--zip", str(tmp_path / "nope.zip")]) == 2
+
+
+def test_stvg_and_gcg_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    gt = {"v": {"frames": [0, 1, 2, 3], "span": [0, 4], "qtype": "interrogative",
+                "boxes": {str(t): [0, 0, 10, 10] for t in range(4)}}}
+    pred = {"v": {"span": [0, 2], "boxes": {str(t): [0, 0, 10, 10] for t in range(4)}}}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    assert main(["eval", "stvg", "--pred", str(tmp_path / "pred.json"), "--gt", str(tmp_path / "gt.json"),
+                 "--report", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "m_vIoU 0.5000" in out and "m_tIoU 0.5000" in out and "interrogative:" in out
+    assert "By query type" in (tmp_path / "rep" / "report.md").read_text()
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["eval", "stvg", "--pred", str(tmp_path / "bad.json"), "--gt", str(tmp_path / "gt.json")]) == 2
+    assert "bad.json: not valid JSON" in capsys.readouterr().err
+
+    from sparrow.data.rle import encode_mask
+
+    m = np.zeros((8, 8), bool)
+    m[2:5, 2:5] = True
+    entry = {"caption": "a <p>square</p> [SEG]", "phrases": ["a square"], "masks": [[encode_mask(m), None]]}
+    (tmp_path / "gcg.json").write_text(json.dumps({"v": entry}))
+    assert main(["eval", "gcg", "--pred", str(tmp_path / "gcg.json"), "--gt", str(tmp_path / "gcg.json"),
+                 "--no-captions"]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU 1.0000" in out and "Recall 1.0000" in out and "CLAIR off" in out
+
+
+def test_run_ordered_keeps_order_and_propagates_errors() -> None:
+    from sparrow.eval.parallel import run_ordered
+
+    assert run_ordered(abs, [-3, 1, -2, -7], workers=2) == [3, 1, 2, 7]
+    with pytest.raises(ValueError):
+        run_ordered(int, ["1", "x"], workers=2)

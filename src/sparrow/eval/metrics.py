@@ -49,15 +49,13 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
     """
     seg = np.asarray(seg, dtype=bool)
     h, w = seg.shape[-2:]
-    e = np.zeros_like(seg)
-    s = np.zeros_like(seg)
-    se = np.zeros_like(seg)
-    e[..., :, :-1] = seg[..., :, 1:]
-    s[..., :-1, :] = seg[..., 1:, :]
-    se[..., :-1, :-1] = seg[..., 1:, 1:]
-    b = (seg ^ e) | (seg ^ s) | (seg ^ se)
-    b[..., h - 1, :] = seg[..., h - 1, :] ^ e[..., h - 1, :]
-    b[..., :, w - 1] = seg[..., :, w - 1] ^ s[..., :, w - 1]
+    b = np.empty_like(seg)
+    if h == 0 or w == 0:
+        return b
+    x = seg[..., :-1, :-1]
+    b[..., :-1, :-1] = (x ^ seg[..., :-1, 1:]) | (x ^ seg[..., 1:, :-1]) | (x ^ seg[..., 1:, 1:])
+    b[..., h - 1, :-1] = seg[..., h - 1, :-1] ^ seg[..., h - 1, 1:]  # last row: east neighbour only
+    b[..., :-1, w - 1] = seg[..., :-1, w - 1] ^ seg[..., 1:, w - 1]  # last column: south neighbour only
     b[..., h - 1, w - 1] = False
     return b
 
@@ -201,8 +199,7 @@ def region_and_boundary(
 
 def _f_window(pm: np.ndarray, gm: np.ndarray, kernel: np.ndarray) -> float:
     """F of one frame from the two masks cropped to a window that contains both (see :func:`_window`)."""
-    pb = seg2bmap(pm)
-    gb = seg2bmap(gm)
+    pb, gb = seg2bmap(np.stack((pm, gm)))
     n_fg = int(np.count_nonzero(pb))
     n_gt = int(np.count_nonzero(gb))
     if n_fg == 0 and n_gt > 0:
