@@ -5,7 +5,9 @@ Command (from the repository root)::
     PYTHONPATH=src python benchmarks/bench_eval_speed.py [--videos 4] [--frames 40] [--workers 2] [--repeat 3]
 
 Masks: DAVIS-sized frames (480x854), per video one target and one prediction, both smooth moving ellipses with
-noisy outlines (a prediction that drifts from the target), 10% of the frames empty on either side. Prints the
+wavy outlines (a prediction that drifts from the target; object boxes 2-18% of the frame at --size 1), 10% of the
+frames empty on either side, optionally a final stretch where target and prediction are both absent (--absent).
+The fast path works inside the window around the two masks, so its advantage grows as objects get smaller. Prints the
 time of the reference loop (tests/eval_reference.py), of ``sparrow.eval.metrics`` in one process and across
 processes (``sparrow.eval.parallel``, each worker building its own videos as a reader would load them), the
 speed ratios, and the max |diff| of every per-frame J and F.
@@ -28,17 +30,22 @@ from sparrow.eval.metrics import region_and_boundary  # noqa: E402
 from sparrow.eval.parallel import run_ordered  # noqa: E402
 
 
-def make_video(seed: int, frames: int, h: int = 480, w: int = 854) -> tuple[np.ndarray, np.ndarray]:
-    """Target and prediction masks ``[T, H, W]`` bool for one synthetic video."""
+def make_video(seed: int, frames: int, size: float = 1.0, absent: float = 0.0, h: int = 480, w: int = 854) -> tuple[np.ndarray, np.ndarray]:
+    """Target and prediction masks ``[T, H, W]`` bool for one synthetic video.
+
+    ``size`` scales the object radii; ``absent`` is the fraction of frames (one contiguous stretch at the end)
+    where the target is gone and the prediction is empty too (MeViS-style targets that leave the scene).
+    """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
     gt = np.zeros((frames, h, w), dtype=bool)
     pred = np.zeros((frames, h, w), dtype=bool)
     cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.2, 0.8) * w
-    ry, rx = rng.uniform(0.1, 0.25) * h, rng.uniform(0.06, 0.18) * w
+    ry, rx = size * rng.uniform(0.1, 0.25) * h, size * rng.uniform(0.06, 0.18) * w
     vy, vx = rng.normal(0, 2), rng.normal(0, 4)
     angle = np.arctan2(yy - h / 2, xx - w / 2)
-    for t in range(frames):
+    gone = frames - int(round(absent * frames))
+    for t in range(gone):
         wobble = 1 + 0.05 * np.sin(5 * angle + 0.3 * t)
         g = ((yy - cy - vy * t) / ry) ** 2 + ((xx - cx - vx * t) / rx) ** 2 < wobble
         off = 0.4 * t
@@ -55,7 +62,7 @@ def fast_sequence(pair: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.n
     return region_and_boundary(pred, gt)
 
 
-def make_and_score(args: tuple[int, int]) -> float:
+def make_and_score(args: tuple[int, int, float, float]) -> float:
     """Worker task of the parallel figure: build one video (as a reader would load it) and score it."""
     pred, gt = make_video(*args)
     j, f = region_and_boundary(pred, gt)
@@ -68,8 +75,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    ap.add_argument("--size", type=float, default=1.0, help="object size factor (1: boxes of 2-18%% of the frame)")
+    ap.add_argument("--absent", type=float, default=0.0, help="fraction of frames with target and prediction absent")
     args = ap.parse_args()
-    videos = [make_video(s, args.frames) for s in range(args.videos)]
+    videos = [make_video(s, args.frames, args.size, args.absent) for s in range(args.videos)]
     n_frames = args.videos * args.frames
 
     t_ref = t_fast = float("inf")
@@ -85,7 +94,7 @@ def main() -> None:
     for (rj, rf), (fj, ff) in zip(ref, fast):
         diff = max(diff, float(np.abs(rj - fj).max()), float(np.abs(rf - ff).max()))
 
-    tasks = [(s, args.frames) for s in range(args.videos)]
+    tasks = [(s, args.frames, args.size, args.absent) for s in range(args.videos)]
     t0 = time.perf_counter()
     serial = [make_and_score(x) for x in tasks]
     t_serial = time.perf_counter() - t0
@@ -94,7 +103,8 @@ def main() -> None:
     t_par = time.perf_counter() - t0
     if par != serial:
         raise SystemExit("parallel results differ from the serial ones")
-    print(f"{args.videos} videos x {args.frames} frames at 480x854 ({n_frames} frames)")
+    print(f"{args.videos} videos x {args.frames} frames at 480x854 ({n_frames} frames), size x{args.size}, "
+          f"absent {args.absent:.0%}")
     print(f"reference per-frame loop : {t_ref:8.3f} s  ({1e3 * t_ref / n_frames:.2f} ms/frame)")
     print(f"sparrow.eval, 1 process  : {t_fast:8.3f} s  ({1e3 * t_fast / n_frames:.2f} ms/frame)  x{t_ref / t_fast:.1f}")
     print(f"make+score, 1 process vs {args.workers} workers: {t_serial:.3f} s vs {t_par:.3f} s  x{t_serial / t_par:.2f}")

@@ -207,3 +207,22 @@ def test_rvos_reports_consistency_on_tagged_split(tmp_path: Path) -> None:
     assert s["by_tag"]["distractor"]["id_switch"] == pytest.approx(2 / 6)
     assert s["by_kind"]["motion"]["n"] == 1
     assert json.dumps(s)  # serialisable
+
+
+def test_revos_uses_the_foreground_file_when_present(tmp_path: Path) -> None:
+    from sparrow.data.rle import encode_mask
+
+    exps = [Expression("0", "the box moving right", [1], extra={"type_id": 0})]
+    rec = mevis_split(tmp_path, exps)
+    a, b = two_boxes()
+    fp = np.zeros_like(a)
+    fp[:, 20:24, 0:5] = True  # 20 false-positive pixels per frame
+    write_pngs(tmp_path / "pred" / "v1" / "0", a | fp, rec.frames)
+    fg = {"v1": {"masks_rle": [encode_mask(m) for m in a]}}  # foreground = object a only (48 px)
+    (tmp_path / "gt" / "mask_dict_foreground.json").write_text(json.dumps(fg))
+    res = evaluate_rvos(tmp_path / "pred", tmp_path / "gt", fmt="revos")
+    assert res["expressions"][0]["R"] == pytest.approx(1 - 20 / (48 + 1e-6))
+    assert "reasoning" not in res["summary"]["splits"] and res["summary"]["J"] == pytest.approx(48 / 68)
+    (tmp_path / "gt" / "mask_dict_foreground.json").write_text(json.dumps({"other": {"masks_rle": []}}))
+    with pytest.raises(SparrowError, match="mask_dict_foreground.json: no foreground masks for video v1"):
+        evaluate_rvos(tmp_path / "pred", tmp_path / "gt", fmt="revos")

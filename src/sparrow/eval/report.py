@@ -80,6 +80,19 @@ def markdown(result: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _json_safe(obj: Any) -> Any:
+    """NaN / inf become null (strict JSON), numpy scalars plain numbers, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def _rows(result: dict) -> list[dict]:
     for key in ("expressions", "objects", "videos"):
         if result.get(key):
@@ -140,11 +153,11 @@ def write_report(out_dir: str | Path, result: dict) -> list[Path]:
     curves = result.get("curves") or {}
     body = {k: v for k, v in result.items() if k != "curves"}
     with atomic_file(out / "report.json") as f:
-        json.dump(body, f, indent=2, sort_keys=False, default=float)
+        json.dump(_json_safe(body), f, indent=2, allow_nan=False)
     written.append(out / "report.json")
     if curves:
         with atomic_file(out / "curves.json") as f:
-            json.dump(curves, f)
+            json.dump(_json_safe(curves), f, allow_nan=False)
         written.append(out / "curves.json")
     with atomic_file(out / "report.md") as f:
         f.write(markdown(result))
