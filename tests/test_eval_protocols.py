@@ -226,3 +226,17 @@ def test_revos_uses_the_foreground_file_when_present(tmp_path: Path) -> None:
     (tmp_path / "gt" / "mask_dict_foreground.json").write_text(json.dumps({"other": {"masks_rle": []}}))
     with pytest.raises(SparrowError, match="mask_dict_foreground.json: no foreground masks for video v1"):
         evaluate_rvos(tmp_path / "pred", tmp_path / "gt", fmt="revos")
+
+
+def test_revos_reference_rounding_switch() -> None:
+    from sparrow.eval.rvos import aggregate
+
+    rows = [
+        {"type_id": 0, "J": 1 / 3, "F": 2 / 3, "A": 0.123456, "R": 1.0, "first_iou": 1.0, "id_switch": 0.0, "drift": 0.0, "missing": 0},
+        {"type_id": 1, "J": 0.5, "F": 0.5, "A": 0.5, "R": 0.5, "first_iou": 1.0, "id_switch": 0.0, "drift": 0.0, "missing": 0},
+    ]
+    exact = aggregate(rows, "revos")
+    rounded = aggregate(rows, "revos", revos_rounding=True)
+    assert exact["splits"]["referring"]["J"] == pytest.approx(1 / 3, abs=1e-12)
+    assert rounded["splits"]["referring"]["J"] == pytest.approx(0.3333, abs=1e-12)
+    assert rounded["A"] == pytest.approx((0.1235 + 0.5) / 2, abs=1e-12)

@@ -48,7 +48,8 @@ def _cmd_rvos(args: argparse.Namespace) -> int:
         return 0
     from sparrow.eval.rvos import evaluate_rvos
 
-    result = evaluate_rvos(args.pred, args.gt, fmt=args.format, missing=args.missing, workers=args.workers)
+    result = evaluate_rvos(args.pred, args.gt, fmt=args.format, missing=args.missing, workers=args.workers,
+                           revos_rounding=args.revos_rounding)
     s = result["summary"]
     print(f"{args.format}: J&F {_fmt(s['J&F'])}  J {_fmt(s['J'])}  F {_fmt(s['F'])}  ({s['n_expressions']} expressions)")
     if args.format == "revos":
@@ -136,6 +137,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="missing predictions: error (default) or score 0 (MeViS/ReVOS convention, stated in the report)")
     p.add_argument("--task", choices=["unsupervised", "semi-supervised"], default="unsupervised", help="DAVIS task")
     p.add_argument("--legacy-decay", action="store_true", help="DAVIS decay with the toolkit's uint8 bin indices")
+    p.add_argument("--revos-rounding", action="store_true",
+                   help="ReVOS: round per-expression values to 0.01 points before averaging, as the reference does")
     common(p)
     p.set_defaults(func=_cmd_rvos)
 

@@ -121,22 +121,29 @@ def _means(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-def aggregate(rows: list[dict], fmt: str) -> dict:
-    """Protocol figures from per-expression rows (see module doc)."""
+def aggregate(rows: list[dict], fmt: str, revos_rounding: bool = False) -> dict:
+    """Protocol figures from per-expression rows (see module doc).
+
+    ``revos_rounding`` reproduces the ReVOS reference exactly: per-expression J, F, A, R are rounded to two decimals
+    of a percent before the split means (a difference of at most 0.005 points).
+    """
     if not rows:
         raise SparrowError("no expressions to score")
     if fmt != "revos":
         summary = _means(rows, ("J", "F"))
     else:
+        pool = rows
+        if revos_rounding:
+            pool = [{**r, **{k: round(100 * r[k], 2) / 100 for k in ("J", "F", "A", "R")}} for r in rows]
         splits = {}
         for type_id, name in REVOS_SPLITS.items():
-            members = [r for r in rows if r.get("type_id") == type_id]
+            members = [r for r in pool if r.get("type_id") == type_id]
             if members:
                 splits[name] = _means(members, ("J", "F", "A", "R"))
         if not splits:
             raise SparrowError("no ReVOS expression has type_id 0 or 1")
         overall = {k: float(np.mean([s[k] for s in splits.values()])) for k in ("J", "F", "A", "R", "J&F")}
-        summary = {**overall, "splits": splits, "overall_is_mean_of_split_means": True}
+        summary = {**overall, "splits": splits, "overall_is_mean_of_split_means": True, "revos_rounding": revos_rounding}
     scored = [r for r in rows if r["first_iou"] is not None]
     summary["consistency"] = {k: float(np.mean([r[k] for r in scored])) if scored else float("nan") for k in CONSISTENCY_KEYS}
     summary["n_expressions"] = len(rows)
@@ -164,6 +171,7 @@ def evaluate_rvos(
     missing: str = "error",
     workers: int = 1,
     videos: list[str] | None = None,
+    revos_rounding: bool = False,
 ) -> dict:
     """Score ``<pred>/<video>/<exp_id>/<frame>.png`` against a MeViS-layout split ``gt`` under protocol ``fmt``.
 
@@ -205,7 +213,7 @@ def evaluate_rvos(
     return {
         "protocol": fmt,
         "missing_policy": missing,
-        "summary": aggregate(rows, fmt),
+        "summary": aggregate(rows, fmt, revos_rounding),
         "expressions": rows,
         "curves": {k: v for k, v in curves.items() if v is not None},
         "missing": {f"{r['video']}/{r['exp_id']}": r["missing"] for r in rows if r["missing"]},
