@@ -240,3 +240,18 @@ def test_revos_reference_rounding_switch() -> None:
     assert exact["splits"]["referring"]["J"] == pytest.approx(1 / 3, abs=1e-12)
     assert rounded["splits"]["referring"]["J"] == pytest.approx(0.3333, abs=1e-12)
     assert rounded["A"] == pytest.approx((0.1235 + 0.5) / 2, abs=1e-12)
+
+
+def test_davis_long_sequence_flags_legacy_decay(tmp_path: Path) -> None:
+    n = 400
+    gt = np.zeros((n, 6, 8), np.uint8)
+    gt[:, 1:4, 2:6] = 1
+    pred = gt.copy()
+    pred[101:] = 0  # right for the first 101 frames, then lost
+    write_index_sequence(tmp_path / "gt" / "long", gt)
+    write_index_sequence(tmp_path / "pred" / "long", pred)
+    right = evaluate_davis(tmp_path / "pred", tmp_path / "gt")
+    legacy = evaluate_davis(tmp_path / "pred", tmp_path / "gt", legacy_decay=True)
+    assert right["global"]["J-Decay"] == pytest.approx(1.0)  # first quarter all 1, last quarter all 0
+    assert legacy["global"]["J-Decay"] == pytest.approx(1.0 - 58 / 101)  # the uint8 bins wrap to frames 43..143
+    assert right["legacy_decay_differs"] == ["long_1"] and right["global"]["J-Mean"] == pytest.approx(101 / n)
