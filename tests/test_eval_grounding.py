@@ -134,3 +134,20 @@ def test_gcg_captions_skip_with_a_clear_message_when_pycocoevalcap_is_absent(tmp
     (tmp_path / "pred.json").write_text(json.dumps(gt))
     res = evaluate_gcg(tmp_path / "pred.json", tmp_path / "gt.json")
     assert "METEOR" not in res["global"] and any("pycocoevalcap is not installed" in n for n in res["notes"])
+
+
+def test_mean_pooled_phrase_similarity_with_a_local_tiny_encoder(tmp_path: Path) -> None:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from sparrow.eval.gcg import mean_pooled_similarity
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "red", "car"]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(tmp_path / "enc")
+    cfg = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=32, initializer_range=1.0)
+    BertModel(cfg).save_pretrained(tmp_path / "enc")
+    sim = mean_pooled_similarity(tmp_path / "enc")
+    assert sim("a cat", "a cat") == pytest.approx(1.0, abs=1e-6)
+    assert -1.0 <= sim("a cat", "red car") < 1.0 - 1e-6
+    with pytest.raises(SparrowError, match="no local encoder model there"):
+        mean_pooled_similarity(tmp_path / "missing")

@@ -94,9 +94,11 @@ def _cmd_stvg(args: argparse.Namespace) -> int:
 
 
 def _cmd_gcg(args: argparse.Namespace) -> int:
-    from sparrow.eval.gcg import evaluate_gcg
+    from sparrow.eval.gcg import evaluate_gcg, mean_pooled_similarity
 
-    result = evaluate_gcg(args.pred, args.gt, captions=not args.no_captions, clair_endpoint=args.clair_endpoint)
+    similarity = mean_pooled_similarity(args.phrase_model) if args.phrase_model else None
+    result = evaluate_gcg(args.pred, args.gt, phrase_similarity=similarity, captions=not args.no_captions,
+                          clair_endpoint=args.clair_endpoint)
     print("GCG: " + "  ".join(f"{k} {_fmt(v)}" for k, v in result["global"].items() if not isinstance(v, dict)))
     for note in result.get("notes", []):
         print(f"note: {note}")
@@ -125,9 +127,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser("eval", help="score predictions with the official protocols")
     sub = ev.add_subparsers(dest="eval_command", required=True, metavar="PROTOCOL")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, workers: bool = True) -> None:
         p.add_argument("--report", default=None, help="folder for report.json, report.md, rows.csv and plots")
-        p.add_argument("--workers", type=int, default=1, help="processes across videos (results are in a fixed order)")
+        if workers:
+            p.add_argument("--workers", type=int, default=1, help="processes across videos (results in a fixed order)")
 
     p = sub.add_parser("rvos", help="referring VOS: MeViS, ReVOS, Ref-YouTube-VOS (local GT), SynthRef, DAVIS")
     p.add_argument("--pred", required=True, help="<pred>/<video>/<exp_id>/<frame>.png (DAVIS: <pred>/<seq>/<frame>.png)")
@@ -154,15 +157,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", required=True, help="JSON {video_id: {'boxes': {frame: [x0,y0,x1,y1]}, 'span': [s, e]}}")
     p.add_argument("--gt", required=True, help="JSON {video_id: {'boxes': {frame: box}, 'span': [s, e], 'frames': [...], 'qtype': ...}}")
     p.add_argument("--spatial-only", action="store_true", help="only gt_vIoU (GT span assumed; the VideoGLaMM/SPARROW variant)")
-    common(p)
+    common(p, workers=False)
     p.set_defaults(func=_cmd_stvg)
 
     p = sub.add_parser("gcg", help="grounded caption generation: tube mIoU, recall, METEOR/CIDEr, CLAIR (optional)")
-    p.add_argument("--pred", required=True, help="GCG prediction folder or JSON (see sparrow.eval.gcg)")
+    p.add_argument("--pred", required=True, help="GCG prediction JSON (format in sparrow.eval.gcg)")
     p.add_argument("--gt", required=True, help="GCG ground-truth JSON")
     p.add_argument("--no-captions", action="store_true", help="skip METEOR/CIDEr")
+    p.add_argument("--phrase-model", default=None,
+                   help="local folder of an HF encoder (the reference: bert-base-uncased) for phrase similarity; "
+                        "default: exact phrase match")
     p.add_argument("--clair-endpoint", default=None, help="URL of an OpenAI-compatible judge for CLAIR (off by default)")
-    common(p)
+    common(p, workers=False)
     p.set_defaults(func=_cmd_gcg)
 
     p = sub.add_parser("ytvos-pack", help="build a Ref-YouTube-VOS submission zip (Annotations/<vid>/<exp>/<frame>.png)")
