@@ -220,7 +220,9 @@ def decay_bins(n: int, legacy_decay: bool = False) -> list[tuple[int, int]]:
     """The four overlapping ``[start, stop)`` frame ranges of the decay statistic for ``n`` values.
 
     Edges = round(linspace(1, n, 5) + 1e-10) − 1; bin i = values[edge_i : edge_{i+1} + 1]. ``legacy_decay`` wraps
-    the edges modulo 256 as the toolkit's ``uint8`` cast does (the ``+ 1`` stays wide, numpy 1.x scalar rules).
+    the edges modulo 256 as the toolkit's ``uint8`` cast does, with the ``+ 1`` in wide integers as numpy 1.x (the
+    toolkit's era) computes it. Under numpy >= 2 the toolkit also wraps that ``+ 1`` (an edge of 255 becomes a stop
+    of 0, e.g. an empty last bin at n = 256); that accident is not reproduced.
     """
     edges = np.round(np.linspace(1, n, 5) + 1e-10) - 1
     edges = edges.astype(np.int64)
