@@ -24,13 +24,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from eval_reference import ref_sequence  # noqa: E402
+from eval_reference import ref_sequence
 
-from sparrow.eval.metrics import region_and_boundary  # noqa: E402
-from sparrow.eval.parallel import run_ordered  # noqa: E402
+from sparrow.eval.metrics import region_and_boundary
+from sparrow.eval.parallel import run_ordered
 
 
-def make_video(seed: int, frames: int, size: float = 1.0, absent: float = 0.0, h: int = 480, w: int = 854) -> tuple[np.ndarray, np.ndarray]:
+def make_video(
+    seed: int, frames: int, size: float = 1.0, absent: float = 0.0, h: int = 480, w: int = 854
+) -> tuple[np.ndarray, np.ndarray]:
     """Target and prediction masks ``[T, H, W]`` bool for one synthetic video.
 
     ``size`` scales the object radii; ``absent`` is the fraction of frames (one contiguous stretch at the end)
@@ -44,7 +46,7 @@ def make_video(seed: int, frames: int, size: float = 1.0, absent: float = 0.0, h
     ry, rx = size * rng.uniform(0.1, 0.25) * h, size * rng.uniform(0.06, 0.18) * w
     vy, vx = rng.normal(0, 2), rng.normal(0, 4)
     angle = np.arctan2(yy - h / 2, xx - w / 2)
-    gone = frames - int(round(absent * frames))
+    gone = frames - round(absent * frames)
     for t in range(gone):
         wobble = 1 + 0.05 * np.sin(5 * angle + 0.3 * t)
         g = ((yy - cy - vy * t) / ry) ** 2 + ((xx - cx - vx * t) / rx) ** 2 < wobble
@@ -103,11 +105,17 @@ def main() -> None:
     t_par = time.perf_counter() - t0
     if par != serial:
         raise SystemExit("parallel results differ from the serial ones")
-    print(f"{args.videos} videos x {args.frames} frames at 480x854 ({n_frames} frames), size x{args.size}, "
-          f"absent {args.absent:.0%}")
+    print(
+        f"{args.videos} videos x {args.frames} frames at 480x854 ({n_frames} frames), size x{args.size}, "
+        f"absent {args.absent:.0%}"
+    )
     print(f"reference per-frame loop : {t_ref:8.3f} s  ({1e3 * t_ref / n_frames:.2f} ms/frame)")
-    print(f"sparrow.eval, 1 process  : {t_fast:8.3f} s  ({1e3 * t_fast / n_frames:.2f} ms/frame)  x{t_ref / t_fast:.1f}")
-    print(f"make+score, 1 process vs {args.workers} workers: {t_serial:.3f} s vs {t_par:.3f} s  x{t_serial / t_par:.2f}")
+    print(
+        f"sparrow.eval, 1 process  : {t_fast:8.3f} s  ({1e3 * t_fast / n_frames:.2f} ms/frame)  x{t_ref / t_fast:.1f}"
+    )
+    print(
+        f"make+score, 1 process vs {args.workers} workers: {t_serial:.3f} s vs {t_par:.3f} s  x{t_serial / t_par:.2f}"
+    )
     print(f"max |diff| over all per-frame J and F: {diff:.3g}")
 
 

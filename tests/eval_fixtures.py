@@ -29,7 +29,9 @@ def write_pngs(folder: Path, masks: np.ndarray, names: list[str], scale: int = 2
         Image.fromarray((np.asarray(m) * scale).astype(np.uint8)).save(folder / f"{name}.png")
 
 
-def mevis_split(root: Path, expressions: list[Expression] | None = None, extra_objects: dict | None = None) -> VideoRecord:
+def mevis_split(
+    root: Path, expressions: list[Expression] | None = None, extra_objects: dict | None = None
+) -> VideoRecord:
     """Write a one-video MeViS-layout split ``root/gt`` and return its record (objects 1 = a, 2 = b)."""
     a, b = two_boxes()
     objects = {1: ObjectTrack.from_masks(1, a), 2: ObjectTrack.from_masks(2, b)}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from eval_fixtures import T, mevis_split, two_boxes, write_index_sequence, write_pngs
+
 from sparrow.cli import main
 from sparrow.data.schema import Expression
 
@@ -29,8 +29,22 @@ def synthref_like(tmp_path: Path) -> None:
 def test_rvos_cli_prints_consistency_by_tag_and_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     synthref_like(tmp_path)
     rep = tmp_path / "report"
-    code = main(["eval", "rvos", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--format", "mevis",
-                 "--report", str(rep), "--workers", "2"])
+    code = main(
+        [
+            "eval",
+            "rvos",
+            "--pred",
+            str(tmp_path / "pred"),
+            "--gt",
+            str(tmp_path / "gt"),
+            "--format",
+            "mevis",
+            "--report",
+            str(rep),
+            "--workers",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "consistency: first-frame IoU 1.0000  identity-switch rate 0.1667" in out
@@ -56,7 +70,10 @@ def test_rvos_cli_bad_input_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(args + ["--missing", "zero", "--report", str(rep)]) == 0
     assert "missing predictions scored 0 (--missing zero): 1 expressions" in capsys.readouterr().out
     assert "Missing predictions: scored 0 (`--missing zero`" in (rep / "report.md").read_text()
-    assert main(["eval", "rvos", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "nowhere"), "--format", "mevis"]) == 2
+    assert (
+        main(["eval", "rvos", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "nowhere"), "--format", "mevis"])
+        == 2
+    )
     assert "meta_expressions.json: missing annotation file" in capsys.readouterr().err
 
 
@@ -68,17 +85,58 @@ def test_refdavis_and_davis_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -
     write_index_sequence(tmp_path / "gt" / "seq", gt)
     for k in range(4):
         write_index_sequence(tmp_path / "pred" / f"anno_{k}" / "seq", gt if k != 3 else np.zeros_like(gt))
-    assert main(["eval", "refdavis", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
-                 "--report", str(tmp_path / "rep")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "refdavis",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--gt",
+                str(tmp_path / "gt"),
+                "--report",
+                str(tmp_path / "rep"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mean of 4 runs: J&F-Mean 0.7500" in out and "anno_3: J&F-Mean 0.0000" in out
     assert "Per annotation run" in (tmp_path / "rep" / "report.md").read_text()
-    assert main(["eval", "rvos", "--format", "davis", "--pred", str(tmp_path / "pred" / "anno_0"),
-                 "--gt", str(tmp_path / "gt"), "--task", "semi-supervised"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "rvos",
+                "--format",
+                "davis",
+                "--pred",
+                str(tmp_path / "pred" / "anno_0"),
+                "--gt",
+                str(tmp_path / "gt"),
+                "--task",
+                "semi-supervised",
+            ]
+        )
+        == 0
+    )
     assert "J&F-Mean 1.0000" in capsys.readouterr().out
     write_index_sequence(tmp_path / "pred" / "anno_0" / "seq", (gt > 0).astype(np.uint8) * 255, palette=False)
-    assert main(["eval", "rvos", "--format", "davis", "--pred", str(tmp_path / "pred" / "anno_0"),
-                 "--gt", str(tmp_path / "gt")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "rvos",
+                "--format",
+                "davis",
+                "--pred",
+                str(tmp_path / "pred" / "anno_0"),
+                "--gt",
+                str(tmp_path / "gt"),
+            ]
+        )
+        == 2
+    )
     assert "a 0/255 mask is read as object 255" in capsys.readouterr().err
 
 
@@ -93,13 +151,32 @@ def test_ytvos_pack_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_stvg_and_gcg_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    gt = {"v": {"frames": [0, 1, 2, 3], "span": [0, 4], "qtype": "interrogative",
-                "boxes": {str(t): [0, 0, 10, 10] for t in range(4)}}}
+    gt = {
+        "v": {
+            "frames": [0, 1, 2, 3],
+            "span": [0, 4],
+            "qtype": "interrogative",
+            "boxes": {str(t): [0, 0, 10, 10] for t in range(4)},
+        }
+    }
     pred = {"v": {"span": [0, 2], "boxes": {str(t): [0, 0, 10, 10] for t in range(4)}}}
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps(pred))
-    assert main(["eval", "stvg", "--pred", str(tmp_path / "pred.json"), "--gt", str(tmp_path / "gt.json"),
-                 "--report", str(tmp_path / "rep")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "stvg",
+                "--pred",
+                str(tmp_path / "pred.json"),
+                "--gt",
+                str(tmp_path / "gt.json"),
+                "--report",
+                str(tmp_path / "rep"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "m_vIoU 0.5000" in out and "m_tIoU 0.5000" in out and "interrogative:" in out
     assert "By query type" in (tmp_path / "rep" / "report.md").read_text()
@@ -113,8 +190,10 @@ def test_stvg_and_gcg_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     m[2:5, 2:5] = True
     entry = {"caption": "a <p>square</p> [SEG]", "phrases": ["a square"], "masks": [[encode_mask(m), None]]}
     (tmp_path / "gcg.json").write_text(json.dumps({"v": entry}))
-    assert main(["eval", "gcg", "--pred", str(tmp_path / "gcg.json"), "--gt", str(tmp_path / "gcg.json"),
-                 "--no-captions"]) == 0
+    assert (
+        main(["eval", "gcg", "--pred", str(tmp_path / "gcg.json"), "--gt", str(tmp_path / "gcg.json"), "--no-captions"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "mIoU 1.0000" in out and "Recall 1.0000" in out and "CLAIR off" in out
 

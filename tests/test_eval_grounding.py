@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_fixtures import write_pngs
 from PIL import Image
 
-from eval_fixtures import write_pngs
 from sparrow.data.rle import encode_mask
 from sparrow.errors import SparrowError
 from sparrow.eval.gcg import clean_caption, evaluate_gcg, greedy_pairs
@@ -25,7 +25,11 @@ def ytvos_pred(root: Path) -> Path:
     m[:, 2:5, 3:7] = True
     for exp in ("0", "1"):
         write_pngs(root / "pred" / "vidA" / exp, m, ["00000", "00005", "00010"])
-    meta = {"videos": {"vidA": {"frames": ["00000", "00005", "00010"], "expressions": {"0": {"exp": "a"}, "1": {"exp": "b"}}}}}
+    meta = {
+        "videos": {
+            "vidA": {"frames": ["00000", "00005", "00010"], "expressions": {"0": {"exp": "a"}, "1": {"exp": "b"}}}
+        }
+    }
     (root / "meta.json").write_text(json.dumps(meta))
     return root / "pred"
 
@@ -35,7 +39,7 @@ def test_ytvos_pack_and_check(tmp_path: Path) -> None:
     counts = pack_submission(pred, tmp_path / "sub.zip", meta=tmp_path / "meta.json")
     assert counts == {"videos": 1, "expressions": 2, "frames": 6}
     with zipfile.ZipFile(tmp_path / "sub.zip") as zf:
-        assert sorted(zf.namelist())[0] == "Annotations/vidA/0/00000.png" and len(zf.namelist()) == 6
+        assert min(zf.namelist()) == "Annotations/vidA/0/00000.png" and len(zf.namelist()) == 6
     assert check_submission(tmp_path / "sub.zip", meta=tmp_path / "meta.json") == counts
 
 
@@ -59,16 +63,27 @@ def test_ytvos_pack_rejects_incomplete_or_rgb(tmp_path: Path) -> None:
 def test_stvg_hand_made_boxes(tmp_path: Path) -> None:
     gt = {
         # GT span [2, 6) on frames 0..7; boxes 10x10
-        "v1": {"frames": list(range(8)), "span": [2, 6], "qtype": "declarative",
-               "boxes": {str(t): [0, 0, 10, 10] for t in range(2, 6)}},
-        "v2": {"frames": list(range(8)), "span": [0, 4], "qtype": "interrogative",
-               "boxes": {str(t): [0, 0, 10, 10] for t in range(0, 4)}},
+        "v1": {
+            "frames": list(range(8)),
+            "span": [2, 6],
+            "qtype": "declarative",
+            "boxes": {str(t): [0, 0, 10, 10] for t in range(2, 6)},
+        },
+        "v2": {
+            "frames": list(range(8)),
+            "span": [0, 4],
+            "qtype": "interrogative",
+            "boxes": {str(t): [0, 0, 10, 10] for t in range(4)},
+        },
     }
     pred = {
         # predicted [4, 8): intersection {4, 5}, union {2..7} = 6 frames; box IoU 1 on 4, 5; half-overlap elsewhere
-        "v1": {"span": [4, 8], "boxes": {**{str(t): [0, 0, 10, 10] for t in (4, 5)}, **{str(t): [5, 0, 15, 10] for t in (2, 3)}}},
+        "v1": {
+            "span": [4, 8],
+            "boxes": {**{str(t): [0, 0, 10, 10] for t in (4, 5)}, **{str(t): [5, 0, 15, 10] for t in (2, 3)}},
+        },
         # exact span, boxes with IoU exactly 0.5 against [0,0,10,10]: [0,0,10,5] -> 50/100
-        "v2": {"span": [0, 4], "boxes": {str(t): [0, 0, 10, 5] for t in range(0, 4)}},
+        "v2": {"span": [0, 4], "boxes": {str(t): [0, 0, 10, 5] for t in range(4)}},
     }
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps(pred))
@@ -111,15 +126,26 @@ def test_gcg_greedy_tube_matching_and_recall(tmp_path: Path) -> None:
     pred_cat = tube([(0, 4, 0, 2), (0, 4, 0, 4)])  # 8 + 16 of 32 -> IoU 0.75 with the cat tube
     pred_dog = tube([(8, 12, 8, 10), None])  # 8 of 16 -> IoU 0.5 with the dog tube
     stray = tube([None, (12, 16, 12, 16)])  # matches nothing
-    pred = {"v": {"caption": "a cat and a dog", "phrases": ["A cat", "a puppy", "noise"], "masks": [pred_cat, pred_dog, stray]}}
+    pred = {
+        "v": {
+            "caption": "a cat and a dog",
+            "phrases": ["A cat", "a puppy", "noise"],
+            "masks": [pred_cat, pred_dog, stray],
+        }
+    }
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps(pred))
     res = evaluate_gcg(tmp_path / "pred.json", tmp_path / "gt.json", captions=False)
     assert res["global"]["mIoU"] == pytest.approx((0.75 + 0.5) / 2)
     assert res["global"]["Recall"] == 0.5  # "a puppy" != "a dog" under exact match
     assert any("CLAIR off" in n for n in res["notes"])
-    lenient = evaluate_gcg(tmp_path / "pred.json", tmp_path / "gt.json", phrase_similarity=lambda a, b: 1.0,
-                           captions=False, judge=lambda c, r: 0.8)
+    lenient = evaluate_gcg(
+        tmp_path / "pred.json",
+        tmp_path / "gt.json",
+        phrase_similarity=lambda a, b: 1.0,
+        captions=False,
+        judge=lambda c, r: 0.8,
+    )
     assert lenient["global"]["Recall"] == 1.0 and lenient["global"]["CLAIR"] == pytest.approx(0.8)
     assert greedy_pairs(np.array([[0.2, 0.9], [0.8, 0.0]])) == [(0, 1, 0.9), (1, 0, 0.8)]
     assert greedy_pairs(np.zeros((2, 2))) == []
@@ -143,8 +169,15 @@ def test_mean_pooled_phrase_similarity_with_a_local_tiny_encoder(tmp_path: Path)
 
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "red", "car"]
     BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(tmp_path / "enc")
-    cfg = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32, initializer_range=1.0)
+    cfg = BertConfig(
+        vocab_size=len(words),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        initializer_range=1.0,
+    )
     BertModel(cfg).save_pretrained(tmp_path / "enc")
     sim = mean_pooled_similarity(tmp_path / "enc")
     assert sim("a cat", "a cat") == pytest.approx(1.0, abs=1e-6)

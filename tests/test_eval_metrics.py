@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
 from eval_reference import ref_f, ref_j, ref_sequence, ref_statistics
+
 from sparrow.eval.metrics import (
     bound_radius,
     boundary_f,

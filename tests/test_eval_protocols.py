@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_fixtures import H, T, W, mevis_split, two_boxes, write_index_sequence, write_pngs
 from PIL import Image
 
-from eval_fixtures import H, T, W, mevis_split, two_boxes, write_index_sequence, write_pngs
 from sparrow.data.schema import Expression
 from sparrow.errors import SparrowError
 from sparrow.eval.consistency import drift, first_frame_iou, identity_switch_rate, slice_by
@@ -110,7 +110,7 @@ def test_refdavis_averages_four_runs(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- MeViS / ReVOS
 def test_mevis_multi_object_union_and_missing_policy(tmp_path: Path) -> None:
     rec = mevis_split(tmp_path)
-    a, b = two_boxes()
+    a, _b = two_boxes()
     write_pngs(tmp_path / "pred" / "v1" / "0", a, rec.frames)
     write_pngs(tmp_path / "pred" / "v1" / "1", a, rec.frames, scale=1)  # only one of the two referred objects
     res = evaluate_rvos(tmp_path / "pred", tmp_path / "gt", fmt="mevis")
@@ -122,7 +122,9 @@ def test_mevis_multi_object_union_and_missing_policy(tmp_path: Path) -> None:
     assert res["summary"]["by_tag"]["multi"]["J"] == pytest.approx(48 / 128)
 
     (tmp_path / "pred" / "v1" / "1" / "00003.png").unlink()
-    with pytest.raises(SparrowError, match=r"1 predictions missing in 1 of 2 units: v1/1 \(1 of 6 frames, e.g. 00003.png\)"):
+    with pytest.raises(
+        SparrowError, match=r"1 predictions missing in 1 of 2 units: v1/1 \(1 of 6 frames, e.g. 00003.png\)"
+    ):
         evaluate_rvos(tmp_path / "pred", tmp_path / "gt", fmt="mevis")
     zero = evaluate_rvos(tmp_path / "pred", tmp_path / "gt", fmt="mevis", missing="zero")
     assert zero["missing"] == {"v1/1": 1} and zero["summary"]["n_missing_scored_zero"] == 1
@@ -214,7 +216,7 @@ def test_revos_uses_the_foreground_file_when_present(tmp_path: Path) -> None:
 
     exps = [Expression("0", "the box moving right", [1], extra={"type_id": 0})]
     rec = mevis_split(tmp_path, exps)
-    a, b = two_boxes()
+    a, _b = two_boxes()
     fp = np.zeros_like(a)
     fp[:, 20:24, 0:5] = True  # 20 false-positive pixels per frame
     write_pngs(tmp_path / "pred" / "v1" / "0", a | fp, rec.frames)
@@ -232,8 +234,28 @@ def test_revos_reference_rounding_switch() -> None:
     from sparrow.eval.rvos import aggregate
 
     rows = [
-        {"type_id": 0, "J": 1 / 3, "F": 2 / 3, "A": 0.123456, "R": 1.0, "first_iou": 1.0, "id_switch": 0.0, "drift": 0.0, "missing": 0},
-        {"type_id": 1, "J": 0.5, "F": 0.5, "A": 0.5, "R": 0.5, "first_iou": 1.0, "id_switch": 0.0, "drift": 0.0, "missing": 0},
+        {
+            "type_id": 0,
+            "J": 1 / 3,
+            "F": 2 / 3,
+            "A": 0.123456,
+            "R": 1.0,
+            "first_iou": 1.0,
+            "id_switch": 0.0,
+            "drift": 0.0,
+            "missing": 0,
+        },
+        {
+            "type_id": 1,
+            "J": 0.5,
+            "F": 0.5,
+            "A": 0.5,
+            "R": 0.5,
+            "first_iou": 1.0,
+            "id_switch": 0.0,
+            "drift": 0.0,
+            "missing": 0,
+        },
     ]
     exact = aggregate(rows, "revos")
     rounded = aggregate(rows, "revos", revos_rounding=True)

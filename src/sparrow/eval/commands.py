@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 
 def _fmt(v: object) -> str:
@@ -39,7 +38,9 @@ def _cmd_rvos(args: argparse.Namespace) -> int:
             raise SparrowError("--missing zero is not a DAVIS convention (the DAVIS protocol needs every frame)")
         from sparrow.eval.davis import evaluate_davis
 
-        result = evaluate_davis(args.pred, args.gt, task=args.task, workers=args.workers, legacy_decay=args.legacy_decay)
+        result = evaluate_davis(
+            args.pred, args.gt, task=args.task, workers=args.workers, legacy_decay=args.legacy_decay
+        )
         g = result["global"]
         print(f"DAVIS 2017 {args.task}: " + "  ".join(f"{k} {_fmt(v)}" for k, v in g.items()))
         if result["legacy_decay_differs"]:
@@ -48,16 +49,26 @@ def _cmd_rvos(args: argparse.Namespace) -> int:
         return 0
     from sparrow.eval.rvos import evaluate_rvos
 
-    result = evaluate_rvos(args.pred, args.gt, fmt=args.format, missing=args.missing, workers=args.workers,
-                           revos_rounding=args.revos_rounding)
+    result = evaluate_rvos(
+        args.pred,
+        args.gt,
+        fmt=args.format,
+        missing=args.missing,
+        workers=args.workers,
+        revos_rounding=args.revos_rounding,
+    )
     s = result["summary"]
-    print(f"{args.format}: J&F {_fmt(s['J&F'])}  J {_fmt(s['J'])}  F {_fmt(s['F'])}  ({s['n_expressions']} expressions)")
+    print(
+        f"{args.format}: J&F {_fmt(s['J&F'])}  J {_fmt(s['J'])}  F {_fmt(s['F'])}  ({s['n_expressions']} expressions)"
+    )
     if args.format == "revos":
         print(f"  A {_fmt(s['A'])}  R {_fmt(s['R'])}  (overall = mean of the split means)")
         _print_table("  splits:", s["splits"], ["J", "F", "J&F", "A", "R"])
     c = s["consistency"]
-    print(f"consistency: first-frame IoU {_fmt(c['first_iou'])}  identity-switch rate {_fmt(c['id_switch'])}"
-          f"  drift {_fmt(c['drift'])}")
+    print(
+        f"consistency: first-frame IoU {_fmt(c['first_iou'])}  identity-switch rate {_fmt(c['id_switch'])}"
+        f"  drift {_fmt(c['drift'])}"
+    )
     keys = ["J&F", "J", "F", "first_iou", "id_switch", "drift"]
     if s["by_tag"]:
         _print_table("by tag:", s["by_tag"], keys)
@@ -72,8 +83,9 @@ def _cmd_rvos(args: argparse.Namespace) -> int:
 def _cmd_refdavis(args: argparse.Namespace) -> int:
     from sparrow.eval.refdavis import evaluate_refdavis
 
-    result = evaluate_refdavis(args.pred, args.gt, workers=args.workers, require_all=not args.allow_partial,
-                               legacy_decay=args.legacy_decay)
+    result = evaluate_refdavis(
+        args.pred, args.gt, workers=args.workers, require_all=not args.allow_partial, legacy_decay=args.legacy_decay
+    )
     for name, g in result["runs"].items():
         print(f"{name}: " + "  ".join(f"{k} {_fmt(v)}" for k, v in g.items()))
     print(f"mean of {result['n_runs']} runs: " + "  ".join(f"{k} {_fmt(v)}" for k, v in result["global"].items()))
@@ -97,8 +109,13 @@ def _cmd_gcg(args: argparse.Namespace) -> int:
     from sparrow.eval.gcg import evaluate_gcg, mean_pooled_similarity
 
     similarity = mean_pooled_similarity(args.phrase_model) if args.phrase_model else None
-    result = evaluate_gcg(args.pred, args.gt, phrase_similarity=similarity, captions=not args.no_captions,
-                          clair_endpoint=args.clair_endpoint)
+    result = evaluate_gcg(
+        args.pred,
+        args.gt,
+        phrase_similarity=similarity,
+        captions=not args.no_captions,
+        clair_endpoint=args.clair_endpoint,
+    )
     print("GCG: " + "  ".join(f"{k} {_fmt(v)}" for k, v in result["global"].items() if not isinstance(v, dict)))
     for note in result.get("notes", []):
         print(f"note: {note}")
@@ -118,7 +135,9 @@ def _cmd_ytvos_check(args: argparse.Namespace) -> int:
     from sparrow.eval.ytvos import check_submission
 
     report = check_submission(args.zip, meta=args.meta)
-    print(f"{args.zip}: valid ({report['videos']} videos, {report['expressions']} expressions, {report['frames']} masks)")
+    print(
+        f"{args.zip}: valid ({report['videos']} videos, {report['expressions']} expressions, {report['frames']} masks)"
+    )
     return 0
 
 
@@ -133,15 +152,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             p.add_argument("--workers", type=int, default=1, help="processes across videos (results in a fixed order)")
 
     p = sub.add_parser("rvos", help="referring VOS: MeViS, ReVOS, Ref-YouTube-VOS (local GT), SynthRef, DAVIS")
-    p.add_argument("--pred", required=True, help="<pred>/<video>/<exp_id>/<frame>.png (DAVIS: <pred>/<seq>/<frame>.png)")
+    p.add_argument(
+        "--pred", required=True, help="<pred>/<video>/<exp_id>/<frame>.png (DAVIS: <pred>/<seq>/<frame>.png)"
+    )
     p.add_argument("--gt", required=True, help="MeViS-layout split folder (DAVIS: DAVIS root or <seq>/<frame>.png)")
     p.add_argument("--format", required=True, choices=["mevis", "davis", "ytvos", "revos"])
-    p.add_argument("--missing", choices=["error", "zero"], default="error",
-                   help="missing predictions: error (default) or score 0 (MeViS/ReVOS convention, stated in the report)")
+    p.add_argument(
+        "--missing",
+        choices=["error", "zero"],
+        default="error",
+        help="missing predictions: error (default) or score 0 (MeViS/ReVOS convention, stated in the report)",
+    )
     p.add_argument("--task", choices=["unsupervised", "semi-supervised"], default="unsupervised", help="DAVIS task")
     p.add_argument("--legacy-decay", action="store_true", help="DAVIS decay with the toolkit's uint8 bin indices")
-    p.add_argument("--revos-rounding", action="store_true",
-                   help="ReVOS: round per-expression values to 0.01 points before averaging, as the reference does")
+    p.add_argument(
+        "--revos-rounding",
+        action="store_true",
+        help="ReVOS: round per-expression values to 0.01 points before averaging, as the reference does",
+    )
     common(p)
     p.set_defaults(func=_cmd_rvos)
 
@@ -155,8 +183,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("stvg", help="spatio-temporal grounding (VidSTG, HC-STVG): m_vIoU, vIoU@0.3/0.5, gt_vIoU")
     p.add_argument("--pred", required=True, help="JSON {video_id: {'boxes': {frame: [x0,y0,x1,y1]}, 'span': [s, e]}}")
-    p.add_argument("--gt", required=True, help="JSON {video_id: {'boxes': {frame: box}, 'span': [s, e], 'frames': [...], 'qtype': ...}}")
-    p.add_argument("--spatial-only", action="store_true", help="only gt_vIoU (GT span assumed; the VideoGLaMM/SPARROW variant)")
+    p.add_argument(
+        "--gt",
+        required=True,
+        help="JSON {video_id: {'boxes': {frame: box}, 'span': [s, e], 'frames': [...], 'qtype': ...}}",
+    )
+    p.add_argument(
+        "--spatial-only", action="store_true", help="only gt_vIoU (GT span assumed; the VideoGLaMM/SPARROW variant)"
+    )
     common(p, workers=False)
     p.set_defaults(func=_cmd_stvg)
 
@@ -164,14 +198,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", required=True, help="GCG prediction JSON (format in sparrow.eval.gcg)")
     p.add_argument("--gt", required=True, help="GCG ground-truth JSON")
     p.add_argument("--no-captions", action="store_true", help="skip METEOR/CIDEr")
-    p.add_argument("--phrase-model", default=None,
-                   help="local folder of an HF encoder (the reference: bert-base-uncased) for phrase similarity; "
-                        "default: exact phrase match")
-    p.add_argument("--clair-endpoint", default=None, help="URL of an OpenAI-compatible judge for CLAIR (off by default)")
+    p.add_argument(
+        "--phrase-model",
+        default=None,
+        help="local folder of an HF encoder (the reference: bert-base-uncased) for phrase similarity; "
+        "default: exact phrase match",
+    )
+    p.add_argument(
+        "--clair-endpoint", default=None, help="URL of an OpenAI-compatible judge for CLAIR (off by default)"
+    )
     common(p, workers=False)
     p.set_defaults(func=_cmd_gcg)
 
-    p = sub.add_parser("ytvos-pack", help="build a Ref-YouTube-VOS submission zip (Annotations/<vid>/<exp>/<frame>.png)")
+    p = sub.add_parser(
+        "ytvos-pack", help="build a Ref-YouTube-VOS submission zip (Annotations/<vid>/<exp>/<frame>.png)"
+    )
     p.add_argument("--pred", required=True, help="<pred>/<video>/<exp_id>/<frame>.png")
     p.add_argument("--out", required=True, help="zip file to write")
     p.add_argument("--meta", default=None, help="meta_expressions.json of the split, to check completeness")

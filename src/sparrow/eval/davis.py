@@ -100,7 +100,9 @@ def score_sequence(seq: DavisSequence) -> list[ObjectScore]:
     else:
         void_used = void
     if not names:
-        raise SparrowError(f"sequence {seq.name} has too few frames for the {seq.task} protocol", seq.gt_files[0].parent)
+        raise SparrowError(
+            f"sequence {seq.name} has too few frames for the {seq.task} protocol", seq.gt_files[0].parent
+        )
     pred_idx = _read_pred([seq.pred_dir / n for n in names], size)
     n_pred = int(pred_idx.max()) if pred_idx.size else 0
     worst = seq.pred_dir / names[int(np.argmax(pred_idx.reshape(len(names), -1).max(axis=1)))]
@@ -118,7 +120,9 @@ def score_sequence(seq: DavisSequence) -> list[ObjectScore]:
         )
     n_slots = max(n_pred, n_gt)
     keep_px = None if void_used is None else ~void_used
-    pred_caches = [BoundaryCache(pred_idx == k if keep_px is None else (pred_idx == k) & keep_px) for k in range(1, n_slots + 1)]
+    pred_caches = [
+        BoundaryCache(pred_idx == k if keep_px is None else (pred_idx == k) & keep_px) for k in range(1, n_slots + 1)
+    ]
     gt_caches = [BoundaryCache(g if keep_px is None else g & keep_px) for g in gt_objects]
     out: list[ObjectScore] = []
     if seq.task == "semi-supervised":

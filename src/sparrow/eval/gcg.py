@@ -49,7 +49,9 @@ def mean_pooled_similarity(model_dir: str | Path) -> PhraseSimilarity:
         tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
     except OSError as exc:
-        raise SparrowError("no local encoder model there (download e.g. bert-base-uncased into that folder)", model_dir) from exc
+        raise SparrowError(
+            "no local encoder model there (download e.g. bert-base-uncased into that folder)", model_dir
+        ) from exc
 
     @torch.no_grad()
     def embed(text: str) -> torch.Tensor:
@@ -104,7 +106,9 @@ def tube_iou_matrix(pred: list[list[dict | None]], gt: list[list[dict | None]], 
     inter = np.zeros((len(pred), len(gt)))
     union = np.zeros((len(pred), len(gt)))
     for t in range(n_frames):
-        pm = [None if tube[t] is None else decode_rle(tube[t], size, f"{where} (prediction, frame {t})") for tube in pred]
+        pm = [
+            None if tube[t] is None else decode_rle(tube[t], size, f"{where} (prediction, frame {t})") for tube in pred
+        ]
         gm = [None if tube[t] is None else decode_rle(tube[t], size, f"{where} (GT, frame {t})") for tube in gt]
         for i, p in enumerate(pm):
             for j, g in enumerate(gm):
@@ -158,15 +162,20 @@ def openai_judge(endpoint: str, model: str = "gpt-3.5-turbo", api_key_env: str =
 
     def judge(candidate: str, reference: str) -> float:
         prompt = (
-            "You are trying to tell if a candidate set of captions is describing the same image as a reference set of "
-            f"captions.\nCandidate set:\n{candidate}\nReference set:\n{reference}\nOn a precise scale from 0 to 100, how "
-            "likely is it that the candidate set is describing the same image as the reference set? (JSON format, with a "
-            'key "score", value between 0 and 100, and a key "reason" with a string value.)'
+            "You are trying to tell if a candidate set of captions is describing the same image as a reference "
+            f"set of captions.\nCandidate set:\n{candidate}\nReference set:\n{reference}\nOn a precise scale "
+            "from 0 to 100, how likely is it that the candidate set is describing the same image as the reference "
+            'set? (JSON format, with a key "score", value between 0 and 100, and a key "reason" with a string '
+            "value.)"
         )
-        body = json.dumps({"model": model, "temperature": 0.5, "max_tokens": 100,
-                           "messages": [{"role": "user", "content": prompt}]}).encode()
-        req = urllib.request.Request(endpoint, data=body, headers={"Content-Type": "application/json",
-                                                                   **({"Authorization": f"Bearer {key}"} if key else {})})
+        body = json.dumps(
+            {"model": model, "temperature": 0.5, "max_tokens": 100, "messages": [{"role": "user", "content": prompt}]}
+        ).encode()
+        req = urllib.request.Request(
+            endpoint,
+            data=body,
+            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})},
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             reply = json.loads(resp.read())["choices"][0]["message"]["content"]
         match = re.search(r'"score"\s*:\s*([0-9.]+)', reply)
@@ -194,8 +203,10 @@ def evaluate_gcg(
     notes: list[str] = []
     if phrase_similarity is None:
         phrase_similarity = exact_similarity
-        notes.append("recall used exact phrase match (pass a phrase similarity, e.g. mean-pooled bert-base-uncased, "
-                     "for the reference figure)")
+        notes.append(
+            "recall used exact phrase match (pass a phrase similarity, e.g. mean-pooled bert-base-uncased, "
+            "for the reference figure)"
+        )
     if judge is None and clair_endpoint:
         judge = openai_judge(clair_endpoint)
     rows = []
@@ -227,4 +238,3 @@ def evaluate_gcg(
     else:
         notes.append("CLAIR off (no judge configured)")
     return {"protocol": "gcg", "global": summary, "videos": rows, "notes": notes}
-

@@ -114,7 +114,9 @@ def check_missing(
         shown = []
         for unit, lost in list(gaps.items())[:5]:
             whole = len(lost) == len(expected[unit])
-            shown.append(f"{unit} ({'all' if whole else len(lost)} of {len(expected[unit])} frames, e.g. {lost[0].name})")
+            shown.append(
+                f"{unit} ({'all' if whole else len(lost)} of {len(expected[unit])} frames, e.g. {lost[0].name})"
+            )
         more = f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""
         raise SparrowError(
             f"{n_files} {what} missing in {len(gaps)} of {len(expected)} units: {'; '.join(shown)}{more}"

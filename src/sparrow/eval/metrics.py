@@ -60,7 +60,9 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
     return b
 
 
-def _check_pair(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _check_pair(
+    pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     pred = np.asarray(pred).astype(bool, copy=False)
     gt = np.asarray(gt).astype(bool, copy=False)
     if pred.shape != gt.shape:
@@ -79,7 +81,7 @@ def _span(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
     The first and last True bytes are found with C string search, and the columns scan only the object's row band.
     """
-    h, w = mask.shape
+    _h, w = mask.shape
     raw = np.ascontiguousarray(mask).view(np.uint8).tobytes()
     first = raw.find(1)  # memchr: stops at the object
     if first < 0:
@@ -144,7 +146,9 @@ class BoundaryCache:
         return self.spans[t]
 
 
-def boundary_f(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None, bound_th: float = BOUND_TH) -> np.ndarray:
+def boundary_f(
+    pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None, bound_th: float = BOUND_TH
+) -> np.ndarray:
     """Contour accuracy F per frame: masks ``[T, H, W]`` (or ``[H, W]``) → float64 ``[T]`` (or a 0-d array)."""
     return region_and_boundary(pred, gt, void, bound_th)[1]
 
@@ -258,11 +262,11 @@ __all__ = [
     "BoundaryCache",
     "bound_radius",
     "boundary_f",
-    "region_and_boundary",
     "decay_bins",
     "decay_differs",
     "jaccard",
     "jf_mean",
+    "region_and_boundary",
     "seg2bmap",
     "statistics",
 ]

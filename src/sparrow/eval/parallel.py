@@ -16,7 +16,9 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def run_ordered(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None, progress: str | None = None) -> list[R]:
+def run_ordered(
+    fn: Callable[[T], R], items: Sequence[T], workers: int | None = None, progress: str | None = None
+) -> list[R]:
     """``[fn(x) for x in items]``, spread over ``workers`` processes (1 = in this process).
 
     The order of the results is the order of ``items`` whatever the worker timing; an exception in a worker

@@ -23,12 +23,16 @@ def find_runs(pred: str | Path, require_all: bool = True) -> list[Path]:
     pred = Path(pred)
     if not pred.is_dir():
         raise SparrowError("prediction folder not found", pred)
-    runs = sorted((p for p in pred.iterdir() if p.is_dir() and re.fullmatch(r"anno_\d+", p.name)), key=lambda p: int(p.name[5:]))
+    runs = sorted(
+        (p for p in pred.iterdir() if p.is_dir() and re.fullmatch(r"anno_\d+", p.name)), key=lambda p: int(p.name[5:])
+    )
     if not runs:
         raise SparrowError("no annotation runs (expected anno_0 .. anno_3 sub-folders)", pred)
     names = {p.name for p in runs}
     if require_all and not set(EXPECTED_RUNS) <= names:
-        raise SparrowError(f"annotation runs {sorted(set(EXPECTED_RUNS) - names)} are missing (found {sorted(names)})", pred)
+        raise SparrowError(
+            f"annotation runs {sorted(set(EXPECTED_RUNS) - names)} are missing (found {sorted(names)})", pred
+        )
     return runs
 
 

@@ -59,22 +59,34 @@ def markdown(result: dict) -> str:
     consistency = head.get("consistency")
     if consistency:
         parts.append("### Consistency (SPARROW)\n\n" + _table(list(consistency), [list(consistency.values())]))
-    for key, title in (("splits", "Per split (overall = mean of the split means)"), ("by_tag", "By tag"),
-                       ("by_kind", "By kind"), ("by_query_type", "By query type")):
+    for key, title in (
+        ("splits", "Per split (overall = mean of the split means)"),
+        ("by_tag", "By tag"),
+        ("by_kind", "By kind"),
+        ("by_query_type", "By query type"),
+    ):
         if head.get(key):
             parts.append(_grouped(title, head[key]))
     if result.get("runs"):
-        parts.append(_grouped(f"Per annotation run (the headline is the mean of {len(result['runs'])} runs)", result["runs"]))
+        parts.append(
+            _grouped(f"Per annotation run (the headline is the mean of {len(result['runs'])} runs)", result["runs"])
+        )
     policy = result.get("missing_policy")
     if policy == "zero":
         n = len(result.get("missing", {}))
-        parts.append(f"Missing predictions: scored 0 (`--missing zero`, the MeViS/ReVOS convention); {n} unit(s) affected"
-                     + (": " + ", ".join(sorted(result["missing"])[:20]) if n else "") + ".")
+        parts.append(
+            f"Missing predictions: scored 0 (`--missing zero`, the MeViS/ReVOS convention); {n} unit(s) affected"
+            + (": " + ", ".join(sorted(result["missing"])[:20]) if n else "")
+            + "."
+        )
     elif policy == "error":
         parts.append("Missing predictions: none (strict mode: a missing prediction is an error).")
     if result.get("legacy_decay_differs"):
-        parts.append("Decay: the legacy uint8 indexing of the DAVIS toolkit gives a different decay for: "
-                     + ", ".join(result["legacy_decay_differs"][:20]) + ".")
+        parts.append(
+            "Decay: the legacy uint8 indexing of the DAVIS toolkit gives a different decay for: "
+            + ", ".join(result["legacy_decay_differs"][:20])
+            + "."
+        )
     if result.get("notes"):
         parts += [f"Note: {n}" for n in result["notes"]]
     return "\n\n".join(parts) + "\n"

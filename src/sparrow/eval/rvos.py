@@ -58,11 +58,16 @@ def _foreground(task: VideoTask) -> np.ndarray:
                     fg[t] |= obj.mask(t, rec.size)
         return fg
     if len(task.foreground) != rec.num_frames:
-        raise SparrowError(f"video {rec.video_id}: {len(task.foreground)} foreground masks for {rec.num_frames} frames",
-                           "mask_dict_foreground.json")
-    return np.stack([
-        decode_rle(r, rec.size, f"mask_dict_foreground.json ({rec.video_id}, frame {t})") for t, r in enumerate(task.foreground)
-    ])
+        raise SparrowError(
+            f"video {rec.video_id}: {len(task.foreground)} foreground masks for {rec.num_frames} frames",
+            "mask_dict_foreground.json",
+        )
+    return np.stack(
+        [
+            decode_rle(r, rec.size, f"mask_dict_foreground.json ({rec.video_id}, frame {t})")
+            for t, r in enumerate(task.foreground)
+        ]
+    )
 
 
 def score_video(task: VideoTask) -> list[dict]:
@@ -79,7 +84,11 @@ def score_video(task: VideoTask) -> list[dict]:
 
     for exp in rec.expressions:
         row: dict = {
-            "video": rec.video_id, "exp_id": exp.exp_id, "text": exp.text, "tags": list(exp.tags), "kind": exp.kind,
+            "video": rec.video_id,
+            "exp_id": exp.exp_id,
+            "text": exp.text,
+            "tags": list(exp.tags),
+            "kind": exp.kind,
         }
         if task.fmt == "revos":
             row["type_id"] = exp.extra.get("type_id")
@@ -106,11 +115,13 @@ def score_video(task: VideoTask) -> list[dict]:
             robust = np.maximum(1 - false_pos / (area + 1e-6), 0.0)
             row.update({"A": float(acc.mean()), "R": float(robust.mean())})
         others = [obj_masks(o) for o in sorted(rec.objects) if o not in exp.obj_ids]
-        row.update({
-            "first_iou": first_frame_iou(j, target),
-            "id_switch": identity_switch_rate(pred, target, others),
-            "drift": drift(j),
-        })
+        row.update(
+            {
+                "first_iou": first_frame_iou(j, target),
+                "id_switch": identity_switch_rate(pred, target, others),
+                "drift": drift(j),
+            }
+        )
         rows.append(row)
     return rows
 
@@ -143,9 +154,16 @@ def aggregate(rows: list[dict], fmt: str, revos_rounding: bool = False) -> dict:
         if not splits:
             raise SparrowError("no ReVOS expression has type_id 0 or 1")
         overall = {k: float(np.mean([s[k] for s in splits.values()])) for k in ("J", "F", "A", "R", "J&F")}
-        summary = {**overall, "splits": splits, "overall_is_mean_of_split_means": True, "revos_rounding": revos_rounding}
+        summary = {
+            **overall,
+            "splits": splits,
+            "overall_is_mean_of_split_means": True,
+            "revos_rounding": revos_rounding,
+        }
     scored = [r for r in rows if r["first_iou"] is not None]
-    summary["consistency"] = {k: float(np.mean([r[k] for r in scored])) if scored else float("nan") for k in CONSISTENCY_KEYS}
+    summary["consistency"] = {
+        k: float(np.mean([r[k] for r in scored])) if scored else float("nan") for k in CONSISTENCY_KEYS
+    }
     summary["n_expressions"] = len(rows)
     summary["n_missing_scored_zero"] = sum(1 for r in rows if r["missing"])
     metrics = ("J", "F", "J&F", *CONSISTENCY_KEYS)
@@ -187,20 +205,26 @@ def evaluate_rvos(
     if fmt == "revos":
         for rec in records:
             for exp in rec.expressions:
-                if exp.extra.get("type_id") not in REVOS_SPLITS:
+                type_id = exp.extra.get("type_id")
+                if type_id not in REVOS_SPLITS:
                     raise SparrowError(
-                        f"video {rec.video_id}, expression {exp.exp_id}: ReVOS needs type_id 0 or 1, got {exp.extra.get('type_id')!r}",
+                        f"video {rec.video_id}, expression {exp.exp_id}: ReVOS needs type_id 0 or 1, got {type_id!r}",
                         gt / "meta_expressions.json",
                     )
     fg_dict = _foreground_file(gt) if fmt == "revos" else None
     expected = {
         f"{rec.video_id}/{exp.exp_id}": [pred / rec.video_id / exp.exp_id / f"{n}.png" for n in rec.frames]
-        for rec in records for exp in rec.expressions
+        for rec in records
+        for exp in rec.expressions
     }
     gaps = check_missing(expected, missing, pred)
     tasks = []
     for rec in records:
-        skip = {e.exp_id: [p.name for p in gaps[f"{rec.video_id}/{e.exp_id}"]] for e in rec.expressions if f"{rec.video_id}/{e.exp_id}" in gaps}
+        skip = {
+            e.exp_id: [p.name for p in gaps[f"{rec.video_id}/{e.exp_id}"]]
+            for e in rec.expressions
+            if f"{rec.video_id}/{e.exp_id}" in gaps
+        }
         fg = None
         if fg_dict is not None:
             if rec.video_id not in fg_dict or "masks_rle" not in fg_dict[rec.video_id]:

@@ -67,7 +67,9 @@ def score_video(pred: dict, gt: dict, spatial_only: bool = False, where: str = "
     pred_boxes = {int(k): v for k, v in pred.get("boxes", {}).items()}
     lost = sorted(set(gt_boxes) - set(pred_boxes))
     if lost:
-        raise SparrowError(f"{where}: no predicted box on annotated frames {lost[:5]}" + (" ..." if len(lost) > 5 else ""))
+        raise SparrowError(
+            f"{where}: no predicted box on annotated frames {lost[:5]}" + (" ..." if len(lost) > 5 else "")
+        )
     order = sorted(gt_boxes)
     ious = dict(zip(order, paired_box_iou([pred_boxes[t] for t in order], [gt_boxes[t] for t in order])))
     out = {"gt_vIoU": float(np.mean(list(ious.values()))) if ious else 0.0}
@@ -106,9 +108,17 @@ def evaluate_stvg(pred: str | Path, gt: str | Path, spatial_only: bool = False) 
     rows = []
     for vid in sorted(gt_data):
         g = gt_data[vid]
-        if not isinstance(g, dict) or not isinstance(g.get("boxes"), dict) or (not spatial_only and ("span" not in g or "frames" not in g)):
+        if (
+            not isinstance(g, dict)
+            or not isinstance(g.get("boxes"), dict)
+            or (not spatial_only and ("span" not in g or "frames" not in g))
+        ):
             raise SparrowError(f"video {vid!r}: need 'boxes'" + ("" if spatial_only else ", 'span' and 'frames'"), gt)
-        row = {"video": vid, "qtype": g.get("qtype"), **score_video(pred_data[vid], g, spatial_only, f"{pred} (video {vid})")}
+        row = {
+            "video": vid,
+            "qtype": g.get("qtype"),
+            **score_video(pred_data[vid], g, spatial_only, f"{pred} (video {vid})"),
+        }
         rows.append(row)
     summary = _summary(rows, spatial_only)
     qtypes = sorted({r["qtype"] for r in rows if r["qtype"] is not None})

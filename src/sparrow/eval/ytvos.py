@@ -36,7 +36,11 @@ def _load_meta(meta: str | Path | None) -> dict[str, dict[str, list[str]]] | Non
         raise SparrowError("expected an object with a 'videos' mapping", path)
     out = {}
     for vid, entry in videos.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("frames"), list) or not isinstance(entry.get("expressions"), dict):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("frames"), list)
+            or not isinstance(entry.get("expressions"), dict)
+        ):
             raise SparrowError(f"video {vid!r}: need 'frames' (list) and 'expressions' (mapping)", path)
         out[vid] = {str(e): [str(f) for f in entry["frames"]] for e in entry["expressions"]}
     return out
@@ -52,11 +56,15 @@ def _check_png(data: bytes, name: str, sizes: dict[str, tuple[int, int]], video:
     if mode not in ("L", "P", "1"):
         raise SparrowError(f"mask must be single-channel (L, P or 1), got mode {mode!r}", name)
     if sizes.setdefault(video, size) != size:
-        raise SparrowError(f"mask is {size[0]}x{size[1]} but other masks of video {video} are "
-                           f"{sizes[video][0]}x{sizes[video][1]}", name)
+        raise SparrowError(
+            f"mask is {size[0]}x{size[1]} but other masks of video {video} are {sizes[video][0]}x{sizes[video][1]}",
+            name,
+        )
 
 
-def _compare(found: dict[str, dict[str, set[str]]], meta: dict[str, dict[str, list[str]]] | None, where: str | Path) -> None:
+def _compare(
+    found: dict[str, dict[str, set[str]]], meta: dict[str, dict[str, list[str]]] | None, where: str | Path
+) -> None:
     if meta is None:
         return
     lost, extra = [], []
@@ -96,10 +104,9 @@ def pack_submission(pred: str | Path, out: str | Path, meta: str | Path | None =
     if not files:
         raise SparrowError("no masks found (expected <video>/<exp_id>/<frame>.png)", pred)
     _compare(found, expected, pred)
-    with atomic_path(Path(out)) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for src, arc in files:
-                zf.write(src, arc)
+    with atomic_path(Path(out)) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for src, arc in files:
+            zf.write(src, arc)
     return _counts(found)
 
 
