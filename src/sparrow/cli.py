@@ -15,11 +15,11 @@ from sparrow.errors import SparrowError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sparrow.eval import commands as eval_commands
+
     parser = argparse.ArgumentParser(prog="sparrow", description="Pixel-grounded video understanding (SPARROW).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One line per package that has commands (each module's add_parser registers its sub-commands).
-    from sparrow.eval import commands as eval_commands
-
     eval_commands.add_parser(sub)
     return parser
 
