@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sparrow.data import commands as data_commands
 from sparrow.errors import SparrowError
 
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparrow", description="Pixel-grounded video understanding (SPARROW).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One line per package that has commands (each module's add_parser registers its sub-commands).
+    data_commands.add_parser(sub)
     return parser
 
 
