@@ -105,6 +105,9 @@ def make_trajectory(
     if motion in ("bounce", "fast"):
         speed = rng.uniform(1.8, 2.5) * s if motion == "bounce" else rng.uniform(4.0, 6.0) * s
         if outside:  # near an axis, towards a border, with walls beyond it: leaves the frame and comes back
+            # fast enough to leave (2r), stay out (~4 frames) and come back (2r) within ~80% of the clip
+            needed = (4.0 * radius + 4.0 * s) / max(0.8 * T - 6.0, 2.0)
+            speed = min(max(speed, needed), 8.0 * s)
             direction = str(rng.choice(DIRECTIONS))
             unit = np.asarray(_UNIT[direction])
             angle = rng.uniform(-0.25, 0.25)
