@@ -35,7 +35,8 @@ _BARE_SEG = re.compile(r"(?<!\[BOX\] )\[SEG\]")
 def insert_box_tokens(answer: str) -> str:
     """Put ``[BOX] `` before every ``[SEG]`` not already preceded by it: "Sure, [SEG]." -> "Sure, [BOX] [SEG]."."""
     out = _BARE_SEG.sub(f"{BOX_TOKEN} {SEG_TOKEN}", answer)
-    if out.count(SEG_TOKEN) != out.count(f"{BOX_TOKEN} {SEG_TOKEN}"):  # e.g. "[BOX][SEG]" without the space
+    pairs = out.count(f"{BOX_TOKEN} {SEG_TOKEN}")
+    if not out.count(SEG_TOKEN) == out.count(BOX_TOKEN) == pairs:  # e.g. "[BOX][SEG]" or a stray "[BOX]"
         raise ValueError(f"answer has a [SEG] that is not paired with [BOX]: {answer!r}")
     return out
 
