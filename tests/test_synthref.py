@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sparrow.cli import main
 from sparrow.data.mevis import read_mevis
@@ -244,6 +245,10 @@ def test_cli_synth_and_stats(tmp_path, capsys):
     assert main(["synth", "--stats", str(tmp_path / "test")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("3 videos,") and "| occlusion |" in out and "| appearance |" in out
+    sheet = tmp_path / "sheet.png"
+    assert main(["synth", "--stats", str(tmp_path / "test"), "--sheet", str(sheet)]) == 0
+    with Image.open(sheet) as img:
+        assert img.size == (6 * 64 + 5 * 4, 3 * (64 + 14 + 4))  # 6 frames per row, one row per video
 
 
 def test_cli_bad_arguments(tmp_path, capsys):

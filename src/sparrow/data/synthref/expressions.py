@@ -225,12 +225,6 @@ def realise(query: Query, count: int) -> str:
     return " ".join(words)
 
 
-def _and3(values: list[bool | None]) -> bool | None:
-    if any(v is False for v in values):
-        return False
-    return None if any(v is None for v in values) else True
-
-
 def candidate_queries(facts: dict[int, ObjectFacts], allow_multi: bool = True) -> list[tuple[Query, list[int]]]:
     """All queries the checker would accept, with their target objects, in a deterministic order.
 
@@ -268,7 +262,7 @@ def candidate_queries(facts: dict[int, ObjectFacts], allow_multi: bool = True) -
                 if q in seen:
                     continue
                 seen.add(q)
-                truth = [_and3([look, value]) for look, value in zip(looks, table[extra])]
+                truth = [value if look else False for look, value in zip(looks, table[extra])]  # 3-valued AND
                 if any(v is None for v in truth) or not any(truth):
                     continue
                 targets = [o for o, v in zip(ids, truth) if v]

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sparrow.atomic import atomic_path
-from sparrow.data.schema import VideoRecord
+from sparrow.data.schema import Expression, VideoRecord
 from sparrow.errors import SparrowError
 
 _BOX = (255, 0, 255)  # magenta box
@@ -27,17 +27,37 @@ def overlay(frame: np.ndarray, mask: np.ndarray, box: list[float] | None) -> Ima
     return img
 
 
+def pick_examples(records: list[VideoRecord], clips: int) -> list[tuple[VideoRecord, Expression]]:
+    """Up to ``clips`` (video, expression) pairs from different videos: one per difficulty tag first, then any."""
+    from sparrow.data.synthref.scene import DIFFICULTIES
+
+    chosen: list[tuple[VideoRecord, Expression]] = []
+    used: set[str] = set()
+    for tag in DIFFICULTIES:
+        for rec in records:
+            exp = next((e for e in rec.expressions if tag in e.tags), None)
+            if exp is not None and rec.video_id not in used:
+                chosen.append((rec, exp))
+                used.add(rec.video_id)
+                break
+    for rec in records:
+        if rec.expressions and rec.video_id not in used:
+            chosen.append((rec, rec.expressions[0]))
+            used.add(rec.video_id)
+    return chosen[:clips]
+
+
 def contact_sheet(records: list[VideoRecord], out: str | Path, clips: int = 6, frames: int = 6, scale: int = 1) -> Path:
-    """Write a PNG with one row per clip (its first expression as caption, ``frames`` evenly spaced frames)."""
-    chosen = [r for r in records if r.expressions][:clips]
+    """Write a PNG with one row per clip (see :func:`pick_examples`): the expression as caption over ``frames``
+    evenly spaced frames with the target's visible mask outlined (white) and its box (magenta)."""
+    chosen = pick_examples(records, clips)
     if not chosen:
         raise SparrowError("no video with an expression to show", out)
-    H, W = chosen[0].height * scale, chosen[0].width * scale
+    H, W = chosen[0][0].height * scale, chosen[0][0].width * scale
     caption_h, gap = 14, 4
     sheet = Image.new("RGB", (frames * (W + gap) - gap, len(chosen) * (H + caption_h + gap)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for row, rec in enumerate(chosen):
-        exp = rec.expressions[0]
+    for row, (rec, exp) in enumerate(chosen):
         idx = [int(round(x)) for x in np.linspace(0, rec.num_frames - 1, frames)]
         imgs = rec.load_frames(idx)
         masks = rec.target_masks(exp, idx)

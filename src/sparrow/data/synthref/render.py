@@ -89,9 +89,9 @@ def render_background(scene: SceneSpec) -> np.ndarray:
     pad = int(np.abs(scene.camera).max())
     side = S + 2 * pad
     coarse = rng.uniform(level - 22, level + 28, size=(8, 8, 3)).astype(np.float32)
-    canvas = cv2.resize(coarse, (side, side), interpolation=cv2.INTER_CUBIC)
-    canvas += rng.normal(0.0, 4.0, size=(side, side, 3)).astype(np.float32) + tint.astype(np.float32)
-    canvas = np.clip(canvas, 0, 255).astype(np.uint8)
+    canvas = cv2.resize(coarse, (side, side), interpolation=cv2.INTER_CUBIC) + tint.astype(np.float32)
+    grain = rng.integers(-5, 6, size=(side, side, 1), dtype=np.int16)  # fine grey grain
+    canvas = np.clip(canvas.astype(np.int16) + grain, 0, 255).astype(np.uint8)
     out = np.empty((T, S, S, 3), dtype=np.uint8)
     for t in range(T):
         x0, y0 = pad + int(scene.camera[t, 0]), pad + int(scene.camera[t, 1])
