@@ -9,7 +9,8 @@ Motions (``MOTIONS``):
 - ``static``: never moves;
 - ``linear``: constant velocity along one of the four directions (1-2 px/frame);
 - ``bounce``: diagonal motion reflected by walls (1.8-2.5 px/frame);
-- ``zigzag``: moves left/right (or up/down) while oscillating across the direction (triangle wave);
+- ``zigzag``: moves along one direction (1-1.3 px/frame) while swinging 10-14 px across it every 12 frames
+  (triangle wave), ~2-2.7 px/frame in all;
 - ``stop_and_go``: moves, stops for at least 4 frames, moves on (2-3 px/frame while moving);
 - ``fast``: like ``bounce`` but 4-6 px/frame.
 
@@ -67,7 +68,7 @@ def make_trajectory(
             pos = rng.uniform(lo_in, hi_in, size=2)
         return np.repeat(pos[None, :], T, axis=0), None
     if motion in ("linear", "stop_and_go", "zigzag"):
-        direction = str(rng.choice(DIRECTIONS if motion != "zigzag" else ("left", "right", "up", "down")))
+        direction = str(rng.choice(DIRECTIONS))
         unit = np.asarray(_UNIT[direction])
         axis = 0 if unit[0] != 0 else 1
         if motion == "linear":
@@ -80,7 +81,7 @@ def make_trajectory(
             steps = np.full(T - 1, speed)
             steps[stop_at : stop_at + stop_len] = 0.0
         else:
-            speed = rng.uniform(1.0, 1.6) * s
+            speed = rng.uniform(1.0, 1.3) * s
             steps = np.full(T - 1, speed)
         travel = float(steps.sum())
         room = hi_in - lo_in
@@ -95,8 +96,9 @@ def make_trajectory(
         centres[:, axis] = first + unit[axis] * along
         amp = 0.0
         if motion == "zigzag":
-            amp = rng.uniform(5.0, 9.0) * s
-            period = 8.0
+            # swing of 10-14 px every 12 frames: ~2 px/frame across, so a zig-zag never reads as "fast"
+            amp = rng.uniform(5.0, 7.0) * s
+            period = 12.0
             phase = np.arange(T) / period
             wave = 4.0 * np.abs(phase - np.floor(phase + 0.5)) - 1.0  # triangle wave in [-1, 1]
         cross = rng.uniform(lo_in + amp, hi_in - amp)
