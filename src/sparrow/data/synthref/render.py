@@ -47,20 +47,31 @@ class RenderedClip:
     visible: np.ndarray
 
 
-def draw_shape(
-    canvas: np.ndarray, shape: str, centre: tuple[float, float], radius: float, angle: float = 0.0, value: int = 1
-) -> None:
-    """Paint ``shape`` with ``value`` into the uint8 ``canvas [H, W]`` in place."""
-    cx, cy = centre
+def shape_points(shape: str, centres: np.ndarray, radius: float, angle: float = 0.0) -> np.ndarray:
+    """Fixed-point (``_SHIFT`` bits) drawing coordinates for centres ``[T, 2]``: polygon vertices ``[T, V, 2]``
+    int32, or for a circle ``[T, 1, 2]`` centres (the radius is passed separately)."""
     if shape == "circle":
-        cv2.circle(canvas, (int(round(cx * _ONE)), int(round(cy * _ONE))), int(round(radius * _ONE)), value, -1, cv2.LINE_8, _SHIFT)
-        return
+        return np.rint(centres[:, None, :] * _ONE).astype(np.int32)
     unit = UNIT_POLYGONS[shape]
     if angle:
         c, s = np.cos(angle), np.sin(angle)
         unit = unit @ np.array([[c, s], [-s, c]])
-    pts = np.rint((unit * radius + np.array([cx, cy])) * _ONE).astype(np.int32)
-    cv2.fillPoly(canvas, [pts], value, cv2.LINE_8, _SHIFT)
+    return np.rint((unit[None] * radius + centres[:, None, :]) * _ONE).astype(np.int32)
+
+
+def _paint(canvas: np.ndarray, shape: str, pts: np.ndarray, radius_fixed: int, value: int) -> None:
+    if shape == "circle":
+        cv2.circle(canvas, (int(pts[0, 0]), int(pts[0, 1])), radius_fixed, value, -1, cv2.LINE_8, _SHIFT)
+    else:
+        cv2.fillPoly(canvas, [pts], value, cv2.LINE_8, _SHIFT)
+
+
+def draw_shape(
+    canvas: np.ndarray, shape: str, centre: tuple[float, float], radius: float, angle: float = 0.0, value: int = 1
+) -> None:
+    """Paint ``shape`` with ``value`` into the uint8 ``canvas [H, W]`` in place."""
+    pts = shape_points(shape, np.asarray([centre], dtype=np.float64), radius, angle)[0]
+    _paint(canvas, shape, pts, int(round(radius * _ONE)), value)
 
 
 def boxes_of(masks: np.ndarray) -> np.ndarray:
@@ -106,15 +117,16 @@ def render(scene: SceneSpec) -> RenderedClip:
     full_u8 = full.view(np.uint8)  # cv2 paints 1 into the bool memory directly
     labels = np.zeros((T, S, S), dtype=np.uint8)  # 0 background, 1 occluder, k + 2 object k
     order = sorted(range(N), key=lambda k: scene.objects[k].z)
+    points = [shape_points(o.shape, o.centres - scene.camera, o.radius, o.angle) for o in scene.objects]
+    radii = [int(round(o.radius * _ONE)) for o in scene.objects]
     for t in range(T):
         cam = scene.camera[t]
         for k in order:
             obj = scene.objects[k]
             if t < obj.appear:
                 continue
-            centre = (obj.centres[t, 0] - cam[0], obj.centres[t, 1] - cam[1])
-            draw_shape(full_u8[k, t], obj.shape, centre, obj.radius, obj.angle)
-            draw_shape(labels[t], obj.shape, centre, obj.radius, obj.angle, value=k + 2)
+            _paint(full_u8[k, t], obj.shape, points[k][t], radii[k], 1)
+            _paint(labels[t], obj.shape, points[k][t], radii[k], k + 2)
         for occ in scene.occluders:
             x0 = int(round(occ.xs[t] - cam[0] - occ.width / 2))
             x1 = int(round(occ.xs[t] - cam[0] + occ.width / 2))
