@@ -262,6 +262,10 @@ def test_cli_bad_arguments(tmp_path, capsys):
     assert main(["synth", "--stats", str(tmp_path / "nowhere")]) == 2
     assert "missing annotation file" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert main(["synth", "--out", str(a_file), "--videos", "1"]) == 2
+    assert f"{a_file}: --out must be a folder" in capsys.readouterr().err
 
 
 def test_generate_split_validates_arguments(tmp_path):

@@ -181,6 +181,8 @@ def generate_split(
     if workers < 1:
         raise SparrowError(f"--workers must be at least 1, got {workers}")
     config.validate()
+    if Path(out).exists() and not Path(out).is_dir():
+        raise SparrowError("--out must be a folder, not a file", out)
     split_dir = Path(out) / split
     with atomic_dir(split_dir) as tmp:
         jobs = [(split, seed, i, config, str(tmp)) for i in range(videos)]
