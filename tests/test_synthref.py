@@ -55,6 +55,13 @@ def test_different_seeds_differ(tmp_path, split):
     assert sum(a[k] != b[k] for k in a) > 90
 
 
+def test_a_video_does_not_depend_on_the_split_size(tmp_path, split):
+    generate_split(tmp_path, 2, seed=3, split="valid", config=CFG, progress=False)
+    small, big = tree_digest(tmp_path / "valid"), tree_digest(split)
+    frames = [k for k in small if k.startswith("JPEGImages")]
+    assert len(frames) == 20 and all(small[k] == big[k] for k in frames)
+
+
 def test_splits_never_share_scenes():
     seen = {}
     for split_name in ("train", "valid", "test"):
