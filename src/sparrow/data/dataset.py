@@ -21,7 +21,9 @@ Only the sampled frames are decoded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,9 @@ class ReferringSample:
     text: str
     kind: str | None = None
     tags: list[str] = field(default_factory=list)
+    object_boxes: list[np.ndarray] = field(default_factory=list)  # per SAM frame: [M, 4] pixel boxes of every visible object
+    seconds_per_frame: float = 1.0  # time between consecutive VLM frames (fps from the record, 10 if unknown)
+    tsf_crops: np.ndarray | None = None  # [K, s, s, 3] uint8 target crops (TSF) when a TSF cache is given
 
 
 def load_records(path: str | Path, format: str = "mevis") -> list[VideoRecord]:
@@ -81,6 +86,8 @@ class ReferringVideoDataset(Dataset):
         sampling: str = "uniform",
         seed: int = 0,
         templates: ReferringTemplates | None = None,
+        tsf_cache: Mapping[tuple[str, str], Any] | None = None,
+        tsf_crop_size: int = 56,
     ) -> None:
         if sampling not in SAMPLING_MODES:
             raise SparrowError(f"sampling must be one of {list(SAMPLING_MODES)}, got {sampling!r}")
@@ -93,6 +100,8 @@ class ReferringVideoDataset(Dataset):
         self.seed = int(seed)
         self.templates = templates or ReferringTemplates()
         self.epoch = 0
+        self.tsf_cache = tsf_cache  # sparrow.tsf.cache.read_tsf_cache(...): (video, exp) -> TSFRecord
+        self.tsf_crop_size = tsf_crop_size
         self.items = [(r, e) for r, rec in enumerate(records) for e in range(len(rec.expressions))]
         if not self.items:
             raise SparrowError(f"no (video, expression) pairs in {len(records)} records")
@@ -161,4 +170,19 @@ class ReferringVideoDataset(Dataset):
             text=expression.text,
             kind=expression.kind,
             tags=list(expression.tags),
+            object_boxes=[
+                np.array([o.boxes[t] for o in record.objects.values() if o.boxes[t] is not None], dtype=np.float32).reshape(-1, 4)
+                for t in sam_idx
+            ],
+            seconds_per_frame=(vlm_idx[-1] - vlm_idx[0]) / max(len(vlm_idx) - 1, 1) / (record.fps or 10.0),
+            tsf_crops=self._tsf_crops(record, expression),
         )
+
+    def _tsf_crops(self, record: VideoRecord, expression: Expression) -> np.ndarray | None:
+        """The cached K crops of the expression's target, or None (no cache, or no usable record for it)."""
+        if self.tsf_cache is None:
+            return None
+        from sparrow.tsf.crops import tsf_crops_for
+
+        crops = tsf_crops_for(self.tsf_cache, record, expression.exp_id, self.tsf_crop_size)
+        return crops if len(crops) else None
