@@ -192,8 +192,9 @@ class MaskPropagator:
             dtype=param.dtype,
         )
 
-    def _add_frame(self, session: BoundedInferenceSession, t: int, frame: np.ndarray) -> None:
-        session.add_new_frame(self.preprocessor(frame)[0], frame_idx=t)
+    def _add_frame(self, session: BoundedInferenceSession, t: int, resized: torch.Tensor) -> None:
+        """Give SAM2 frame ``t`` (uint8 ``[3, S, S]`` from ``Sam2Preprocessor.resize``)."""
+        session.add_new_frame(self.preprocessor.normalize(resized[None])[0], frame_idx=t)
 
     def _prompt_mask(self, mask: np.ndarray) -> torch.Tensor:
         """bool ``[H, W]`` -> float ``[1, 1, S, S]`` in {0, 1}: the resize Sam2VideoProcessor applies to mask inputs."""
@@ -260,7 +261,7 @@ class MaskPropagator:
         """Run SAM2 on every key frame with its mask input; return the conditioning outputs (frame -> output)."""
         cond = session.output_dict_per_obj[obj_idx]["cond_frame_outputs"]
         for k, frame in iter_frames(frames, indices=list(prompts)):
-            self._add_frame(session, k, frame)
+            self._add_frame(session, k, self.preprocessor.resize(frame)[0])
             session.add_mask_inputs(obj_idx, k, self._prompt_mask(prompts[k]))
             session.remove_point_inputs(obj_idx, k)
             session.obj_with_new_inputs = [OBJ_ID]
@@ -270,15 +271,23 @@ class MaskPropagator:
             cond[k].pop("high_res_masks", None)  # 4 MB at 1024²; SAM2 never reads it again
         return dict(cond)
 
-    def _frames_in_order(self, frames: VideoSource, start: int, stop: int, step: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Frames ``start, start+step, ..., stop`` decoded lazily; backwards in chunks of ``reverse_chunk``."""
+    def _frames_in_order(self, frames: VideoSource, start: int, stop: int, step: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Frames ``start, start+step, ..., stop`` as uint8 ``[3, S, S]``, decoded lazily.
+
+        Backwards, ``reverse_chunk`` frames are decoded at a time (already resized, so the chunk costs
+        ``reverse_chunk * 3 * S * S`` bytes whatever the video size). Arrays and frame folders are read at the
+        chunk's indices directly; a video file is decoded from its start for each chunk, about
+        ``start**2 / (2 * reverse_chunk)`` extra decoded frames in all.
+        """
+        resize = self.preprocessor.resize
         if step > 0:
-            yield from iter_frames(frames, indices=range(start, stop + 1))
+            for t, frame in iter_frames(frames, indices=range(start, stop + 1)):
+                yield t, resize(frame)[0]
             return
         hi = start + 1
         while hi > stop:
             lo = max(stop, hi - self.reverse_chunk)
-            block = list(iter_frames(frames, indices=range(lo, hi)))
+            block = [(t, resize(frame)[0]) for t, frame in iter_frames(frames, indices=range(lo, hi))]
             while block:
                 yield block.pop()
             hi = lo
