@@ -54,7 +54,8 @@ def expected_key_mask(prompt: np.ndarray) -> np.ndarray:
 
 def hf_reference(sam, frames: np.ndarray, prompts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     """Plain HF: a session holding every frame, mask prompts, forward then reverse propagation; low-res logits."""
-    session = Sam2VideoInferenceSession(video=Sam2Preprocessor(S)(frames), video_height=H, video_width=W, dtype=torch.float32)
+    pixels = Sam2Preprocessor(S)(frames)
+    session = Sam2VideoInferenceSession(video=pixels, video_height=H, video_width=W, dtype=torch.float32)
     obj_idx = session.obj_id_to_idx(1)
     out = {}
     with torch.no_grad():
@@ -89,7 +90,7 @@ def test_every_frame_once_in_documented_order(sam, clip, direction: str) -> None
     assert np.array_equal(masks[key], expected_key_mask(gt[key]))
     iou = (masks[key] & gt[key]).sum() / (masks[key] | gt[key]).sum()
     assert iou > 0.85
-    untracked = range(0, key) if direction == "forward" else range(key + 1, 30) if direction == "backward" else []
+    untracked = range(key) if direction == "forward" else range(key + 1, 30) if direction == "backward" else []
     assert all(not masks[t].any() for t in untracked)
     tracked = [t for t in range(30) if t not in untracked and t != key]
     assert any(masks[t].any() for t in tracked)

@@ -26,6 +26,7 @@ dropped, so as long as there are at most ``max_cond_frames`` key frames the mask
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from itertools import chain
 
 import numpy as np
 import torch
@@ -96,7 +97,9 @@ class MaskPropagator:
         if max_cond_frames < 1:
             raise SparrowError(f"max_cond_frames must be at least 1, got {max_cond_frames}")
         if preprocessor.image_size != sam.config.image_size:
-            raise SparrowError(f"preprocessor size {preprocessor.image_size} != SAM2 image size {sam.config.image_size}")
+            raise SparrowError(
+                f"preprocessor size {preprocessor.image_size} != SAM2 image size {sam.config.image_size}"
+            )
         self.sam = sam
         self.preprocessor = preprocessor
         self.max_cond_frames = int(max_cond_frames)
@@ -172,7 +175,8 @@ class MaskPropagator:
             arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
             if arr.shape != (height, width):
                 raise SparrowError(
-                    f"prompt mask for frame {int(key)} has shape {list(arr.shape)}, the video frames are {[height, width]}"
+                    f"prompt mask for frame {int(key)} has shape {list(arr.shape)}, "
+                    f"the video frames are {[height, width]}"
                 )
             masks[int(key)] = arr > 0.5 if arr.dtype.kind == "f" else arr.astype(bool)
         return dict(sorted(masks.items()))
@@ -218,42 +222,45 @@ class MaskPropagator:
     ) -> Iterator[tuple[int, np.ndarray]]:
         was_training = self.sam.training
         self.sam.eval()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="propagate", unit="frame")
         try:
             session = self._new_session(total, height, width)
             self.session = session
             obj_idx = session.obj_id_to_idx(OBJ_ID)
             cond_store = self._condition(session, obj_idx, frames, prompts)
-            keys = list(cond_store)
-            low = self.sam.prompt_encoder.mask_input_size
-            empty = np.full(low, NO_OBJECT_SCORE, dtype=np.float32) if logits else np.zeros((height, width), dtype=bool)
-            bar = None
-            if progress:
-                from tqdm import tqdm
+            first, last = min(cond_store), max(cond_store)
+            low_res = self.sam.prompt_encoder.mask_input_size
 
-                bar = tqdm(total=total, desc="propagate", unit="frame")
-            first, last = keys[0], keys[-1]
+            def untracked(indices: range) -> Iterator[tuple[int, np.ndarray]]:
+                for t in indices:
+                    if logits:
+                        yield t, np.full(low_res, NO_OBJECT_SCORE, dtype=np.float32)
+                    else:
+                        yield t, np.zeros((height, width), dtype=bool)
+
+            def track(start: int, stop: int, step: int, reserve: list[tuple[int, int]]):
+                return self._pass(session, obj_idx, cond_store, frames, start, stop, step, reserve, logits)
+
             if direction == "forward":
-                yield from self._report(((t, empty) for t in range(first)), bar)
-                yield from self._report(self._pass(session, obj_idx, cond_store, frames, first, total - 1, 1, [], logits), bar)
+                parts = [untracked(range(first)), track(first, total - 1, 1, [])]
             elif direction == "backward":
-                yield from self._report(((t, empty) for t in range(total - 1, last, -1)), bar)
-                yield from self._report(self._pass(session, obj_idx, cond_store, frames, last, 0, -1, [], logits), bar)
-            else:
-                reserve = [(first - 1, -1)] if first > 0 else []
-                yield from self._report(self._pass(session, obj_idx, cond_store, frames, first, total - 1, 1, reserve, logits), bar)
-                if first > 0:
-                    yield from self._report(self._pass(session, obj_idx, cond_store, frames, first - 1, 0, -1, [], logits), bar)
+                parts = [untracked(range(total - 1, last, -1)), track(last, 0, -1, [])]
+            elif first == 0:
+                parts = [track(0, total - 1, 1, [])]
+            else:  # the backward pass starts next to the key frame and reads the forward pass's first frames
+                parts = [track(first, total - 1, 1, [(first - 1, -1)]), track(first - 1, 0, -1, [])]
+            for item in chain.from_iterable(parts):
+                if bar is not None:
+                    bar.update(1)
+                yield item
+        finally:
             if bar is not None:
                 bar.close()
-        finally:
             self.sam.train(was_training)
-
-    @staticmethod
-    def _report(items: Iterator[tuple[int, np.ndarray]], bar) -> Iterator[tuple[int, np.ndarray]]:
-        for item in items:
-            if bar is not None:
-                bar.update(1)
-            yield item
 
     def _condition(
         self, session: BoundedInferenceSession, obj_idx: int, frames: VideoSource, prompts: dict[int, np.ndarray]
@@ -271,7 +278,9 @@ class MaskPropagator:
             cond[k].pop("high_res_masks", None)  # 4 MB at 1024²; SAM2 never reads it again
         return dict(cond)
 
-    def _frames_in_order(self, frames: VideoSource, start: int, stop: int, step: int) -> Iterator[tuple[int, torch.Tensor]]:
+    def _frames_in_order(
+        self, frames: VideoSource, start: int, stop: int, step: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
         """Frames ``start, start+step, ..., stop`` as uint8 ``[3, S, S]``, decoded lazily.
 
         Backwards, ``reverse_chunk`` frames are decoded at a time (already resized, so the chunk costs
