@@ -20,7 +20,16 @@ what SAM2's memory attention can still read:
 
 So the state is ``O(window + number of key frames)`` and does not grow with video length. Nothing SAM2 reads is
 dropped, so as long as there are at most ``max_cond_frames`` key frames the masks equal those of HF's
-``propagate_in_video_iterator`` on a session holding the whole video.
+``propagate_in_video_iterator`` on a session holding the whole video (forward, then ``reverse=True``). Frames go in
+through ``add_new_frame(frame, frame_idx)`` and ``model(session, frame_idx=t)`` rather than the ``frame=`` streaming
+call, because streaming changes how many object pointers SAM2 reads; :class:`BoundedInferenceSession` reports the
+video length so that look-up stays as in HF.
+
+**Decoding.** Key frames are decoded first (one pass up to the latest key frame), then the forward pass. Backwards,
+``reverse_chunk`` frames are decoded at a time and held resized (``3 x S x S`` bytes each). Arrays and frame folders
+are random access; a video file is decoded from its start for each backward chunk (PyAV has no cheap reverse read
+and ``video_io`` does not seek), which costs about ``k0**2 / (2 * reverse_chunk)`` extra decoded frames for a
+backward pass from frame ``k0``.
 """
 
 from __future__ import annotations
