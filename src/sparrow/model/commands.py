@@ -23,6 +23,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_segment)
 
+    i = sub.add_parser("infer", help="run a model over a benchmark split; writes <out>/<video>/<exp_id>/<frame>.png")
+    i.add_argument("--data", required=True, help="a split folder in the MeViS layout (SynthRef, MeViS, ReVOS)")
+    i.add_argument("--out", required=True, help="prediction folder (resumable: finished expressions are skipped)")
+    i.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
+    i.add_argument("--mode", choices=["track", "framewise"], default=None)
+    i.add_argument("--limit", type=int, default=None, help="only the first N expressions")
+    i.add_argument("--device", default=None)
+    i.add_argument("--quiet", action="store_true")
+    i.set_defaults(func=run_infer)
+
     d = sub.add_parser("demo", help="generate a SynthRef clip and segment it with the bundled default model")
     d.add_argument("--out", required=True, help="output folder: input.mp4, query.txt and result/")
     d.add_argument("--model", default="default", help="default | tiny | path to a saved model folder")
@@ -54,6 +64,18 @@ def run_segment(args: argparse.Namespace) -> int:
     write_segmentation(result, video, args.out, progress=not args.quiet)
     print(f"answer: {result.answer}")
     print(f"wrote {result.num_frames} masks, result.json and overlay.mp4 to {args.out}")
+    return 0
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    from sparrow.data.mevis import read_mevis
+    from sparrow.eval.runner import predict_split
+    from sparrow.model.loading import load_model
+
+    records = read_mevis(args.data)
+    model = load_model(args.model, device=args.device)
+    counts = predict_split(model, records, args.out, mode=args.mode, limit=args.limit, progress=not args.quiet)
+    print(f"wrote {counts['written']} expressions ({counts['skipped']} already done, {counts['forced']} without a generated [SEG]) to {args.out}")
     return 0
 
 

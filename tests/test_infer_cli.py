@@ -1,0 +1,40 @@
+"""`sparrow infer` writes the layout `sparrow eval rvos` scores, resumes, and the two chain end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sparrow.cli import main
+from sparrow.data.synthref import SynthConfig, generate_split
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate_split(root, videos=1, seed=3, split="test", config=SynthConfig(size=64, num_frames=6, expressions_per_video=2), progress=False)
+    return root / "test"
+
+
+def test_infer_then_eval(split, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    base = ["infer", "--data", str(split), "--out", str(pred), "--model", "tiny", "--mode", "framewise", "--quiet"]
+    assert main(base + ["--limit", "1"]) == 0
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "wrote 1 expressions (1 already done" in out
+    meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
+    vid = next(iter(meta))
+    for exp_id in meta[vid]["expressions"]:
+        folder = pred / vid / exp_id
+        pngs = sorted(folder.glob("*.png"))
+        assert [p.stem for p in pngs] == meta[vid]["frames"]
+        arr = np.asarray(Image.open(pngs[0]))
+        assert arr.shape == (64, 64) and set(np.unique(arr)) <= {0, 255}
+        assert "answer" in json.loads((folder / "answer.json").read_text())
+    report = tmp_path / "report"
+    assert main(["eval", "rvos", "--pred", str(pred), "--gt", str(split), "--format", "mevis", "--report", str(report)]) == 0
+    assert (report / "report.json").exists()
