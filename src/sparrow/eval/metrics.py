@@ -22,9 +22,10 @@ from __future__ import annotations
 import warnings
 from functools import lru_cache
 
-import cv2
 import numpy as np
 from skimage.morphology import disk
+
+from sparrow.eval.bitgrid import DilationPlan, Grid, dilation_plan
 
 BOUND_TH = 0.008
 
@@ -177,7 +178,7 @@ def region_and_boundary(
         if void.shape != gc.masks.shape:
             raise ValueError(f"void {void.shape} and annotation {gc.masks.shape} shapes differ")
     n, h, w = pc.masks.shape
-    kernel = _disk_kernel(bound_radius(h, w, bound_th))
+    plan = dilation_plan(_disk_kernel(bound_radius(h, w, bound_th)))
     j_out = np.empty(n, dtype=np.float64)
     f_out = np.empty(n, dtype=np.float64)
     for t in range(n):
@@ -187,25 +188,29 @@ def region_and_boundary(
             f_out[t] = 1.0  # no boundary on either side
             continue
         ya, yb, xa, xb = _window([s for s in (ps, gs) if s is not None], h, w)
-        pm = pc.masks[t, ya:yb, xa:xb]
-        gm = gc.masks[t, ya:yb, xa:xb]
-        if void is not None:
-            keep = ~void[t, ya:yb, xa:xb]
-            pm, gm = pm & keep, gm & keep
-        inter = int(np.count_nonzero(pm & gm))
-        union = int(np.count_nonzero(pm | gm))
+        grid = Grid.for_window(yb - ya, xb - xa, plan.reach)
+        if void is None:
+            pm, gm = grid.pack(pc.masks[t, ya:yb, xa:xb], gc.masks[t, ya:yb, xa:xb])
+        else:
+            pm, gm, vm = grid.pack(pc.masks[t, ya:yb, xa:xb], gc.masks[t, ya:yb, xa:xb], void[t, ya:yb, xa:xb])
+            pm, gm = pm & ~vm, gm & ~vm
+        inter = (pm & gm).bit_count()
+        union = (pm | gm).bit_count()
         j_out[t] = 1.0 if union == 0 else inter / union
-        f_out[t] = _f_window(pm, gm, kernel)
+        # the window's first column / last row / last column can hold pixels only where it meets the frame edge
+        edges = (xa == 0, yb == h, xb == w)
+        f_out[t] = _f_window(grid, pm, gm, plan, edges)
     if single:
         return j_out[0], f_out[0]
     return j_out, f_out
 
 
-def _f_window(pm: np.ndarray, gm: np.ndarray, kernel: np.ndarray) -> float:
-    """F of one frame from the two masks cropped to a window that contains both (see :func:`_window`)."""
-    pb, gb = seg2bmap(np.stack((pm, gm)))
-    n_fg = int(np.count_nonzero(pb))
-    n_gt = int(np.count_nonzero(gb))
+def _f_window(grid: Grid, pm: int, gm: int, plan: DilationPlan, edges: tuple[bool, bool, bool]) -> float:
+    """F of one frame from the two masks packed in the window ``grid`` that contains both (see :func:`_window`);
+    ``edges``: whether the window's first column, last row, last column may hold pixels."""
+    pb, gb = grid.boundary(pm, *edges), grid.boundary(gm, *edges)
+    n_fg = pb.bit_count()
+    n_gt = gb.bit_count()
     if n_fg == 0 and n_gt > 0:
         precision, recall = 1.0, 0.0
     elif n_fg > 0 and n_gt == 0:
@@ -213,8 +218,8 @@ def _f_window(pm: np.ndarray, gm: np.ndarray, kernel: np.ndarray) -> float:
     elif n_fg == 0 and n_gt == 0:
         precision, recall = 1.0, 1.0
     else:
-        fg_match = np.count_nonzero(pb & cv2.dilate(gb.view(np.uint8), kernel).view(bool))
-        gt_match = np.count_nonzero(gb & cv2.dilate(pb.view(np.uint8), kernel).view(bool))
+        fg_match = (pb & grid.dilate(gb, plan)).bit_count()
+        gt_match = (gb & grid.dilate(pb, plan)).bit_count()
         precision = fg_match / float(n_fg)
         recall = gt_match / float(n_gt)
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
