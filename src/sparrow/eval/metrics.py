@@ -25,7 +25,8 @@ from functools import lru_cache
 import numpy as np
 from skimage.morphology import disk
 
-from sparrow.eval.bitgrid import DilationPlan, Grid, dilation_plan
+from sparrow.eval.bitplan import dilation_plan
+from sparrow.eval.bitstack import pack_rows, stack_counts
 
 BOUND_TH = 0.008
 
@@ -77,18 +78,33 @@ def _check_pair(
     return pred, gt, void
 
 
+_PROBE_ROWS = 32  # rows per backward probe of _span
+
+
 def _span(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """First/last occupied row and column ``(y0, y1, x0, x1)`` of a boolean ``[H, W]`` mask, or None if empty.
 
-    The first and last True bytes are found with C string search, and the columns scan only the object's row band.
+    ``argmax`` of a boolean array stops at its first True, so the first row costs a scan of the rows above the
+    object, the last row a scan of blocks of rows from the bottom up to the object, and the columns a scan of the
+    object's row band: every pixel is read about once, nothing is copied.
     """
-    _h, w = mask.shape
-    raw = np.ascontiguousarray(mask).view(np.uint8).tobytes()
-    first = raw.find(1)  # memchr: stops at the object
-    if first < 0:
+    h, w = mask.shape
+    if h == 0 or w == 0:
         return None
-    last = raw.rfind(1)
-    y0, y1 = first // w, last // w
+    flat = np.ascontiguousarray(mask).reshape(-1)
+    first = int(flat.argmax())
+    if not flat[first]:
+        return None
+    y0 = y1 = first // w
+    hi = h
+    while hi > y0 + 1:
+        lo = max(hi - _PROBE_ROWS, y0 + 1)
+        block = flat[lo * w : hi * w]
+        if block[block.argmax()]:
+            rows = mask[lo:hi].any(axis=1)
+            y1 = hi - 1 - int(rows[::-1].argmax())
+            break
+        hi = lo
     cols = mask[y0 : y1 + 1].any(axis=0)
     x0 = int(cols.argmax())
     x1 = w - 1 - int(cols[::-1].argmax())
@@ -141,10 +157,13 @@ class BoundaryCache:
         self.masks = np.ascontiguousarray(masks, dtype=bool)
         if self.masks.ndim != 3:
             raise ValueError(f"expected masks [T, H, W], got {self.masks.shape}")
-        self.spans = [_span(m) for m in self.masks]
+        self._spans: dict[int, tuple[int, int, int, int] | None] = {}
 
     def span(self, t: int) -> tuple[int, int, int, int] | None:
-        return self.spans[t]
+        """Occupied box of frame ``t`` (see :func:`_span`), computed on first use (while the frame is read)."""
+        if t not in self._spans:
+            self._spans[t] = _span(self.masks[t])
+        return self._spans[t]
 
 
 def boundary_f(
@@ -179,48 +198,70 @@ def region_and_boundary(
             raise ValueError(f"void {void.shape} and annotation {gc.masks.shape} shapes differ")
     n, h, w = pc.masks.shape
     plan = dilation_plan(_disk_kernel(bound_radius(h, w, bound_th)))
-    j_out = np.empty(n, dtype=np.float64)
-    f_out = np.empty(n, dtype=np.float64)
+    j_out = np.ones(n, dtype=np.float64)  # both masks empty: empty union and no boundary on either side → 1
+    f_out = np.ones(n, dtype=np.float64)
+    frames: list[int] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    packed: list[list[np.ndarray]] = [[], [], []]  # prediction, annotation, void windows, packed as read
     for t in range(n):
         ps, gs = pc.span(t), gc.span(t)
         if ps is None and gs is None:
-            j_out[t] = 1.0  # empty union
-            f_out[t] = 1.0  # no boundary on either side
             continue
         ya, yb, xa, xb = _window([s for s in (ps, gs) if s is not None], h, w)
-        grid = Grid.for_window(yb - ya, xb - xa, plan.reach)
-        if void is None:
-            pm, gm = grid.pack(pc.masks[t, ya:yb, xa:xb], gc.masks[t, ya:yb, xa:xb])
-        else:
-            pm, gm, vm = grid.pack(pc.masks[t, ya:yb, xa:xb], gc.masks[t, ya:yb, xa:xb], void[t, ya:yb, xa:xb])
-            pm, gm = pm & ~vm, gm & ~vm
-        inter = (pm & gm).bit_count()
-        union = (pm | gm).bit_count()
-        j_out[t] = 1.0 if union == 0 else inter / union
-        # the window's first column / last row / last column can hold pixels only where it meets the frame edge
-        edges = (xa == 0, yb == h, xb == w)
-        f_out[t] = _f_window(grid, pm, gm, plan, edges)
+        frames.append(t)
+        boxes.append((ya, yb, xa, xb))
+        packed[0].append(pack_rows(pc.masks[t, ya:yb, xa:xb]))
+        packed[1].append(pack_rows(gc.masks[t, ya:yb, xa:xb]))
+        if void is not None:
+            packed[2].append(pack_rows(void[t, ya:yb, xa:xb]))
+    for chunk in _chunks(boxes, plan.reach):
+        sel = slice(chunk[0], chunk[-1] + 1)
+        shapes = [(yb - ya, xb - xa) for ya, yb, xa, xb in boxes[sel]]
+        # a window's first row / last row / last column can hold pixels only where it meets the frame's edge
+        edges = [(ya == 0, yb == h, xb == w) for ya, yb, _xa, xb in boxes[sel]]
+        c = stack_counts(shapes, packed[0][sel], packed[1][sel], packed[2][sel] if void is not None else None,
+                         edges, plan)
+        for k, t in enumerate(frames[sel]):
+            union = int(c["union"][k])
+            j_out[t] = 1.0 if union == 0 else int(c["inter"][k]) / union
+            f_out[t] = _f_measure(
+                int(c["n_pred"][k]), int(c["n_gt"][k]), int(c["pred_match"][k]), int(c["gt_match"][k])
+            )
     if single:
         return j_out[0], f_out[0]
     return j_out, f_out
 
 
-def _f_window(grid: Grid, pm: int, gm: int, plan: DilationPlan, edges: tuple[bool, bool, bool]) -> float:
-    """F of one frame from the two masks packed in the window ``grid`` that contains both (see :func:`_window`);
-    ``edges``: whether the window's first column, last row, last column may hold pixels."""
-    pb, gb = grid.boundary(pm, *edges), grid.boundary(gm, *edges)
-    n_fg = pb.bit_count()
-    n_gt = gb.bit_count()
-    if n_fg == 0 and n_gt > 0:
+_CHUNK_BITS = 1 << 22  # stacked pixels per chunk (prediction and annotation windows), ~0.5 MiB per packed array
+
+
+def _chunks(windows: list[tuple[int, int, int, int]], guard: int) -> list[list[int]]:
+    """Consecutive groups of windows whose stacked area (rows x the widest row) stays near ``_CHUNK_BITS``."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    rows = width = 0
+    for i, (ya, yb, xa, xb) in enumerate(windows):
+        r, wd = rows + yb - ya + guard + 1, max(width, xb - xa + guard)
+        if cur and 2 * r * wd > _CHUNK_BITS:
+            out.append(cur)
+            cur, r, wd = [], yb - ya + guard + 1, xb - xa + guard
+        cur.append(i)
+        rows, width = r, wd
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _f_measure(n_pred: int, n_gt: int, pred_match: int, gt_match: int) -> float:
+    """F from boundary pixel counts: P = pred_match / n_pred, R = gt_match / n_gt, with the empty-boundary cases."""
+    if n_pred == 0 and n_gt > 0:
         precision, recall = 1.0, 0.0
-    elif n_fg > 0 and n_gt == 0:
+    elif n_pred > 0 and n_gt == 0:
         precision, recall = 0.0, 1.0
-    elif n_fg == 0 and n_gt == 0:
+    elif n_pred == 0 and n_gt == 0:
         precision, recall = 1.0, 1.0
     else:
-        fg_match = (pb & grid.dilate(gb, plan)).bit_count()
-        gt_match = (gb & grid.dilate(pb, plan)).bit_count()
-        precision = fg_match / float(n_fg)
+        precision = pred_match / float(n_pred)
         recall = gt_match / float(n_gt)
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
