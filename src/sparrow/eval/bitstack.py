@@ -43,30 +43,34 @@ class Stack:
             row += h + gap
         return cls(tuple(h for h, _ in shapes), tuple(w for _, w in shapes), tuple(starts), row, words)
 
-    def pack(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """Windows packed by :func:`pack_rows` (one per layout slot, in order) → ``uint64 [rows, words]``."""
+    def pack(self, pieces: Sequence[Sequence[tuple[int, np.ndarray]]]) -> np.ndarray:
+        """Packed rows of every window → ``uint64 [rows, words]``. ``pieces[t]``: ``(row, rows)`` pairs, ``rows`` a
+        ``uint8 [n, nbytes]`` array of rows packed as by :func:`pack_rows` that starts at row ``row`` of window t
+        (``nbytes <= width / 8``); rows of the window that no piece covers are zero."""
         buf = np.zeros((self.rows, self.words * 8), dtype=np.uint8)
-        for win, start, h in zip(windows, self.starts, self.heights):
-            buf[start : start + h, : win.shape[1]] = win
+        for slot, start in zip(pieces, self.starts):
+            for row, rows in slot:
+                buf[start + row : start + row + len(rows), : rows.shape[1]] = rows
         return buf.view(_U64)
 
     def counts(self, bits: np.ndarray, first: int = 0, last: int | None = None) -> np.ndarray:
         """Set bits per window, for windows ``first .. last-1`` (all by default), of a packed array that holds
         their rows from row ``starts[first]`` on → int64 ``[last - first]``."""
-        starts = np.asarray(self.starts[first:last], dtype=np.intp) - self.starts[first]
-        per_row = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)
-        return np.add.reduceat(per_row, starts)
+        starts = (np.asarray(self.starts[first:last], dtype=np.intp) - self.starts[first]) * self.words
+        return np.add.reduceat(np.bitwise_count(bits.ravel()), starts, dtype=np.int64)
 
-    def boundary(self, seg: np.ndarray, edges: Sequence[tuple[bool, bool, bool]]) -> np.ndarray:
-        """seg2bmap of every window (the rule of ``sparrow.eval.metrics.seg2bmap`` applied to each window on its
-        own) → packed ``[rows, words]``, zero outside the windows.
+    def boundary(self, seg: np.ndarray, edges: Sequence[tuple[bool, bool, int]]) -> np.ndarray:
+        """seg2bmap of every window → packed ``[rows, words]``, zero outside the windows, where window t is a part of
+        a frame that holds all its pixels and the pixel above/left of each, and ``edges[t] = (top, bottom, right)``
+        tells where it meets the frame's edge: ``top`` / ``bottom``: its first / last row is the frame's first /
+        last row; ``right``: the column of the frame's last column in the window, or -1 (False / -1 is also fine
+        wherever that row or column is empty: the correction below is a no-op there).
 
-        ``edges[t] = (top, bottom, right)``: whether window t's first row / last row / last column may hold pixels (False only where that row or column is known to be empty, which skips a no-op
-        correction). The general rule ``(s ^ e) | (s ^ s_) | (s ^ se)`` is computed everywhere with zero rows and
-        columns around each window, then corrected where it differs from seg2bmap: the last row (there it gives
-        ``s | e`` instead of ``s ^ e``), the last column (``s | south`` instead of ``s ^ south``), the bottom-right
-        pixel (0), the gap row above a window (it sees the window's first row to its south) and the last bit of
-        every row (it sees column 0 of the next rows to its east)."""
+        The general rule ``(s ^ e) | (s ^ s_) | (s ^ se)`` is computed everywhere with zeros around the windows,
+        then corrected where seg2bmap differs or the zeros are not what the frame has: on the frame's last row it
+        gives ``s | e`` instead of ``s ^ e``; on its last column ``s | south`` instead of ``s ^ south`` and ``s``
+        instead of 0 in the bottom-right pixel; the gap row above a window that starts at the frame's first row
+        sees that row to its south; the last bit of every row sees column 0 of the next rows to its east."""
         wpr = self.words
         flat = seg.ravel()
         east = _shifted(flat, -1)
@@ -78,19 +82,18 @@ class Stack:
         b = out.reshape(self.rows, wpr)
         x2, e2 = seg, east.reshape(self.rows, wpr)
         b[:, -1] &= ~_TOP_BIT
-        for (top, bottom, right), start, h, w in zip(edges, self.starts, self.heights, self.widths):
+        for (top, bottom, right), start, h in zip(edges, self.starts, self.heights):
+            last = start + h - 1
             if top and start > 0:
                 b[start - 1] = 0
-            if bottom and w > 1:
-                last = start + h - 1
-                b[last] ^= x2[last] & e2[last] & _row_mask(w - 1, wpr)
-            if right:
-                word, bit = divmod(w - 1, 64)
+            if bottom:
+                b[last] ^= x2[last] & e2[last]  # zero wherever s is, so no column mask is needed
+            if right >= 0:
+                word, bit = divmod(right, 64)
                 one = np.uint64(1 << bit)
                 if h > 1:
-                    rows = slice(start, start + h - 1)
-                    b[rows, word] ^= x2[rows, word] & x2[start + 1 : start + h, word] & one
-                b[start + h - 1, word] &= ~one
+                    b[start:last, word] ^= x2[start:last, word] & x2[start + 1 : last + 1, word] & one
+                b[last, word] &= ~one
         return b
 
     def dilate(self, bits: np.ndarray, plan: DilationPlan) -> np.ndarray:
@@ -119,13 +122,6 @@ class Stack:
 def pack_rows(window: np.ndarray) -> np.ndarray:
     """Boolean ``[h, w]`` → ``uint8 [h, ceil(w / 8)]``, pixel ``(y, x)`` at bit ``x % 8`` of byte ``x // 8``."""
     return np.packbits(window, axis=1, bitorder="little")
-
-
-def _row_mask(n: int, words: int) -> np.ndarray:
-    """``uint64 [words]`` with bits ``0 .. n-1`` set."""
-    mask = np.zeros(words * 64, dtype=bool)
-    mask[:n] = True
-    return np.packbits(mask, bitorder="little").view(_U64)
 
 
 def _or_shifted(dst: np.ndarray, src: np.ndarray, shift: int) -> None:
@@ -168,24 +164,23 @@ def _grow(bits: np.ndarray, cur: int, target: int, unit: int) -> np.ndarray:
 
 def stack_counts(
     shapes: Sequence[tuple[int, int]],
-    pred: Sequence[np.ndarray],
-    gt: Sequence[np.ndarray],
-    void: Sequence[np.ndarray] | None,
-    edges: Sequence[tuple[bool, bool, bool]],
+    pred: Sequence[Sequence[tuple[int, np.ndarray]]],
+    gt: Sequence[Sequence[tuple[int, np.ndarray]]],
+    void: Sequence[Sequence[tuple[int, np.ndarray]]] | None,
+    edges: Sequence[tuple[bool, bool, int]],
     plan: DilationPlan,
 ) -> dict[str, np.ndarray]:
-    """Per-window counts of J and F for window pairs of ``shapes[t] = (h, w)``, given packed by :func:`pack_rows`
-    (``pred[t]``, ``gt[t]``; ``void[t]`` is removed from both; ``edges[t]`` as in :meth:`Stack.boundary`): int64
-    ``[n]`` arrays ``inter``, ``union`` (mask pixels), ``n_pred``, ``n_gt`` (boundary pixels), ``pred_match``
-    (predicted boundary pixels within the dilated GT boundary) and ``gt_match`` (the other way round)."""
+    """Per-window counts of J and F for window pairs of ``shapes[t] = (h, w)``, their masks given as packed row
+    pieces (see :meth:`Stack.pack`; ``void[t]`` is removed from both masks; ``edges[t]`` as in
+    :meth:`Stack.boundary`): int64 ``[n]`` arrays ``inter``, ``union`` (mask pixels), ``n_pred``, ``n_gt`` (boundary
+    pixels), ``pred_match`` (predicted boundary pixels within the dilated GT boundary), ``gt_match`` (the other
+    way round)."""
     n = len(shapes)
-    shapes = list(shapes) * 2
     height = max(abs(dy) for dy, _ in plan.symmetric_rows + plan.other_offsets)
-    layout = Stack.build(shapes, guard=plan.reach, gap=height)
+    layout = Stack.build(list(shapes) * 2, guard=plan.reach, gap=height)
     both = layout.pack(list(pred) + list(gt))
     if void is not None:
-        keep = ~layout.pack(list(void) * 2)
-        both &= keep
+        both &= ~layout.pack(list(void) * 2)
     half = layout.starts[n] if n else 0
     pm, gm = both[:half], both[half:]
     inter = layout.counts(pm & gm, 0, n)

@@ -78,15 +78,16 @@ def _check_pair(
     return pred, gt, void
 
 
-_PROBE_ROWS = 32  # rows per backward probe of _span
+_PROBE_ROWS = 32  # rows per backward probe of _scan
 
 
-def _span(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """First/last occupied row and column ``(y0, y1, x0, x1)`` of a boolean ``[H, W]`` mask, or None if empty.
+def _scan(mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """Occupied box ``(y0, y1, x0, x1)`` (first/last row and column) of a boolean ``[H, W]`` mask and its rows
+    ``y0 .. y1`` packed by :func:`pack_rows` (``uint8 [y1 - y0 + 1, ceil(W / 8)]``), or None if the mask is empty.
 
     ``argmax`` of a boolean array stops at its first True, so the first row costs a scan of the rows above the
-    object, the last row a scan of blocks of rows from the bottom up to the object, and the columns a scan of the
-    object's row band: every pixel is read about once, nothing is copied.
+    object and the last row a scan of blocks of rows from the bottom up to the object; the band in between is
+    read once, by the packing, and the columns come from the OR of its packed rows. Nothing is copied.
     """
     h, w = mask.shape
     if h == 0 or w == 0:
@@ -105,10 +106,14 @@ def _span(mask: np.ndarray) -> tuple[int, int, int, int] | None:
             y1 = hi - 1 - int(rows[::-1].argmax())
             break
         hi = lo
-    cols = mask[y0 : y1 + 1].any(axis=0)
-    x0 = int(cols.argmax())
-    x1 = w - 1 - int(cols[::-1].argmax())
-    return y0, y1, x0, x1
+    band = pack_rows(mask[y0 : y1 + 1])
+    cols = np.bitwise_or.reduce(band, axis=0)  # bit k of byte b: column 8b + k occupied somewhere
+    occupied = np.flatnonzero(cols)
+    b0, b1 = int(occupied[0]), int(occupied[-1])
+    lo_byte, hi_byte = int(cols[b0]), int(cols[b1])
+    x0 = 8 * b0 + (lo_byte & -lo_byte).bit_length() - 1
+    x1 = 8 * b1 + hi_byte.bit_length() - 1
+    return (y0, y1, x0, x1), band
 
 
 def _window(spans: list[tuple[int, int, int, int]], h: int, w: int) -> tuple[int, int, int, int]:
@@ -150,20 +155,26 @@ def jaccard(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None) ->
 
 
 class BoundaryCache:
-    """Per-frame occupied boxes of one mask sequence ``[T, H, W]``, computed once and reused across pairs (the
-    unsupervised protocol scores every proposal against every GT object)."""
+    """Per-frame occupied boxes and packed rows of one mask sequence ``[T, H, W]`` (see :func:`_scan`), computed
+    on first use and reused across pairs (the unsupervised protocol scores every proposal against every GT
+    object)."""
 
     def __init__(self, masks: np.ndarray) -> None:
         self.masks = np.ascontiguousarray(masks, dtype=bool)
         if self.masks.ndim != 3:
             raise ValueError(f"expected masks [T, H, W], got {self.masks.shape}")
-        self._spans: dict[int, tuple[int, int, int, int] | None] = {}
+        self._scans: dict[int, tuple[tuple[int, int, int, int], np.ndarray] | None] = {}
+
+    def scan(self, t: int) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+        """Box and packed rows of frame ``t``, or None if it is empty."""
+        if t not in self._scans:
+            self._scans[t] = _scan(self.masks[t])
+        return self._scans[t]
 
     def span(self, t: int) -> tuple[int, int, int, int] | None:
-        """Occupied box of frame ``t`` (see :func:`_span`), computed on first use (while the frame is read)."""
-        if t not in self._spans:
-            self._spans[t] = _span(self.masks[t])
-        return self._spans[t]
+        """Occupied box ``(y0, y1, x0, x1)`` of frame ``t``, or None if it is empty."""
+        found = self.scan(t)
+        return None if found is None else found[0]
 
 
 def boundary_f(
@@ -201,26 +212,28 @@ def region_and_boundary(
     j_out = np.ones(n, dtype=np.float64)  # both masks empty: empty union and no boundary on either side → 1
     f_out = np.ones(n, dtype=np.float64)
     frames: list[int] = []
-    boxes: list[tuple[int, int, int, int]] = []
-    packed: list[list[np.ndarray]] = [[], [], []]  # prediction, annotation, void windows, packed as read
+    boxes: list[tuple[int, int, int, int]] = []  # window rows [ya, yb), bytes [ba, bb) of the packed rows
+    pieces: list[list[list[tuple[int, np.ndarray]]]] = [[], [], []]  # prediction, annotation, void
     for t in range(n):
-        ps, gs = pc.span(t), gc.span(t)
-        if ps is None and gs is None:
+        found = [pc.scan(t), gc.scan(t)]
+        if found[0] is None and found[1] is None:
             continue
-        ya, yb, xa, xb = _window([s for s in (ps, gs) if s is not None], h, w)
+        ya, yb, xa, xb = _window([f[0] for f in found if f is not None], h, w)
+        ba, bb = xa // 8, -(-xb // 8)
         frames.append(t)
-        boxes.append((ya, yb, xa, xb))
-        packed[0].append(pack_rows(pc.masks[t, ya:yb, xa:xb]))
-        packed[1].append(pack_rows(gc.masks[t, ya:yb, xa:xb]))
+        boxes.append((ya, yb, ba, bb))
+        for side, f in enumerate(found):
+            pieces[side].append([] if f is None else [(f[0][0] - ya, f[1][:, ba:bb])])
         if void is not None:
-            packed[2].append(pack_rows(void[t, ya:yb, xa:xb]))
+            pieces[2].append([(0, pack_rows(void[t, ya:yb, 8 * ba : min(8 * bb, w)]))])
     for chunk in _chunks(boxes, plan.reach):
         sel = slice(chunk[0], chunk[-1] + 1)
-        shapes = [(yb - ya, xb - xa) for ya, yb, xa, xb in boxes[sel]]
-        # a window's first row / last row / last column can hold pixels only where it meets the frame's edge
-        edges = [(ya == 0, yb == h, xb == w) for ya, yb, _xa, xb in boxes[sel]]
-        c = stack_counts(shapes, packed[0][sel], packed[1][sel], packed[2][sel] if void is not None else None,
-                         edges, plan)
+        shapes = [(yb - ya, 8 * (bb - ba)) for ya, yb, ba, bb in boxes[sel]]
+        # where the window meets the frame's first row, last row, last column (the boundary rule's edge cases)
+        edges = [(ya == 0, yb == h, w - 1 - 8 * ba if 8 * bb >= w else -1) for ya, yb, ba, bb in boxes[sel]]
+        c = stack_counts(
+            shapes, pieces[0][sel], pieces[1][sel], pieces[2][sel] if void is not None else None, edges, plan
+        )
         for k, t in enumerate(frames[sel]):
             union = int(c["union"][k])
             j_out[t] = 1.0 if union == 0 else int(c["inter"][k]) / union
@@ -240,11 +253,11 @@ def _chunks(windows: list[tuple[int, int, int, int]], guard: int) -> list[list[i
     out: list[list[int]] = []
     cur: list[int] = []
     rows = width = 0
-    for i, (ya, yb, xa, xb) in enumerate(windows):
-        r, wd = rows + yb - ya + guard + 1, max(width, xb - xa + guard)
+    for i, (ya, yb, ba, bb) in enumerate(windows):
+        r, wd = rows + yb - ya + guard + 1, max(width, 8 * (bb - ba) + guard)
         if cur and 2 * r * wd > _CHUNK_BITS:
             out.append(cur)
-            cur, r, wd = [], yb - ya + guard + 1, xb - xa + guard
+            cur, r, wd = [], yb - ya + guard + 1, 8 * (bb - ba) + guard
         cur.append(i)
         rows, width = r, wd
     if cur:
