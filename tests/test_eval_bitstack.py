@@ -79,9 +79,7 @@ def test_stack_counts_of_one_pair() -> None:
     pred[1:4, 1:5] = True
     gt[2:5, 2:6] = True
     plan = dilation_plan(_disk_kernel(1))
-    c = stack_counts(
-        [(6, 16)], [[(0, pack_rows(pred))]], [[(0, pack_rows(gt))]], None, [(True, True, 9)], plan
-    )
+    c = stack_counts([(6, 16)], [[(0, pack_rows(pred))]], [[(0, pack_rows(gt))]], None, [(True, True, 9)], plan)
     assert int(c["inter"][0]) == int((pred & gt).sum()) and int(c["union"][0]) == int((pred | gt).sum())
     pb, gb = seg2bmap(pred), seg2bmap(gt)
     k = _disk_kernel(1)

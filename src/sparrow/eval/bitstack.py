@@ -153,13 +153,31 @@ def _shifted(src: np.ndarray, shift: int) -> np.ndarray:
 def _grow(bits: np.ndarray, cur: int, target: int, unit: int) -> np.ndarray:
     """Dilation by the offsets ``[-target, target] * unit`` bits of a flat array already dilated by
     ``[-cur, cur] * unit``: each step ORs two shifted copies, and their union stays one contiguous run."""
+    scratch = np.empty_like(bits) if unit % 64 else None
     while cur < target:
         step = min(target - cur, 2 * cur + 1)
-        grown = bits.copy()
-        _or_shifted(grown, bits, step * unit)
-        _or_shifted(grown, bits, -step * unit)
-        bits, cur = grown, cur + step
+        if scratch is not None and step * unit < 64:
+            bits = _hstep(bits, step * unit, step > cur, scratch)
+        else:
+            grown = bits.copy()
+            _or_shifted(grown, bits, step * unit)
+            _or_shifted(grown, bits, -step * unit)
+            bits = grown
+        cur += step
     return bits
+
+
+def _hstep(x: np.ndarray, s: int, keep: bool, tmp: np.ndarray) -> np.ndarray:
+    """``x | (x << s) | (x >> s)`` (or without ``x`` if not ``keep``) on the flat bit string, ``0 < s < 64``:
+    shifts within each word, then the bits that cross into the neighbouring words."""
+    s64, back = np.uint64(s), np.uint64(64 - s)
+    out = np.left_shift(x, s64)
+    out |= np.right_shift(x, s64, out=tmp)
+    if keep:
+        out |= x
+    out[1:] |= np.right_shift(x[:-1], back, out=tmp[:-1])
+    out[:-1] |= np.left_shift(x[1:], back, out=tmp[:-1])
+    return out
 
 
 def stack_counts(
