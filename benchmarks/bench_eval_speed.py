@@ -7,9 +7,15 @@ Command (from the repository root)::
 Masks: DAVIS-sized frames (480x854), per video one target and one prediction, both smooth moving ellipses with
 wavy outlines (a prediction that drifts from the target; object boxes 2-18% of the frame at --size 1), 10% of the
 frames empty on either side, optionally a final stretch where target and prediction are both absent (--absent).
-The fast path works inside the window around the two masks, so its advantage grows as objects get smaller. Prints the
-time of the reference loop (tests/eval_reference.py), of ``sparrow.eval.metrics`` in one process and across
-processes (``sparrow.eval.parallel``, each worker building its own videos as a reader would load them), the
+The fast path works inside the window around the two masks, so its advantage grows as objects get smaller. The three
+settings of issue 4's speed check (>= 10x, max |diff| <= 1e-9 on each)::
+
+    PYTHONPATH=src python benchmarks/bench_eval_speed.py --videos 4 --frames 40               # medium objects
+    PYTHONPATH=src python benchmarks/bench_eval_speed.py --videos 4 --frames 40 --size 2      # large objects
+    PYTHONPATH=src python benchmarks/bench_eval_speed.py --videos 4 --frames 40 --absent 0.5  # MeViS-like absence
+
+Prints the time of the reference loop (tests/eval_reference.py), of ``sparrow.eval.metrics`` in one process and
+across processes (``sparrow.eval.parallel``, each worker building its own videos as a reader would load them), the
 speed ratios, and the max |diff| of every per-frame J and F.
 """
 

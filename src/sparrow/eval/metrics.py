@@ -12,9 +12,13 @@ Definitions (docs/peers.md §2.1), all per frame on boolean masks, with optional
   four overlapping bins; the toolkit stores the bin edges as ``uint8`` (wrong above 256 frames), reproduced only
   with ``legacy_decay=True``.
 
-Speed: the per-frame work is done inside the bounding window of the two masks (their boundaries cannot leave it,
-and a dilation of a zero-padded window equals the full-frame dilation there), so the numbers are identical to a
-full-frame computation while the cost follows the object size, not the frame size.
+Speed (same numbers, only integer counting): each frame is computed inside the bounding window of its two masks
+(their boundaries cannot leave it, and a dilation of a zero-padded window equals the full-frame dilation there), so
+the cost follows the object size, not the frame size. Each mask frame is read once (:func:`_scan`: box and
+bit-packed rows); the windows of a whole sequence are stacked into one bit-packed array
+(``sparrow.eval.bitstack``), where the boundary rule is bit logic on 64 pixels per word and the dilation by the disk
+is an OR of shifted copies (the disk as nested rectangles, ``sparrow.eval.bitplan``), a few dozen numpy operations
+per chunk of frames; precision, recall and J come from popcounts per window.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from __future__ import annotations
 import warnings
 from functools import lru_cache
 
-import cv2
 import numpy as np
 from skimage.morphology import disk
+
+from sparrow.eval.bitplan import dilation_plan
+from sparrow.eval.bitstack import pack_rows, stack_counts
 
 BOUND_TH = 0.008
 
@@ -76,22 +82,42 @@ def _check_pair(
     return pred, gt, void
 
 
-def _span(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """First/last occupied row and column ``(y0, y1, x0, x1)`` of a boolean ``[H, W]`` mask, or None if empty.
+_PROBE_ROWS = 32  # rows per backward probe of _scan
 
-    The first and last True bytes are found with C string search, and the columns scan only the object's row band.
+
+def _scan(mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """Occupied box ``(y0, y1, x0, x1)`` (first/last row and column) of a boolean ``[H, W]`` mask and its rows
+    ``y0 .. y1`` packed by :func:`pack_rows` (``uint8 [y1 - y0 + 1, ceil(W / 8)]``), or None if the mask is empty.
+
+    ``argmax`` of a boolean array stops at its first True, so the first row costs a scan of the rows above the
+    object and the last row a scan of blocks of rows from the bottom up to the object; the band in between is
+    read once, by the packing, and the columns come from the OR of its packed rows. Nothing is copied.
     """
-    _h, w = mask.shape
-    raw = np.ascontiguousarray(mask).view(np.uint8).tobytes()
-    first = raw.find(1)  # memchr: stops at the object
-    if first < 0:
+    h, w = mask.shape
+    if h == 0 or w == 0:
         return None
-    last = raw.rfind(1)
-    y0, y1 = first // w, last // w
-    cols = mask[y0 : y1 + 1].any(axis=0)
-    x0 = int(cols.argmax())
-    x1 = w - 1 - int(cols[::-1].argmax())
-    return y0, y1, x0, x1
+    flat = np.ascontiguousarray(mask).reshape(-1)
+    first = int(flat.argmax())
+    if not flat[first]:
+        return None
+    y0 = y1 = first // w
+    hi = h
+    while hi > y0 + 1:
+        lo = max(hi - _PROBE_ROWS, y0 + 1)
+        block = flat[lo * w : hi * w]
+        if block[block.argmax()]:
+            rows = mask[lo:hi].any(axis=1)
+            y1 = hi - 1 - int(rows[::-1].argmax())
+            break
+        hi = lo
+    band = pack_rows(mask[y0 : y1 + 1])
+    cols = np.bitwise_or.reduce(band, axis=0)  # bit k of byte b: column 8b + k occupied somewhere
+    occupied = np.flatnonzero(cols)
+    b0, b1 = int(occupied[0]), int(occupied[-1])
+    lo_byte, hi_byte = int(cols[b0]), int(cols[b1])
+    x0 = 8 * b0 + (lo_byte & -lo_byte).bit_length() - 1
+    x1 = 8 * b1 + hi_byte.bit_length() - 1
+    return (y0, y1, x0, x1), band
 
 
 def _window(spans: list[tuple[int, int, int, int]], h: int, w: int) -> tuple[int, int, int, int]:
@@ -133,17 +159,26 @@ def jaccard(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None) ->
 
 
 class BoundaryCache:
-    """Per-frame occupied boxes of one mask sequence ``[T, H, W]``, computed once and reused across pairs (the
-    unsupervised protocol scores every proposal against every GT object)."""
+    """Per-frame occupied boxes and packed rows of one mask sequence ``[T, H, W]`` (see :func:`_scan`), computed
+    on first use and reused across pairs (the unsupervised protocol scores every proposal against every GT
+    object)."""
 
     def __init__(self, masks: np.ndarray) -> None:
         self.masks = np.ascontiguousarray(masks, dtype=bool)
         if self.masks.ndim != 3:
             raise ValueError(f"expected masks [T, H, W], got {self.masks.shape}")
-        self.spans = [_span(m) for m in self.masks]
+        self._scans: dict[int, tuple[tuple[int, int, int, int], np.ndarray] | None] = {}
+
+    def scan(self, t: int) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+        """Box and packed rows of frame ``t``, or None if it is empty."""
+        if t not in self._scans:
+            self._scans[t] = _scan(self.masks[t])
+        return self._scans[t]
 
     def span(self, t: int) -> tuple[int, int, int, int] | None:
-        return self.spans[t]
+        """Occupied box ``(y0, y1, x0, x1)`` of frame ``t``, or None if it is empty."""
+        found = self.scan(t)
+        return None if found is None else found[0]
 
 
 def boundary_f(
@@ -177,45 +212,71 @@ def region_and_boundary(
         if void.shape != gc.masks.shape:
             raise ValueError(f"void {void.shape} and annotation {gc.masks.shape} shapes differ")
     n, h, w = pc.masks.shape
-    kernel = _disk_kernel(bound_radius(h, w, bound_th))
-    j_out = np.empty(n, dtype=np.float64)
-    f_out = np.empty(n, dtype=np.float64)
+    plan = dilation_plan(_disk_kernel(bound_radius(h, w, bound_th)))
+    j_out = np.ones(n, dtype=np.float64)  # both masks empty: empty union and no boundary on either side → 1
+    f_out = np.ones(n, dtype=np.float64)
+    frames: list[int] = []
+    boxes: list[tuple[int, int, int, int]] = []  # window rows [ya, yb), bytes [ba, bb) of the packed rows
+    pieces: list[list[list[tuple[int, np.ndarray]]]] = [[], [], []]  # prediction, annotation, void
     for t in range(n):
-        ps, gs = pc.span(t), gc.span(t)
-        if ps is None and gs is None:
-            j_out[t] = 1.0  # empty union
-            f_out[t] = 1.0  # no boundary on either side
+        found = [pc.scan(t), gc.scan(t)]
+        if found[0] is None and found[1] is None:
             continue
-        ya, yb, xa, xb = _window([s for s in (ps, gs) if s is not None], h, w)
-        pm = pc.masks[t, ya:yb, xa:xb]
-        gm = gc.masks[t, ya:yb, xa:xb]
+        ya, yb, xa, xb = _window([f[0] for f in found if f is not None], h, w)
+        ba, bb = xa // 8, -(-xb // 8)
+        frames.append(t)
+        boxes.append((ya, yb, ba, bb))
+        for side, f in enumerate(found):
+            pieces[side].append([] if f is None else [(f[0][0] - ya, f[1][:, ba:bb])])
         if void is not None:
-            keep = ~void[t, ya:yb, xa:xb]
-            pm, gm = pm & keep, gm & keep
-        inter = int(np.count_nonzero(pm & gm))
-        union = int(np.count_nonzero(pm | gm))
-        j_out[t] = 1.0 if union == 0 else inter / union
-        f_out[t] = _f_window(pm, gm, kernel)
+            pieces[2].append([(0, pack_rows(void[t, ya:yb, 8 * ba : min(8 * bb, w)]))])
+    for chunk in _chunks(boxes, plan.reach):
+        sel = slice(chunk[0], chunk[-1] + 1)
+        shapes = [(yb - ya, 8 * (bb - ba)) for ya, yb, ba, bb in boxes[sel]]
+        # where the window meets the frame's first row, last row, last column (the boundary rule's edge cases)
+        edges = [(ya == 0, yb == h, w - 1 - 8 * ba if 8 * bb >= w else -1) for ya, yb, ba, bb in boxes[sel]]
+        c = stack_counts(
+            shapes, pieces[0][sel], pieces[1][sel], pieces[2][sel] if void is not None else None, edges, plan
+        )
+        counts = zip(*(c[key].tolist() for key in ("inter", "union", "n_pred", "n_gt", "pred_match", "gt_match")))
+        for t, (inter, union, n_pred, n_gt, pred_match, gt_match) in zip(frames[sel], counts):
+            j_out[t] = 1.0 if union == 0 else inter / union
+            f_out[t] = _f_measure(n_pred, n_gt, pred_match, gt_match)
     if single:
         return j_out[0], f_out[0]
     return j_out, f_out
 
 
-def _f_window(pm: np.ndarray, gm: np.ndarray, kernel: np.ndarray) -> float:
-    """F of one frame from the two masks cropped to a window that contains both (see :func:`_window`)."""
-    pb, gb = seg2bmap(np.stack((pm, gm)))
-    n_fg = int(np.count_nonzero(pb))
-    n_gt = int(np.count_nonzero(gb))
-    if n_fg == 0 and n_gt > 0:
+_CHUNK_BITS = 1 << 22  # stacked pixels per chunk (prediction and annotation windows), ~0.5 MiB per packed array
+
+
+def _chunks(windows: list[tuple[int, int, int, int]], guard: int) -> list[list[int]]:
+    """Consecutive groups of windows whose stacked area (rows x the widest row) stays near ``_CHUNK_BITS``."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    rows = width = 0
+    for i, (ya, yb, ba, bb) in enumerate(windows):
+        r, wd = rows + yb - ya + guard + 1, max(width, 8 * (bb - ba) + guard)
+        if cur and 2 * r * wd > _CHUNK_BITS:
+            out.append(cur)
+            cur, r, wd = [], yb - ya + guard + 1, 8 * (bb - ba) + guard
+        cur.append(i)
+        rows, width = r, wd
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _f_measure(n_pred: int, n_gt: int, pred_match: int, gt_match: int) -> float:
+    """F from boundary pixel counts: P = pred_match / n_pred, R = gt_match / n_gt, with the empty-boundary cases."""
+    if n_pred == 0 and n_gt > 0:
         precision, recall = 1.0, 0.0
-    elif n_fg > 0 and n_gt == 0:
+    elif n_pred > 0 and n_gt == 0:
         precision, recall = 0.0, 1.0
-    elif n_fg == 0 and n_gt == 0:
+    elif n_pred == 0 and n_gt == 0:
         precision, recall = 1.0, 1.0
     else:
-        fg_match = np.count_nonzero(pb & cv2.dilate(gb.view(np.uint8), kernel).view(bool))
-        gt_match = np.count_nonzero(gb & cv2.dilate(pb.view(np.uint8), kernel).view(bool))
-        precision = fg_match / float(n_fg)
+        precision = pred_match / float(n_pred)
         recall = gt_match / float(n_gt)
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
