@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from helpers_clips import mask_iou, training_sample, two_object_clip

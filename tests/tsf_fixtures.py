@@ -74,47 +74,11 @@ def write_mevis_fixture(root: Path, n_videos: int = 3, T: int = 10, seed: int = 
 def tiny_sam2_video(path: Path):
     """Save a tiny random ``Sam2VideoModel`` (environment.md §2.5) to ``path`` and return it."""
     import torch
-    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    from sparrow.model.sam2_backbone import build_sam2, tiny_sam2_config
 
     torch.manual_seed(0)
-    S, H = 64, 128
-    vision = dict(
-        backbone_config=dict(
-            model_type="sam2_hiera_det_model",
-            hidden_size=16,
-            num_attention_heads=1,
-            image_size=[S, S],
-            blocks_per_stage=[1, 1, 2, 1],
-            embed_dim_per_stage=[16, 32, 64, 128],
-            num_attention_heads_per_stage=[1, 1, 2, 2],
-            window_size_per_stage=[8, 4, 4, 4],
-            global_attention_blocks=[3],
-            window_positional_embedding_background_size=[4, 4],
-        ),
-        backbone_channel_list=[128, 64, 32, 16],
-        backbone_feature_sizes=[[S // 4] * 2, [S // 8] * 2, [S // 16] * 2],
-        fpn_hidden_size=H,
-    )
-    cfg = Sam2VideoConfig(
-        vision_config=vision,
-        prompt_encoder_config=dict(hidden_size=H, image_size=S, patch_size=16, mask_input_channels=16),
-        mask_decoder_config=dict(
-            hidden_size=H, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=H
-        ),
-        image_size=S,
-        num_maskmem=3,
-        memory_attention_hidden_size=H,
-        memory_attention_num_layers=1,
-        memory_attention_feed_forward_hidden_size=64,
-        memory_attention_rope_feat_sizes=[S // 16, S // 16],
-        memory_encoder_hidden_size=H,
-        memory_encoder_output_channels=64,
-        mask_downsampler_embed_dim=H,
-        memory_fuser_embed_dim=H,
-        memory_fuser_intermediate_dim=64,
-        max_object_pointers_in_encoder=4,
-    )
-    model = Sam2VideoModel(cfg).eval()
+    model = build_sam2(tiny_sam2_config(64)).eval()
     model.save_pretrained(path)
     return model
 

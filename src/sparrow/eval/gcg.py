@@ -29,6 +29,7 @@ import numpy as np
 
 from sparrow.data.rle import decode_rle
 from sparrow.errors import SparrowError
+from sparrow.eval.io import read_json_mapping
 
 PhraseSimilarity = Callable[[str, str], float]
 Judge = Callable[[str, str], float]
@@ -71,19 +72,6 @@ def clean_caption(text: str) -> str:
     text = re.sub(r"<[^>]*>", " ", text)
     text = re.sub(r"\[(SEG|BOX)\]", " ", text)
     return " ".join(text.split())[:MAX_CAPTION_CHARS]
-
-
-def _load(path: str | Path, what: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise SparrowError(f"missing {what} file", path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SparrowError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path) from exc
-    if not isinstance(data, dict) or not data:
-        raise SparrowError(f"expected a non-empty mapping video_id -> {what} entry", path)
-    return data
 
 
 def _tubes(entry: dict, where: str) -> list[list[dict | None]]:
@@ -195,8 +183,8 @@ def evaluate_gcg(
     clair_endpoint: str | None = None,
 ) -> dict:
     """Score GCG predictions (module doc). Every GT video needs a prediction entry (else an error listing them)."""
-    gt_data = _load(gt, "ground-truth")
-    pred_data = _load(pred, "prediction")
+    gt_data = read_json_mapping(gt, "ground-truth")
+    pred_data = read_json_mapping(pred, "prediction")
     lost = sorted(set(gt_data) - set(pred_data))
     if lost:
         raise SparrowError(f"{len(lost)} videos without a prediction, e.g. {lost[:5]}", pred)

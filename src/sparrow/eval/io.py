@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -25,6 +26,20 @@ from sparrow.errors import SparrowError
 MissingPolicy = Literal["error", "zero"]
 MISSING_POLICIES: tuple[str, ...] = ("error", "zero")
 _SINGLE_CHANNEL = ("L", "P", "1", "I;16", "I")
+
+
+def read_json_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON file holding a non-empty mapping ``video_id -> entry``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SparrowError(f"missing {what} file", path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SparrowError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path) from exc
+    if not isinstance(data, dict) or not data:
+        raise SparrowError(f"expected a non-empty mapping video_id -> {what} entry", path)
+    return data
 
 
 def _open(path: Path) -> Image.Image:

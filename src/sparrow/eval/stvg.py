@@ -16,28 +16,14 @@ variant, temporal localisation off) reports only the gt_vIoU figures. Figures ar
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from sparrow.errors import SparrowError
+from sparrow.eval.io import read_json_mapping
 
 THRESHOLDS = (0.3, 0.5)
-
-
-def _load(path: str | Path, what: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise SparrowError(f"missing {what} file", path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SparrowError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path) from exc
-    if not isinstance(data, dict) or not data:
-        raise SparrowError(f"expected a non-empty mapping video_id -> {what} entry", path)
-    return data
 
 
 def paired_box_iou(a: list[list[float]], b: list[list[float]]) -> list[float]:
@@ -100,8 +86,8 @@ def _summary(rows: list[dict], spatial_only: bool) -> dict[str, float]:
 
 def evaluate_stvg(pred: str | Path, gt: str | Path, spatial_only: bool = False) -> dict:
     """Score a prediction JSON against a GT JSON (module doc); every GT video needs a prediction."""
-    gt_data = _load(gt, "ground-truth")
-    pred_data = _load(pred, "prediction")
+    gt_data = read_json_mapping(gt, "ground-truth")
+    pred_data = read_json_mapping(pred, "prediction")
     lost = sorted(set(gt_data) - set(pred_data))
     if lost:
         raise SparrowError(f"{len(lost)} videos without a prediction, e.g. {lost[:5]}", pred)

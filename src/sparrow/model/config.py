@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sparrow.errors import SparrowError
+from sparrow.model.losses import LossWeights
 
 
 @dataclass
@@ -23,18 +24,6 @@ class SelectionConfig:
     max_boxes: int = 1            # boxes kept per [BOX] at inference
     pos_iou: float = 0.5          # training labels: positive above, negative below neg_iou, ignored between (paper)
     neg_iou: float = 0.2
-
-
-@dataclass
-class LossConfig:
-    """Loss weights (method.md §6.1: release values; paper filter loss for selection/box)."""
-
-    ce: float = 1.0
-    mask_bce: float = 2.0
-    mask_dice: float = 0.5
-    selection: float = 1.0
-    box: float = 2.0
-    proposer: float = 1.0         # only when the proposer is trained (stage 0 / tiny joint training)
 
 
 @dataclass
@@ -51,7 +40,7 @@ class SparrowConfig:
     proposer_layers: int = 2
     proposer_heads: int = 4
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossWeights = field(default_factory=LossWeights)  # method.md §6.1 (release values) + paper filter loss
     mode: str = "track"                     # "track" (SAM2 memory) or "framewise" (the release's default)
     key_frame: str = "auto"                 # "auto": VLM frame with the best [BOX] selection score; or an index
     reprompt_every: int = 0                 # track mode: re-prompt with the dual prompt every N frames (0 = never)
@@ -67,7 +56,7 @@ class SparrowConfig:
         if isinstance(self.selection, dict):
             self.selection = SelectionConfig(**self.selection)
         if isinstance(self.loss, dict):
-            self.loss = LossConfig(**self.loss)
+            self.loss = LossWeights(**self.loss)
         if self.mode not in ("track", "framewise"):
             raise SparrowError(f"mode must be 'track' or 'framewise', got {self.mode!r}")
         if self.tsf not in ("off", "train", "train+infer"):

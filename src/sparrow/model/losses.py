@@ -26,6 +26,7 @@ class LossWeights:
     mask_dice: float = 0.5
     selection: float = 1.0
     box: float = 2.0
+    proposer: float = 1.0  # only present when the proposer is trained (stage 0 / tiny joint training)
 
 
 def _check(logits: Tensor, targets: Tensor, valid: Tensor | None, name: str) -> Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
 from sparrow.model.heads import LanguageToVisionHead
-from sparrow.model.losses import LossWeights, mask_bce_loss, mask_dice_loss, weighted_total
+from sparrow.model.losses import mask_bce_loss, mask_dice_loss, weighted_total
 from sparrow.model.pixel_decoder import DecoderOutput, ImageFeatures, PixelDecoder
 from sparrow.model.prompt_tokens import PromptPairs, gather_states, teacher_forced_pairs
 from sparrow.model.proposer import Proposals, Proposer, ProposerConfig, proposer_loss
@@ -188,11 +188,7 @@ class SparrowModel(nn.Module):
             losses["selection"] = torch.stack(sel_losses).mean()
         if box_losses:
             losses["box"] = torch.stack(box_losses).mean()
-        weights = LossWeights(ce=cfg.loss.ce, mask_bce=cfg.loss.mask_bce, mask_dice=cfg.loss.mask_dice, selection=cfg.loss.selection, box=cfg.loss.box)
-        total = weighted_total(losses, weights)
-        if "proposer" in losses:
-            total = total + cfg.loss.proposer * losses["proposer"]
-        losses["loss"] = total
+        losses["loss"] = weighted_total(losses, cfg.loss)
         return losses
 
     def _decode_mixed(self, features: ImageFeatures, frame_idx: torch.Tensor, segs: torch.Tensor, boxes: torch.Tensor, has_box: torch.Tensor) -> torch.Tensor:
