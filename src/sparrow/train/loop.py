@@ -122,11 +122,6 @@ def train(
     from sparrow.model.loading import save_pretrained
     from sparrow.train.model_init import build_initial_model
 
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    main = accelerator.is_main_process
     out = Path(config.output_dir)
     ckpt_dir = out / "checkpoints"
     checkpoint = latest_checkpoint(ckpt_dir) if resume else None
@@ -134,6 +129,7 @@ def train(
         raise SparrowError("output folder already holds checkpoints; pass --resume to continue or choose another --out", out)
     end = min(config.steps, max_steps) if max_steps is not None else config.steps
 
+    # Built before the process group exists: transformers' save/load of the tiny backbones is rank-aware.
     torch.manual_seed(config.seed)
     model = build_initial_model(config.model, config.source)
     plan = apply_stage(model, config.stage)
@@ -149,6 +145,11 @@ def train(
     if sources is None:
         d = config.data
         sources = build_sources(d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    main = accelerator.is_main_process
     weights = [s.weight for s in config.data.sources] if len(config.data.sources) == len(sources) else [1.0] * len(sources)
     accum = config.grad_accum
     stream = MixtureStream(

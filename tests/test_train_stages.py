@@ -1,0 +1,76 @@
+"""Each stage trains exactly its parameters: frozen ones stay bit-identical, trainable ones move; LoRA exports merged."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers_train import ToyClips, toy_config
+from sparrow.errors import SparrowError
+from sparrow.model.loading import from_pretrained
+from sparrow.train.config import LoraSettings, StageConfig
+from sparrow.train.loop import prepare_samples, train
+from sparrow.train.model_init import build_initial_model
+from sparrow.train.stages import apply_stage
+
+
+def _digest(tensors: dict[str, torch.Tensor], names: list[str]) -> str:
+    h = hashlib.sha256()
+    for n in names:
+        h.update(n.encode() + tensors[n].contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def initial(tmp_path_factory):
+    config = toy_config(tmp_path_factory.mktemp("init"))
+    model = build_initial_model(config.model)
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("stage", ["segmenter", "proposer", "vlm", "selection"])
+def test_frozen_parameters_stay_bit_identical(tmp_path, initial, stage):
+    result = train(toy_config(tmp_path, stage=stage, steps=2, batch_size=1), sources=[ToyClips()], progress=False)
+    final = load_file(str(result.final_dir / "model.safetensors"))
+    plan = result.plan
+    assert set(final) == set(initial) and set(plan.trainable) | set(plan.frozen) <= set(final)
+    untouched = sorted(set(final) - set(plan.trainable))  # frozen parameters and buffers
+    assert set(plan.frozen) <= set(untouched) and len(plan.frozen) > 10
+    assert _digest(final, untouched) == _digest(initial, untouched)
+    moved = [n for n in plan.trainable if not torch.equal(final[n], initial[n])]
+    assert len(moved) >= 0.5 * len(plan.trainable), (stage, len(moved), len(plan.trainable))
+    owners = {"segmenter": "pixel_decoder.sam.", "proposer": "proposer.", "vlm": "vlm.", "selection": "selector."}
+    assert any(n.startswith(owners[stage]) for n in moved)
+    if stage != "segmenter":
+        assert not any(n.startswith("pixel_decoder.") for n in plan.trainable)
+    if stage == "vlm":
+        assert not any(n.startswith(("proposer.", "selector.")) for n in plan.trainable)
+
+
+def test_lora_stage_trains_adapters_and_exports_a_merged_model(tmp_path, initial):
+    config = toy_config(tmp_path, stage="vlm", steps=2, batch_size=1)
+    config.stage.lora = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    result = train(config, sources=[ToyClips()], progress=False)
+    vlm_trainable = [n for n in result.plan.trainable if n.startswith("vlm.")]
+    assert vlm_trainable and all("lora_" in n for n in vlm_trainable)
+    model = from_pretrained(result.final_dir)  # strict: merged LoRA keeps the plain parameter names
+    state = model.state_dict()
+    assert set(state) == set(initial)
+    merged = [n for n in state if not torch.equal(state[n], initial[n])]
+    assert merged and all(n.startswith(("box_head.", "seg_head.")) or ("q_proj" in n or "v_proj" in n) for n in merged)
+
+
+def test_seg_only_drops_box_tokens_and_stage_errors(initial):
+    samples = prepare_samples([ToyClips()[0]], seg_only=True)
+    assert samples[0].answer == "Sure, it is [SEG]." and "[BOX]" in ToyClips()[0].answer
+    config = toy_config("unused")
+    model = build_initial_model(config.model)
+    with pytest.raises(SparrowError, match="matches no parameter"):
+        apply_stage(model, StageConfig(name="vlm", freeze=["no_such_module"]))
+    with pytest.raises(SparrowError, match="no parameter to train"):
+        apply_stage(model, StageConfig(name="selection", freeze=["selector", "box_head"]))
+    with pytest.raises(SparrowError, match="lora"):
+        apply_stage(model, StageConfig(name="proposer", lora=LoraSettings()))
