@@ -144,6 +144,11 @@ def train(
 
     if sources is None:
         d = config.data
+        if d.num_vlm_frames != model.config.vlm_frames:
+            raise SparrowError(
+                f"data.num_vlm_frames ({d.num_vlm_frames}) differs from the model's vlm_frames ({model.config.vlm_frames}); "
+                "training and inference would show the VLM different frame counts (set model.config.vlm_frames)", config.source,
+            )
         sources = build_sources(d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision,
