@@ -16,12 +16,14 @@ from sparrow.errors import SparrowError
 
 def build_parser() -> argparse.ArgumentParser:
     from sparrow.model import commands as model_commands
+    from sparrow.tsf import commands as tsf_commands
     from sparrow.train import commands as train_commands
 
     parser = argparse.ArgumentParser(prog="sparrow", description="Pixel-grounded video understanding (SPARROW).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One line per package that has commands (each module's add_parser registers its sub-commands).
     model_commands.add_parser(sub)
+    tsf_commands.add_parser(sub)
     train_commands.add_parser(sub)
     return parser
 

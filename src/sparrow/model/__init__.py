@@ -1,1 +1,1 @@
-"""The SPARROW network: VLM adapter, L->V heads, proposer, selector, pixel decoder, propagator, losses."""
+"""The SPARROW network: SAM2 backbone, pixel decoder, propagator, VLM adapter, heads, proposer, selector."""

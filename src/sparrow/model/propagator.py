@@ -1,0 +1,351 @@
+"""Mask propagation through a video with SAM2's memory (HF ``Sam2VideoModel``), in bounded memory.
+
+Prompts are masks on key frames, given through SAM2's public mask-prompt path (the session's mask inputs, exactly
+what ``Sam2VideoProcessor.add_inputs_to_inference_session(input_masks=...)`` stores); each key frame becomes a
+conditioning frame. Further key frames are re-prompts (drift correction): they are conditioning frames too, and
+propagation takes their mask when it reaches them.
+
+**What is kept.** The HF session keeps every processed frame and every frame's outputs. Here frames are decoded
+lazily (``sparrow.data.video_io.iter_frames``), fed one at a time, and after each frame the session is pruned to
+what SAM2's memory attention can still read:
+
+- processed frames: none (each frame is dropped once processed; SAM2's one-frame feature cache stays);
+- conditioning frames: all key-frame outputs (memory features, object pointer, low-res mask; the 1024² high-res
+  mask and the mask input are dropped), of which the ``max_cond_frames`` closest to the current frame (HF's own
+  rule: closest before, closest after, then nearest) are in the session at any time;
+- tracked frames: the ``num_maskmem - 1`` most recent ones with their memory features, and the object pointers of
+  the ``min(T, max_object_pointers_in_encoder) - 1`` most recent ones; masks are dropped once yielded. For
+  ``direction="both"`` the same window just after the earliest key frame is also kept, because the backward pass
+  reads it (as it does in HF when both passes share one session).
+
+So the state is ``O(window + number of key frames)`` and does not grow with video length. Nothing SAM2 reads is
+dropped, so as long as there are at most ``max_cond_frames`` key frames the masks equal those of HF's
+``propagate_in_video_iterator`` on a session holding the whole video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import Sam2VideoInferenceSession, Sam2VideoModel
+
+from sparrow.data.video_io import VideoSource, iter_frames, probe_video
+from sparrow.errors import SparrowError
+from sparrow.model.sam2_backbone import Sam2Preprocessor
+
+OBJ_ID = 1
+DIRECTIONS = ("forward", "backward", "both")
+NO_OBJECT_SCORE = -1024.0  # SAM2's logit for "object absent"
+_POINTER_FIELDS = ("object_pointer", "object_score_logits")
+_MASK_FIELDS = ("pred_masks", "high_res_masks")
+
+
+class BoundedInferenceSession(Sam2VideoInferenceSession):
+    """An HF inference session that holds only a few frames but reports the whole video's length.
+
+    SAM2 reads ``num_frames`` to bound object-pointer look-ups; reporting the full length keeps its behaviour
+    identical to a session loaded with every frame.
+    """
+
+    def __init__(self, total_frames: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.total_frames = int(total_frames)
+
+    @property
+    def num_frames(self) -> int:
+        return self.total_frames
+
+
+def select_cond_frames(frame_idx: int, cond_frames: list[int], max_cond_frames: int) -> list[int]:
+    """The conditioning frames SAM2 attends to from ``frame_idx``: all of them, or at most ``max_cond_frames``:
+    the closest before, the closest at/after, then the nearest others (``Sam2VideoModel._select_closest_cond_frames``).
+    Returned in the order of ``cond_frames``."""
+    if max_cond_frames < 0 or len(cond_frames) <= max_cond_frames:
+        return list(cond_frames)
+    chosen: set[int] = set()
+    before = [t for t in cond_frames if t < frame_idx]
+    after = [t for t in cond_frames if t >= frame_idx]
+    if before:
+        chosen.add(max(before))
+    if after:
+        chosen.add(min(after))
+    rest = sorted((t for t in cond_frames if t not in chosen), key=lambda t: abs(t - frame_idx))
+    chosen.update(rest[: max(0, max_cond_frames - len(chosen))])
+    return [t for t in cond_frames if t in chosen]
+
+
+class MaskPropagator:
+    """Propagate key-frame masks of one object through a video with SAM2 memory, forward and/or backward.
+
+    ``sam`` is shared with the pixel decoder (it is put in eval mode during propagation and restored after);
+    ``offload_to_cpu`` keeps the memory bank and frames on the CPU while SAM2 runs on its own device;
+    ``reverse_chunk`` frames are decoded at a time for the backward pass (a video file cannot be read backwards).
+    """
+
+    def __init__(
+        self,
+        sam: Sam2VideoModel,
+        preprocessor: Sam2Preprocessor,
+        max_cond_frames: int = 4,
+        offload_to_cpu: bool = True,
+        reverse_chunk: int = 32,
+    ) -> None:
+        if max_cond_frames < 1:
+            raise SparrowError(f"max_cond_frames must be at least 1, got {max_cond_frames}")
+        if preprocessor.image_size != sam.config.image_size:
+            raise SparrowError(f"preprocessor size {preprocessor.image_size} != SAM2 image size {sam.config.image_size}")
+        self.sam = sam
+        self.preprocessor = preprocessor
+        self.max_cond_frames = int(max_cond_frames)
+        self.offload_to_cpu = offload_to_cpu
+        self.reverse_chunk = max(1, int(reverse_chunk))
+        self.session: BoundedInferenceSession | None = None  # the last run's session, for inspection
+
+    # ------------------------------------------------------------------ public API
+    def propagate(
+        self,
+        frames: VideoSource,
+        prompts: Mapping[int, np.ndarray],
+        num_frames: int | None = None,
+        direction: str = "both",
+        progress: bool = False,
+        logits: bool = False,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(t, mask)`` (bool ``[H, W]``, the video's size) for every frame ``0..T-1`` exactly once.
+
+        With ``logits=True`` it yields SAM2's low-resolution logits (float32 ``[S/4, S/4]``; untracked frames
+        ``-1024``, SAM2's no-object score) instead; the mask is their bilinear upsampling to ``[H, W]`` > 0.
+
+        ``prompts``: key frame index -> bool mask ``[H, W]``. Order of the frames:
+
+        - ``"forward"``: ``0, 1, ..., T-1``; frames before the earliest key frame are not tracked (empty masks);
+        - ``"backward"``: ``T-1, ..., 0``; frames after the latest key frame are not tracked (empty masks);
+        - ``"both"``: earliest key frame ``k0, ..., T-1``, then ``k0-1, ..., 0``.
+
+        Input is checked before anything runs (bad prompts raise :class:`SparrowError` right away).
+        """
+        if direction not in DIRECTIONS:
+            raise SparrowError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        info = probe_video(frames)
+        total = info.num_frames if num_frames is None else int(num_frames)
+        if total < 1:
+            raise SparrowError(f"num_frames must be at least 1, got {total}")
+        masks = self._check_prompts(prompts, total, info.height, info.width)
+        return self._run(frames, masks, total, info.height, info.width, direction, progress, logits)
+
+    def propagate_all(
+        self,
+        frames: VideoSource,
+        prompts: Mapping[int, np.ndarray],
+        num_frames: int | None = None,
+        direction: str = "both",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """All masks at once: bool ``[T, H, W]`` (see :meth:`propagate`)."""
+        info = probe_video(frames)
+        total = info.num_frames if num_frames is None else int(num_frames)
+        out = np.zeros((total, info.height, info.width), dtype=bool)
+        for t, mask in self.propagate(frames, prompts, num_frames=total, direction=direction, progress=progress):
+            out[t] = mask
+        return out
+
+    @property
+    def memory_window(self) -> int:
+        """How many tracked frames behind the current one SAM2 may read (memory slots or object pointers)."""
+        cfg = self.sam.config
+        return max(cfg.num_maskmem - 1, cfg.max_object_pointers_in_encoder - 1, 0)
+
+    # ------------------------------------------------------------------ input checks
+    @staticmethod
+    def _check_prompts(prompts: Mapping[int, np.ndarray], total: int, height: int, width: int) -> dict[int, np.ndarray]:
+        if not isinstance(prompts, Mapping) or not prompts:
+            raise SparrowError("propagation needs at least one key-frame mask prompt")
+        masks: dict[int, np.ndarray] = {}
+        for key, mask in prompts.items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+                raise SparrowError(f"key frame index must be an integer, got {key!r}")
+            if not 0 <= int(key) < total:
+                raise SparrowError(f"key frame {int(key)} out of range for a video of {total} frames")
+            arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+            if arr.shape != (height, width):
+                raise SparrowError(
+                    f"prompt mask for frame {int(key)} has shape {list(arr.shape)}, the video frames are {[height, width]}"
+                )
+            masks[int(key)] = arr > 0.5 if arr.dtype.kind == "f" else arr.astype(bool)
+        return dict(sorted(masks.items()))
+
+    # ------------------------------------------------------------------ the run
+    def _new_session(self, total: int, height: int, width: int) -> BoundedInferenceSession:
+        param = next(self.sam.parameters())
+        device = param.device
+        state = torch.device("cpu") if self.offload_to_cpu else device
+        return BoundedInferenceSession(
+            total_frames=total,
+            video_height=height,
+            video_width=width,
+            inference_device=device,
+            inference_state_device=state,
+            video_storage_device=state,
+            dtype=param.dtype,
+        )
+
+    def _add_frame(self, session: BoundedInferenceSession, t: int, frame: np.ndarray) -> None:
+        session.add_new_frame(self.preprocessor(frame)[0], frame_idx=t)
+
+    def _prompt_mask(self, mask: np.ndarray) -> torch.Tensor:
+        """bool ``[H, W]`` -> float ``[1, 1, S, S]`` in {0, 1}: the resize Sam2VideoProcessor applies to mask inputs."""
+        size = self.sam.config.image_size
+        m = torch.from_numpy(mask).float()[None, None]
+        if tuple(m.shape[-2:]) != (size, size):
+            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            m = (m >= 0.5).float()
+        return m
+
+    def _run(
+        self,
+        frames: VideoSource,
+        prompts: dict[int, np.ndarray],
+        total: int,
+        height: int,
+        width: int,
+        direction: str,
+        progress: bool,
+        logits: bool = False,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        was_training = self.sam.training
+        self.sam.eval()
+        try:
+            session = self._new_session(total, height, width)
+            self.session = session
+            obj_idx = session.obj_id_to_idx(OBJ_ID)
+            cond_store = self._condition(session, obj_idx, frames, prompts)
+            keys = list(cond_store)
+            low = self.sam.prompt_encoder.mask_input_size
+            empty = np.full(low, NO_OBJECT_SCORE, dtype=np.float32) if logits else np.zeros((height, width), dtype=bool)
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, desc="propagate", unit="frame")
+            first, last = keys[0], keys[-1]
+            if direction == "forward":
+                yield from self._report(((t, empty) for t in range(first)), bar)
+                yield from self._report(self._pass(session, obj_idx, cond_store, frames, first, total - 1, 1, [], logits), bar)
+            elif direction == "backward":
+                yield from self._report(((t, empty) for t in range(total - 1, last, -1)), bar)
+                yield from self._report(self._pass(session, obj_idx, cond_store, frames, last, 0, -1, [], logits), bar)
+            else:
+                reserve = [(first - 1, -1)] if first > 0 else []
+                yield from self._report(self._pass(session, obj_idx, cond_store, frames, first, total - 1, 1, reserve, logits), bar)
+                if first > 0:
+                    yield from self._report(self._pass(session, obj_idx, cond_store, frames, first - 1, 0, -1, [], logits), bar)
+            if bar is not None:
+                bar.close()
+        finally:
+            self.sam.train(was_training)
+
+    @staticmethod
+    def _report(items: Iterator[tuple[int, np.ndarray]], bar) -> Iterator[tuple[int, np.ndarray]]:
+        for item in items:
+            if bar is not None:
+                bar.update(1)
+            yield item
+
+    def _condition(
+        self, session: BoundedInferenceSession, obj_idx: int, frames: VideoSource, prompts: dict[int, np.ndarray]
+    ) -> dict[int, dict]:
+        """Run SAM2 on every key frame with its mask input; return the conditioning outputs (frame -> output)."""
+        cond = session.output_dict_per_obj[obj_idx]["cond_frame_outputs"]
+        for k, frame in iter_frames(frames, indices=list(prompts)):
+            self._add_frame(session, k, frame)
+            session.add_mask_inputs(obj_idx, k, self._prompt_mask(prompts[k]))
+            session.remove_point_inputs(obj_idx, k)
+            session.obj_with_new_inputs = [OBJ_ID]
+            self.sam(inference_session=session, frame_idx=k)
+            session.remove_mask_inputs(obj_idx, k)
+            session.processed_frames.pop(k, None)
+            cond[k].pop("high_res_masks", None)  # 4 MB at 1024²; SAM2 never reads it again
+        return dict(cond)
+
+    def _frames_in_order(self, frames: VideoSource, start: int, stop: int, step: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames ``start, start+step, ..., stop`` decoded lazily; backwards in chunks of ``reverse_chunk``."""
+        if step > 0:
+            yield from iter_frames(frames, indices=range(start, stop + 1))
+            return
+        hi = start + 1
+        while hi > stop:
+            lo = max(stop, hi - self.reverse_chunk)
+            block = list(iter_frames(frames, indices=range(lo, hi)))
+            while block:
+                yield block.pop()
+            hi = lo
+
+    def _pass(
+        self,
+        session: BoundedInferenceSession,
+        obj_idx: int,
+        cond_store: dict[int, dict],
+        frames: VideoSource,
+        start: int,
+        stop: int,
+        step: int,
+        reserve: list[tuple[int, int]],
+        logits: bool,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Track frames ``start..stop`` (inclusive) in direction ``step``; prune the session after each frame."""
+        cond = session.output_dict_per_obj[obj_idx]["cond_frame_outputs"]
+        size = (session.video_height, session.video_width)
+        for t, frame in self._frames_in_order(frames, start, stop, step):
+            selected = select_cond_frames(t, list(cond_store), self.max_cond_frames)
+            if list(cond) != selected:
+                cond.clear()
+                cond.update((k, cond_store[k]) for k in selected)
+            if t not in cond_store:
+                self._add_frame(session, t, frame)
+            out = self.sam(inference_session=session, frame_idx=t, reverse=step < 0)
+            session.processed_frames.pop(t, None)
+            low_res = out.pred_masks.float().cpu()  # [1, 1, S/4, S/4] logits
+            self._prune(session, obj_idx, [(t + step, step)] + reserve)
+            if logits:
+                yield t, low_res[0, 0].numpy()
+            else:
+                yield t, (F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
+
+    def _prune(self, session: BoundedInferenceSession, obj_idx: int, upcoming: list[tuple[int, int]]) -> None:
+        """Drop from the tracked-frame outputs whatever no upcoming frame can read.
+
+        ``upcoming``: ``(next frame, step)`` of the current pass and of passes still to run. A tracked frame ``f``
+        that lies ``d`` frames behind such a frame is read as a memory if ``d < num_maskmem`` and for its object
+        pointer if ``d < min(T, max_object_pointers_in_encoder)``; later frames of a pass lie further away.
+        """
+        cfg = self.sam.config
+        mem_reach = cfg.num_maskmem - 1
+        ptr_reach = min(session.num_frames, cfg.max_object_pointers_in_encoder) - 1
+        outputs = session.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"]
+        tracked = session.frames_tracked_per_obj[obj_idx]
+        for f in list(outputs):
+            level = 0  # 0 drop, 1 object pointer only, 2 memory features too
+            for g, step in upcoming:
+                d = (g - f) * step
+                if 1 <= d <= mem_reach:
+                    level = 2
+                elif 1 <= d <= ptr_reach:
+                    level = max(level, 1)
+            out = outputs[f]
+            if level == 0:
+                del outputs[f]
+                tracked.pop(f, None)
+            elif level == 1:
+                for key in [k for k in out if k not in _POINTER_FIELDS]:
+                    del out[key]
+            else:
+                for key in _MASK_FIELDS:
+                    out.pop(key, None)
+        for f in [f for f in tracked if f not in outputs]:
+            del tracked[f]
+
+
+__all__ = ["BoundedInferenceSession", "MaskPropagator", "select_cond_frames"]
