@@ -12,7 +12,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train one stage (segmenter, proposer, vlm, selection) from a YAML config",
         description="Train one stage from a YAML config. Checkpoints go to OUT/checkpoints (atomic, resumable), "
         "TensorBoard logs to OUT/tensorboard, per-step losses to OUT/losses.jsonl, the finished model to OUT/final. "
-        "Several processes/GPUs: `accelerate launch [--num_processes N] -m sparrow train --config FILE`.",
+        "Several GPUs: `accelerate launch --multi_gpu --num_processes N -m sparrow train --config FILE` (or an accelerate "
+        "config file for FSDP/DeepSpeed); several CPU processes: the same command on a machine without GPUs, or "
+        "`torchrun --nproc_per_node N -m sparrow train ...`.",
     )
     p.add_argument("--config", type=Path, required=True, help="training YAML file")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output folder")
@@ -34,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from sparrow.train.loop import train
 
     result = train(config, resume=args.resume, max_steps=args.max_steps, progress=not args.quiet)
+    if not result.is_main_process:
+        return 0
     last = result.records[-1]["loss"] if result.records else float("nan")
     where = result.final_dir if result.final_dir is not None else Path(config.output_dir) / "checkpoints"
     print(f"stage {config.stage.name}: step {result.step}/{config.steps}, last loss {last:.4f}; wrote {where}")

@@ -45,6 +45,7 @@ class TrainResult:
     records: list[dict[str, float]] = field(default_factory=list)
     final_dir: Path | None = None
     plan: StagePlan | None = None
+    is_main_process: bool = True
 
 
 class StageModule(nn.Module):
@@ -221,7 +222,7 @@ def train(
         writer.close()
     if params_hash(model, plan.frozen) != frozen_hash:
         raise RuntimeError(f"stage {plan.stage!r} changed frozen parameters")
-    result = TrainResult(output_dir=out, step=end, records=records, plan=plan)
+    result = TrainResult(output_dir=out, step=end, records=records, plan=plan, is_main_process=main)
     if end == config.steps:
         final = out / "final"
         if main:
