@@ -42,8 +42,11 @@ def clip_sample(rng: np.random.Generator, vlm_frames: int, sam_frames: int, size
     box = np.array([x, y, x + 24, y + 24], dtype=np.float32)
     sam = np.linspace(0, t - 1, sam_frames).round().astype(int)
     return SimpleNamespace(
-        vlm_frames=frames[:vlm_frames], question="Can you segment the red square in this video?",
-        answer="Sure, it is [BOX] [SEG].", sam_frames=frames[sam], masks=masks[sam][None],
+        vlm_frames=frames[:vlm_frames],
+        question="Can you segment the red square in this video?",
+        answer="Sure, it is [BOX] [SEG].",
+        sam_frames=frames[sam],
+        masks=masks[sam][None],
         boxes=np.tile(box, (sam_frames, 1))[None],
     )
 
@@ -58,7 +61,10 @@ def main() -> None:
     config = load_train_config(CONFIGS / f"tiny_stage_{args.stage}.yaml", check_paths=False)
     config.model.init = "tiny"  # the chain's earlier stages have the same architecture; weights do not change the cost
     config.model.sam_image_size = 128
-    config.model.config = {"vlm_frames": config.data.num_vlm_frames, **{k: v for k, v in config.model.config.items() if k != "vlm_frames"}}
+    config.model.config = {
+        "vlm_frames": config.data.num_vlm_frames,
+        **{k: v for k, v in config.model.config.items() if k != "vlm_frames"},
+    }
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = build_initial_model(config.model).to(device)
     plan = apply_stage(model, config.stage)
@@ -67,7 +73,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     collate, compute = [], []
     for step in range(args.steps + 2):
-        samples = [clip_sample(rng, config.data.num_vlm_frames, config.data.num_sam_frames) for _ in range(config.batch_size)]
+        samples = [
+            clip_sample(rng, config.data.num_vlm_frames, config.data.num_sam_frames) for _ in range(config.batch_size)
+        ]
         t0 = time.perf_counter()
         batch = make_batch(model, prepare_samples(samples, config.stage.seg_only)).to(device)
         t1 = time.perf_counter()
@@ -85,11 +93,17 @@ def main() -> None:
             compute.append(t2 - t1)
     total = [a + b for a, b in zip(collate, compute)]
     n_train = sum(p.numel() for p in params)
-    print(f"stage {args.stage} on {device}, {args.threads} thread(s): batch {config.batch_size}, {config.data.num_vlm_frames} VLM frames, "
-          f"{config.data.num_sam_frames} SAM frames at 128 px, {n_train:,} trainable parameters")
-    print(f"seconds/step over {args.steps} steps: mean {statistics.mean(total):.3f}, median {statistics.median(total):.3f}, "
-          f"min {min(total):.3f}; collate {statistics.mean(collate):.3f}, forward+backward+step {statistics.mean(compute):.3f}")
-    print(f"last loss {float(losses['loss'].detach()):.4f}; load average {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(
+        f"stage {args.stage} on {device}, {args.threads} thread(s): batch {config.batch_size}, {config.data.num_vlm_frames} VLM frames, "
+        f"{config.data.num_sam_frames} SAM frames at 128 px, {n_train:,} trainable parameters"
+    )
+    print(
+        f"seconds/step over {args.steps} steps: mean {statistics.mean(total):.3f}, median {statistics.median(total):.3f}, "
+        f"min {min(total):.3f}; collate {statistics.mean(collate):.3f}, forward+backward+step {statistics.mean(compute):.3f}"
+    )
+    print(
+        f"last loss {float(losses['loss'].detach()):.4f}; load average {Path('/proc/loadavg').read_text().split()[:3]}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 from sparrow.cli import main
 
 pytest.importorskip("sparrow.data.dataset", reason="needs the SynthRef dataset (branch data)")
-from sparrow.data.synthref import SynthConfig, generate_split  # noqa: E402
+from sparrow.data.synthref import SynthConfig, generate_split
 
 CONFIG = """
 model: {{init: tiny, sam_image_size: 64, config: {{vlm_frames: 2, vlm_max_frame_pixels: 3136, proposer_queries: 8, proposer_hidden: 64, proposer_layers: 1}}}}

@@ -8,9 +8,8 @@ import pytest
 
 from sparrow.cli import main
 from sparrow.errors import SparrowError
-from sparrow.train.config import load_train_config
+from sparrow.train.config import OptimizerConfig, load_train_config
 from sparrow.train.loop import lr_factor
-from sparrow.train.config import OptimizerConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

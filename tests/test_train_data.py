@@ -51,7 +51,10 @@ def test_stream_is_a_function_of_seed_and_step_and_shards_add_up():
     assert [again[u] for u in (17, 3, 9)] == [one[u] for u in (17, 3, 9)]  # any order, any instance
     other = MixtureStream(sources, [1, 2], seed=4, batch_size=4, num_micro_steps=20)
     assert [other[u] for u in range(5)] != [one[u] for u in range(5)]
-    shards = [MixtureStream(sources, [1, 2], seed=3, batch_size=2, num_processes=2, process_index=r, num_micro_steps=20) for r in (0, 1)]
+    shards = [
+        MixtureStream(sources, [1, 2], seed=3, batch_size=2, num_processes=2, process_index=r, num_micro_steps=20)
+        for r in (0, 1)
+    ]
     for u in range(20):
         assert shards[0][u] + shards[1][u] == one[u]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers_train import ToyClips, toy_config
 from safetensors.torch import load_file
 
-from helpers_train import ToyClips, toy_config
 from sparrow.train.loop import train
 
 STEPS = 3
@@ -29,8 +29,13 @@ def _worker(rank: int, world: int, port: int, out: str, tests_dir: str) -> None:
     sys.path.insert(0, tests_dir)
     torch.set_num_threads(1)
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-        HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
     )
     from accelerate.state import AcceleratorState
 
@@ -43,13 +48,14 @@ def _losses(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
 
 
-
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     one = tmp_path / "one"
     ref = train(toy_config(one, stage="vlm", steps=STEPS, batch_size=2), sources=[ToyClips()], progress=False)
     two = tmp_path / "two"
     # fork: the children reuse the imported torch/transformers (a spawned child re-imports them for ~10 s)
-    mp.start_processes(_worker, args=(2, _free_port(), str(two), str(Path(__file__).parent)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(two), str(Path(__file__).parent)), nprocs=2, join=True, start_method="fork"
+    )
 
     a, b = _losses(one), _losses(two)
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, STEPS + 1))

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from helpers_train import ToyClips, toy_config
 from safetensors.torch import load_file
 
-from helpers_train import ToyClips, toy_config
 from sparrow.errors import SparrowError
 from sparrow.train.loop import train
 

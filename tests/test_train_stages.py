@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 import torch
+from helpers_train import ToyClips, toy_config
 from safetensors.torch import load_file
 
-from helpers_train import ToyClips, toy_config
 from sparrow.errors import SparrowError
 from sparrow.model.loading import from_pretrained
 from sparrow.train.config import LoraSettings, StageConfig
@@ -74,3 +74,19 @@ def test_seg_only_drops_box_tokens_and_stage_errors(initial):
         apply_stage(model, StageConfig(name="selection", freeze=["selector", "box_head"]))
     with pytest.raises(SparrowError, match="lora"):
         apply_stage(model, StageConfig(name="proposer", lora=LoraSettings()))
+
+
+def test_segmenter_point_prompts_fall_inside_their_masks():
+    from sparrow.train.objectives import random_points
+
+    masks = torch.zeros(3, 20, 40)
+    masks[0, 2:5, 30:33] = 1
+    masks[1, 10:20, 0:4] = 1
+    masks[2, 7, 9] = 1
+    torch.manual_seed(0)
+    for _ in range(5):
+        pts = random_points(masks, size=64)  # pixel centres, scaled to the 64 x 64 SAM input
+        xs = (pts[:, 0] / 64 * 40 - 0.5).round().long()
+        ys = (pts[:, 1] / 64 * 20 - 0.5).round().long()
+        assert all(masks[i, ys[i], xs[i]] == 1 for i in range(3)), pts
+    assert pts[2].tolist() == pytest.approx([9.5 / 40 * 64, 7.5 / 20 * 64])

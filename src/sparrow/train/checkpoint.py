@@ -61,8 +61,16 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def save_checkpoint(
-    directory: Path, step: int, micro_step: int, model: nn.Module, trainable: list[str], optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler, frozen_hash: str, config: dict[str, Any], keep: int = 2,
+    directory: Path,
+    step: int,
+    micro_step: int,
+    model: nn.Module,
+    trainable: list[str],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    frozen_hash: str,
+    config: dict[str, Any],
+    keep: int = 2,
 ) -> Path:
     """Write ``step_<step>`` atomically, then point ``latest.json`` at it and prune older checkpoints."""
     directory = Path(directory)
@@ -73,8 +81,13 @@ def save_checkpoint(
         save_file({n: params[n].detach().cpu().contiguous() for n in trainable}, str(tmp / "trainable.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         state = {
-            "step": step, "micro_step": micro_step, "param_groups": groups, "scheduler": scheduler.state_dict(),
-            "frozen_hash": frozen_hash, "trainable": trainable, "config": config,
+            "step": step,
+            "micro_step": micro_step,
+            "param_groups": groups,
+            "scheduler": scheduler.state_dict(),
+            "frozen_hash": frozen_hash,
+            "trainable": trainable,
+            "config": config,
         }
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
     with atomic_file(directory / LATEST) as f:
@@ -101,8 +114,12 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, trainable: list[str], optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler, frozen_hash: str,
+    path: Path,
+    model: nn.Module,
+    trainable: list[str],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    frozen_hash: str,
 ) -> Resumed:
     """Restore trainable weights, optimiser and scheduler in place; the stage and frozen weights must match."""
     path = Path(path)

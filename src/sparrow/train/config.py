@@ -37,9 +37,9 @@ class ModelInit:
     or a folder written by ``save_pretrained`` (e.g. the previous stage's ``final``)."""
 
     init: str = "tiny"
-    seed: int = 0                       # seeds the random parts (tiny backbones, new heads)
-    sam_image_size: int = 256           # tiny preset only: SAM2 input side (multiple of 64)
-    config: dict[str, Any] = field(default_factory=dict)   # SparrowConfig overrides (tiny / real only)
+    seed: int = 0  # seeds the random parts (tiny backbones, new heads)
+    sam_image_size: int = 256  # tiny preset only: SAM2 input side (multiple of 64)
+    config: dict[str, Any] = field(default_factory=dict)  # SparrowConfig overrides (tiny / real only)
 
 
 @dataclass
@@ -56,10 +56,10 @@ class DataConfig:
     sources: list[DataSource] = field(default_factory=list)
     num_vlm_frames: int = 4
     num_sam_frames: int = 2
-    sampling: str = "random"            # frame sampling of ReferringVideoDataset
-    with_tsf: bool = False              # feed TSF crops to the VLM (samples must carry ``tsf_crops``)
-    epoch_size: int = 0                 # samples per mixture epoch (0: the sum of the source sizes)
-    num_workers: int = 0                # DataLoader worker processes (sampling is the same for any count)
+    sampling: str = "random"  # frame sampling of ReferringVideoDataset
+    with_tsf: bool = False  # feed TSF crops to the VLM (samples must carry ``tsf_crops``)
+    epoch_size: int = 0  # samples per mixture epoch (0: the sum of the source sizes)
+    num_workers: int = 0  # DataLoader worker processes (sampling is the same for any count)
 
 
 @dataclass
@@ -77,11 +77,11 @@ class StageConfig:
     """Which parts train (see :mod:`sparrow.train.stages`); ``train``/``freeze`` add or remove module prefixes."""
 
     name: str = ""
-    seg_only: bool = False              # vlm/selection: drop [BOX] from the answers (the [SEG]-only ablation)
+    seg_only: bool = False  # vlm/selection: drop [BOX] from the answers (the [SEG]-only ablation)
     train: list[str] = field(default_factory=list)
     freeze: list[str] = field(default_factory=list)
     lora: LoraSettings | None = None
-    point_prompts: bool = True          # segmenter: also train with one positive point per target
+    point_prompts: bool = True  # segmenter: also train with one positive point per target
 
 
 @dataclass
@@ -102,16 +102,16 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     stage: StageConfig = field(default_factory=StageConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    steps: int = 100                    # optimiser steps
-    batch_size: int = 1                 # samples per process per micro-step
-    grad_accum: int = 1                 # micro-steps per optimiser step
+    steps: int = 100  # optimiser steps
+    batch_size: int = 1  # samples per process per micro-step
+    grad_accum: int = 1  # micro-steps per optimiser step
     seed: int = 0
-    checkpoint_every: int = 0           # 0: only the final checkpoint
+    checkpoint_every: int = 0  # 0: only the final checkpoint
     keep_checkpoints: int = 2
     log_every: int = 1
-    mixed_precision: str = "no"         # "bf16" on GPUs
+    mixed_precision: str = "no"  # "bf16" on GPUs
     output_dir: str = ""
-    source: str | None = None           # the YAML file this came from (set by the loader)
+    source: str | None = None  # the YAML file this came from (set by the loader)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -125,7 +125,10 @@ def _build(cls: type, data: Any, where: str, path: Path) -> Any:
     names = {f.name for f in dataclasses.fields(cls)} - {"source"}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise SparrowError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + '.' * bool(where) + u for u in unknown)}", path)
+        raise SparrowError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + '.' * bool(where) + u for u in unknown)}",
+            path,
+        )
     kwargs = {}
     for key, value in data.items():
         kwargs[key] = _convert(hints[key], value, f"{where}.{key}" if where else key, path)
@@ -140,7 +143,10 @@ def _convert(hint: Any, value: Any, where: str, path: Path) -> Any:
     if hint == list[DataSource]:
         if not isinstance(value, list):
             raise SparrowError(f"'{where}' must be a list", path)
-        return [_build(DataSource, {"path": v} if isinstance(v, str) else v, f"{where}[{i}]", path) for i, v in enumerate(value)]
+        return [
+            _build(DataSource, {"path": v} if isinstance(v, str) else v, f"{where}[{i}]", path)
+            for i, v in enumerate(value)
+        ]
     simple = {int: int, float: (int, float), str: str, bool: bool}
     if hint in simple:
         ok = isinstance(value, simple[hint]) and not (hint is not bool and isinstance(value, bool))
@@ -169,9 +175,13 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
     if config.stage.name not in STAGES:
         raise SparrowError(f"stage.name must be one of {', '.join(STAGES)}, got {config.stage.name!r}", path)
     if config.optimizer.schedule not in SCHEDULES:
-        raise SparrowError(f"optimizer.schedule must be one of {', '.join(SCHEDULES)}, got {config.optimizer.schedule!r}", path)
+        raise SparrowError(
+            f"optimizer.schedule must be one of {', '.join(SCHEDULES)}, got {config.optimizer.schedule!r}", path
+        )
     if config.mixed_precision not in PRECISIONS:
-        raise SparrowError(f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {config.mixed_precision!r}", path)
+        raise SparrowError(
+            f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {config.mixed_precision!r}", path
+        )
     if config.data.sampling not in ("uniform", "random"):
         raise SparrowError(f"data.sampling must be 'uniform' or 'random', got {config.data.sampling!r}", path)
     if len(config.optimizer.betas) != 2:

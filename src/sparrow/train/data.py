@@ -40,11 +40,20 @@ class MixtureStream(Dataset):
     """Map-style dataset: item ``u`` is this process's list of samples for micro-step ``u`` (see module doc)."""
 
     def __init__(
-        self, sources: Sequence[Dataset], weights: Sequence[float], seed: int, batch_size: int,
-        num_processes: int = 1, process_index: int = 0, num_micro_steps: int = 1, epoch_size: int = 0,
+        self,
+        sources: Sequence[Dataset],
+        weights: Sequence[float],
+        seed: int,
+        batch_size: int,
+        num_processes: int = 1,
+        process_index: int = 0,
+        num_micro_steps: int = 1,
+        epoch_size: int = 0,
     ) -> None:
         if not sources or len(sources) != len(weights):
-            raise SparrowError(f"need one weight per data source, got {len(sources)} sources and {len(weights)} weights")
+            raise SparrowError(
+                f"need one weight per data source, got {len(sources)} sources and {len(weights)} weights"
+            )
         for i, src in enumerate(sources):
             if len(src) == 0:
                 raise SparrowError(f"data source {i} is empty")
@@ -100,17 +109,27 @@ def _identity(items: list[Any]) -> list[Any]:
 def micro_batch_loader(stream: MixtureStream, start: int, num_workers: int = 0) -> DataLoader:
     """Iterate micro-steps ``start .. len(stream)-1`` in order (workers prefetch; the order never changes)."""
     return DataLoader(
-        stream, batch_size=None, sampler=range(start, len(stream)), num_workers=num_workers, collate_fn=_identity,
+        stream,
+        batch_size=None,
+        sampler=range(start, len(stream)),
+        num_workers=num_workers,
+        collate_fn=_identity,
         persistent_workers=False,
     )
 
 
-def build_sources(sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int) -> list[Dataset]:
+def build_sources(
+    sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int
+) -> list[Dataset]:
     """ReferringVideoDataset per configured source (``DataSource`` entries with ``path`` and ``format``)."""
     from sparrow.data.dataset import ReferringVideoDataset, load_records
 
     out = []
     for k, src in enumerate(sources):
         records = load_records(src.path, format=src.format)
-        out.append(ReferringVideoDataset(records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling, seed=seed + k))
+        out.append(
+            ReferringVideoDataset(
+                records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling, seed=seed + k
+            )
+        )
     return out

@@ -96,7 +96,9 @@ def prepare_samples(samples: list[Any], seg_only: bool) -> list[Any]:
 
 def _reduce_record(accelerator, sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
     """Mean of each logged loss over micro-steps and processes (keys absent everywhere are left out)."""
-    t = torch.tensor([[sums.get(k, 0.0), counts.get(k, 0)] for k in LOG_KEYS], dtype=torch.float64, device=accelerator.device)
+    t = torch.tensor(
+        [[sums.get(k, 0.0), counts.get(k, 0)] for k in LOG_KEYS], dtype=torch.float64, device=accelerator.device
+    )
     t = accelerator.reduce(t, reduction="sum")
     return {k: float(t[i, 0] / t[i, 1]) for i, k in enumerate(LOG_KEYS) if t[i, 1] > 0}
 
@@ -111,7 +113,10 @@ def _log_file(out: Path, keep_until: int) -> Path:
 
 
 def train(
-    config: TrainConfig, sources: list[Dataset] | None = None, resume: bool = False, max_steps: int | None = None,
+    config: TrainConfig,
+    sources: list[Dataset] | None = None,
+    resume: bool = False,
+    max_steps: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Run (or resume) one training stage; see the module docstring. ``sources`` overrides ``data.sources``."""
@@ -127,7 +132,9 @@ def train(
     ckpt_dir = out / "checkpoints"
     checkpoint = latest_checkpoint(ckpt_dir) if resume else None
     if not resume and (ckpt_dir / "latest.json").exists():
-        raise SparrowError("output folder already holds checkpoints; pass --resume to continue or choose another --out", out)
+        raise SparrowError(
+            "output folder already holds checkpoints; pass --resume to continue or choose another --out", out
+        )
     end = min(config.steps, max_steps) if max_steps is not None else config.steps
 
     # Built before the process group exists: transformers' save/load of the tiny backbones is rank-aware.
@@ -148,19 +155,29 @@ def train(
         if d.num_vlm_frames != model.config.vlm_frames:
             raise SparrowError(
                 f"data.num_vlm_frames ({d.num_vlm_frames}) differs from the model's vlm_frames ({model.config.vlm_frames}); "
-                "training and inference would show the VLM different frame counts (set model.config.vlm_frames)", config.source,
+                "training and inference would show the VLM different frame counts (set model.config.vlm_frames)",
+                config.source,
             )
         sources = build_sources(d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed)
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision,
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     main = accelerator.is_main_process
-    weights = [s.weight for s in config.data.sources] if len(config.data.sources) == len(sources) else [1.0] * len(sources)
+    weights = (
+        [s.weight for s in config.data.sources] if len(config.data.sources) == len(sources) else [1.0] * len(sources)
+    )
     accum = config.grad_accum
     stream = MixtureStream(
-        sources, weights, config.seed, config.batch_size, accelerator.num_processes, accelerator.process_index,
-        num_micro_steps=config.steps * accum, epoch_size=config.data.epoch_size,
+        sources,
+        weights,
+        config.seed,
+        config.batch_size,
+        accelerator.num_processes,
+        accelerator.process_index,
+        num_micro_steps=config.steps * accum,
+        epoch_size=config.data.epoch_size,
     )
     wrapper = StageModule(model, config.stage.name, config.stage.point_prompts)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
@@ -174,7 +191,9 @@ def train(
 
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=start)
     records: list[dict[str, float]] = []
-    bar = tqdm(total=end, initial=start, disable=not (main and progress), desc=f"train {config.stage.name}", unit="step")
+    bar = tqdm(
+        total=end, initial=start, disable=not (main and progress), desc=f"train {config.stage.name}", unit="step"
+    )
     batches = iter(micro_batch_loader(stream, start * accum, config.data.num_workers))
     for step in range(start, end):
         set_train_mode(model, plan)
@@ -212,8 +231,15 @@ def train(
         if (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0) or step + 1 == end:
             if main:
                 save_checkpoint(
-                    ckpt_dir, step + 1, (step + 1) * accum, model, plan.trainable, optimizer.optimizer
-                    if hasattr(optimizer, "optimizer") else optimizer, scheduler, frozen_hash, config.to_dict(),
+                    ckpt_dir,
+                    step + 1,
+                    (step + 1) * accum,
+                    model,
+                    plan.trainable,
+                    optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                    scheduler,
+                    frozen_hash,
+                    config.to_dict(),
                     keep=config.keep_checkpoints,
                 )
             accelerator.wait_for_everyone()

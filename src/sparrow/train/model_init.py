@@ -13,8 +13,18 @@ from sparrow.train.config import ModelInit
 
 # SparrowConfig fields that only steer training/inference and may change on a saved model (the rest is architecture).
 RUNTIME_FIELDS = {
-    "loss", "selection", "train_box_source", "tsf", "tsf_k", "tsf_crop_size", "mode", "key_frame", "reprompt_every",
-    "max_new_tokens", "question_template", "vlm_frames",
+    "loss",
+    "selection",
+    "train_box_source",
+    "tsf",
+    "tsf_k",
+    "tsf_crop_size",
+    "mode",
+    "key_frame",
+    "reprompt_every",
+    "max_new_tokens",
+    "question_template",
+    "vlm_frames",
 }
 
 
@@ -52,7 +62,9 @@ def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowMo
             sam_dir = write_tiny_sam2(Path(tmp) / "sam2", seed=init.seed, image_size=init.sam_image_size)
             return build_model(config, vlm_dir, sam_dir, seed=init.seed)
     if init.init == "real":
-        return build_model(_overrides(real_config(), init.config, source, runtime_only=False), REAL_VLM, REAL_SAM2, seed=init.seed)
+        return build_model(
+            _overrides(real_config(), init.config, source, runtime_only=False), REAL_VLM, REAL_SAM2, seed=init.seed
+        )
     model = from_pretrained(init.init)
     if init.config:
         model.config = _overrides(model.config, init.config, source, runtime_only=True)

@@ -22,9 +22,9 @@ from sparrow.model.sparrow_model import SparrowBatch, SparrowModel
 
 
 def _visible(batch: SparrowBatch) -> tuple[Tensor, Tensor, Tensor]:
-    """Indices ``(frame, b, n, t)`` of visible targets: frame index into the flattened ``[B*Ts]`` features,
-    their normalised boxes ``[M, 4]`` and masks ``[M, H, W]``."""
-    b, n, ts = batch.masks.shape[:3]
+    """The ``M`` visible (sample, slot, SAM frame) targets: their frame index ``[M]`` into the flattened ``[B*Ts]``
+    features, normalised boxes ``[M, 4]`` and masks ``[M, H, W]``."""
+    ts = batch.masks.shape[2]
     present = ~torch.isnan(batch.boxes).any(-1) & (batch.masks.flatten(3).amax(-1) > 0)  # [B, N, Ts]
     rows, slots, times = present.nonzero(as_tuple=True)
     return rows * ts + times, batch.boxes[rows, slots, times], batch.masks[rows, slots, times]
@@ -43,7 +43,9 @@ def random_points(masks: Tensor, size: int) -> Tensor:
 def point_embeddings(decoder: PixelDecoder, points: Tensor) -> Tensor:
     """SAM2 prompt-encoder tokens of positive points ``[M, 2]`` (pixels of the S x S input) -> ``[M, C]``."""
     labels = torch.ones(points.shape[0], 1, 1, dtype=torch.int32, device=points.device)
-    sparse, _ = decoder.sam.prompt_encoder(input_points=points[:, None, None, :], input_labels=labels, input_boxes=None, input_masks=None)
+    sparse, _ = decoder.sam.prompt_encoder(
+        input_points=points[:, None, None, :], input_labels=labels, input_boxes=None, input_masks=None
+    )
     return sparse[:, 0, 0]
 
 
@@ -82,7 +84,9 @@ def proposer_stage_loss(model: SparrowModel, batch: SparrowBatch) -> dict[str, T
     with torch.no_grad():
         features = model.pixel_decoder.encode(batch.sam_pixels.flatten(0, 1))
     proposals = model.propose(features)
-    targets = batch.object_boxes or [bx[~torch.isnan(bx).any(-1)] for bx in batch.boxes.permute(0, 2, 1, 3).flatten(0, 1)]
+    targets = batch.object_boxes or [
+        bx[~torch.isnan(bx).any(-1)] for bx in batch.boxes.permute(0, 2, 1, 3).flatten(0, 1)
+    ]
     parts = proposer_loss(proposals, targets)
     return {"proposer": parts["total"], "loss": model.config.loss.proposer * parts["total"]}
 

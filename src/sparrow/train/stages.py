@@ -27,7 +27,9 @@ from sparrow.train.config import LoraSettings, StageConfig
 
 STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
     "segmenter": (
-        "pixel_decoder.sam.vision_encoder", "pixel_decoder.sam.prompt_encoder", "pixel_decoder.sam.mask_decoder",
+        "pixel_decoder.sam.vision_encoder",
+        "pixel_decoder.sam.prompt_encoder",
+        "pixel_decoder.sam.mask_decoder",
         "pixel_decoder.sam.no_memory_embedding",
     ),
     "proposer": ("proposer",),
@@ -43,7 +45,7 @@ class StagePlan:
     stage: str
     trainable: list[str]
     frozen: list[str]
-    frozen_modules: list[str]   # maximal submodules with no trainable parameter (kept in eval mode)
+    frozen_modules: list[str]  # maximal submodules with no trainable parameter (kept in eval mode)
 
 
 def _matches(name: str, prefixes: list[str] | tuple[str, ...]) -> bool:
@@ -55,7 +57,9 @@ def add_lora(model: nn.Module, settings: LoraSettings) -> None:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
         target_modules=rf".*language_model.*\.({'|'.join(settings.target_modules)})",
     )
     model.vlm.model = get_peft_model(model.vlm.model, config)
@@ -73,7 +77,11 @@ def apply_stage(model: nn.Module, stage: StageConfig) -> StagePlan:
     """Set ``requires_grad`` for ``stage`` (adding LoRA first when configured) and verify the result."""
     if stage.name not in STAGE_TRAINABLE:
         raise SparrowError(f"unknown stage {stage.name!r}; known: {', '.join(STAGE_TRAINABLE)}")
-    lora = stage.lora is not None and stage.name in ("vlm", "selection") and _matches("vlm", list(STAGE_TRAINABLE[stage.name]) + stage.train)
+    lora = (
+        stage.lora is not None
+        and stage.name in ("vlm", "selection")
+        and _matches("vlm", list(STAGE_TRAINABLE[stage.name]) + stage.train)
+    )
     if stage.lora is not None and not lora:
         raise SparrowError(f"stage.lora applies to a stage that trains the VLM ('vlm'), not {stage.name!r}")
     if lora:
