@@ -90,3 +90,16 @@ def test_segmenter_point_prompts_fall_inside_their_masks():
         ys = (pts[:, 1] / 64 * 20 - 0.5).round().long()
         assert all(masks[i, ys[i], xs[i]] == 1 for i in range(3)), pts
     assert pts[2].tolist() == pytest.approx([9.5 / 40 * 64, 7.5 / 20 * 64])
+
+
+def test_tiny_init_ties_the_prompt_and_image_positional_bases(initial):
+    from sparrow.model.sam2_backbone import build_sam2, tiny_sam2_config
+
+    image = initial["pixel_decoder.sam.shared_image_embedding.positional_embedding"]
+    prompt = initial["pixel_decoder.sam.prompt_encoder.shared_embedding.positional_embedding"]
+    assert torch.equal(image, prompt)
+    torch.manual_seed(0)
+    raw = build_sam2(tiny_sam2_config(64))  # what HF draws: two independent bases
+    assert not torch.equal(
+        raw.shared_image_embedding.positional_embedding, raw.prompt_encoder.shared_embedding.positional_embedding
+    )
