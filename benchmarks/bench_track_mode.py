@@ -8,7 +8,9 @@ Prints (1) seconds per frame of `model.segment(video, query, mode="track")` on a
 Hugging Face SAM2 propagation of the same clip from the same key-frame mask (all frames loaded in a
 `Sam2VideoInferenceSession`, `propagate_in_video_iterator`), and their ratio (the overhead of SPARROW's VLM,
 proposer, selection, streaming and bounded memory; aim <= 1.2); (2) peak resident memory (ru_maxrss) of track
-mode for each length, each in a fresh process, and the ratio between the longest and shortest (aim <= 1.3).
+mode for each length, each in a fresh process (resident memory sampled every 2 ms while `segment` runs, since
+building the model has a higher one-off peak than ru_maxrss would separate), and the ratio between the longest and
+shortest (aim <= 1.3); plain SAM2 with all frames in its session is measured the same way for contrast.
 The clip is an MP4 on disk, decoded lazily, as a user's video would be.
 """
 
@@ -20,6 +22,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,17 +88,47 @@ def run_speed(frames: int) -> None:
     print(f"overhead ratio track / plain = {track / plain:.2f}  (aim <= 1.2)")
 
 
-def run_memory_child(frames: int) -> None:
+class PeakRSS:
+    """Peak resident set size (MiB) of this process while the ``with`` block runs, sampled every 2 ms."""
+
+    def __enter__(self) -> PeakRSS:
+        self.page = resource.getpagesize()
+        self.before = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self) -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def run_memory_child(frames: int, what: str) -> None:
     from sparrow.model.loading import build_tiny
 
     torch.manual_seed(0)
     model = build_tiny(seed=0).eval()
     with tempfile.TemporaryDirectory() as tmp:
         video = make_clip(Path(tmp) / "clip.mp4", frames)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        model.segment(video, "the red circle", mode="track", key_frame=0)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"frames": frames, "peak_mib": peak / 1024, "before_mib": base / 1024}))
+        key = np.zeros((128, 160), dtype=bool)
+        key[36:64, 30:60] = True
+        with PeakRSS() as rss:
+            if what == "track":
+                model.segment(video, "the red circle", mode="track", key_frame=0)
+            else:
+                plain_sam2_seconds(model, video, key)
+    print(json.dumps({"frames": frames, "peak_mib": rss.peak, "before_mib": rss.before}))
 
 
 def main() -> None:
@@ -103,20 +136,25 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--lengths", type=int, nargs="+", default=[60, 600])
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--what", default="track", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-speed", action="store_true", help="only the memory part")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.child:
-        run_memory_child(args.child)
+        run_memory_child(args.child, args.what)
         return
-    run_speed(args.frames)
-    peaks = {}
-    for n in args.lengths:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True, check=True)
-        data = json.loads(out.stdout.strip().splitlines()[-1])
-        peaks[n] = data["peak_mib"]
-        print(f"track mode, {n:5d} frames: peak RSS {data['peak_mib']:.0f} MiB (model loaded: {data['before_mib']:.0f} MiB)")
+    if not args.skip_speed:
+        run_speed(args.frames)
     lo, hi = min(args.lengths), max(args.lengths)
-    print(f"peak memory ratio {hi}/{lo} frames = {peaks[hi] / peaks[lo]:.2f}  (aim <= 1.3)")
+    for what in ("track", "plain"):
+        peaks = {}
+        for n in args.lengths:
+            cmd = [sys.executable, __file__, "--child", str(n), "--what", what]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            data = json.loads(out.stdout.strip().splitlines()[-1])
+            peaks[n] = data["peak_mib"]
+            print(f"{what:5s}, {n:5d} frames: peak RSS {data['peak_mib']:.0f} MiB (before the call: {data['before_mib']:.0f} MiB)")
+        print(f"{what:5s}: peak memory ratio {hi}/{lo} frames = {peaks[hi] / peaks[lo]:.2f}" + ("  (aim <= 1.3)" if what == "track" else ""))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ def test_encode_matches_hf_embeddings(decoder: PixelDecoder, pixels: torch.Tenso
 
 
 @pytest.mark.parametrize("with_seg,with_box,tokens", [(True, True, 3), (True, False, 1), (False, True, 3)])
-def test_decode_shapes(decoder: PixelDecoder, pixels: torch.Tensor, with_seg: bool, with_box: bool, tokens: int) -> None:
+def test_decode_shapes(
+    decoder: PixelDecoder, pixels: torch.Tensor, with_seg: bool, with_box: bool, tokens: int
+) -> None:
     seg = torch.randn(B, C) if with_seg else None
     boxes = BOXES if with_box else None
     with torch.no_grad():
@@ -150,7 +152,8 @@ def test_single_mask_output_in_eval(decoder: PixelDecoder, pixels: torch.Tensor)
             dec.dynamic_multimask_via_stability = True
             fallback, *_ = dec(feats.embedding, pe, sparse, decoder.dense_prompt(B), False, feats.high_res)
     finally:
-        dec.dynamic_multimask_stability_thresh = decoder.sam.config.mask_decoder_config.dynamic_multimask_stability_thresh
+        default = decoder.sam.config.mask_decoder_config.dynamic_multimask_stability_thresh
+        dec.dynamic_multimask_stability_thresh = default
     assert dec.dynamic_multimask_via_stability is True
     assert torch.equal(out.mask_logits, masks[:, 0, 0])
     assert not torch.allclose(out.mask_logits, fallback[:, 0, 0])

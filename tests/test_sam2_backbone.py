@@ -68,7 +68,8 @@ def test_preprocessor_matches_hf_image_processor() -> None:
     frames = rng.integers(0, 256, size=(2, 90, 160, 3), dtype=np.uint8)
     frames[:, 20:60, 30:90] = (200, 30, 30)  # some flat regions and edges, like real frames
     for size in (64, 256):
-        ref = Sam2ImageProcessor(size={"height": size, "width": size})(images=list(frames), return_tensors="pt").pixel_values
+        hf = Sam2ImageProcessor(size={"height": size, "width": size})
+        ref = hf(images=list(frames), return_tensors="pt").pixel_values
         got = Sam2Preprocessor(size)(frames)
         assert got.shape == ref.shape == (2, 3, size, size) and got.dtype == torch.float32
         diff = (got - ref).abs()

@@ -92,3 +92,16 @@ def test_fixed_key_frame_and_bad_arguments(model):
         model.segment(frames, "  ")
     with pytest.raises(SparrowError, match="mode must be"):
         model.segment(frames, "x", mode="bogus")
+
+
+def test_tsf_at_inference_from_user_boxes_and_self(model):
+    frames, _, boxes = two_object_clip(t=12, h=64, w=96)
+    given = {t: list(boxes[t]) for t in (0, 3, 6, 9, 11)}
+    result = model.segment(frames, "the red square", mode="framewise", tsf_boxes=given)
+    entries = result.extra["tsf"]["entries"]
+    assert result.extra["tsf"]["source"] == "boxes" and len(entries) == model.config.tsf_k
+    assert {e[0] for e in entries} <= set(given) and all(e[1:] == given[e[0]] for e in entries)
+    selfish = model.segment(frames, "the red square", mode="framewise", self_tsf=True)
+    assert selfish.extra["tsf"]["source"] == "self" and len(selfish.extra["tsf"]["entries"]) <= model.config.tsf_k
+    with pytest.raises(SparrowError, match="out of range"):
+        model.segment(frames, "the red square", tsf_boxes={40: [0, 0, 5, 5]})

@@ -14,6 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str | Path, mode: int) -> None:
+    """mkstemp/mkdtemp create owner-only entries; give the final file or folder the usual umask permissions."""
+    os.chmod(tmp, mode & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w") -> Iterator:
     """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it."""
@@ -24,6 +35,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator:
     try:
         with open(tmp, mode) as handle:
             yield handle
+        _publish(tmp, 0o666)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -40,6 +52,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _publish(tmp, 0o666)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -55,6 +68,7 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _publish(tmp, 0o777)
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"{path} exists")

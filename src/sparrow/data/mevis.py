@@ -214,12 +214,18 @@ def write_mevis_annotations(records: list[VideoRecord], split_dir: str | Path, w
             f.write(_dump(boxes))
 
 
-def write_frames(frame_dir: str | Path, names: list[str], frames: np.ndarray, quality: int = 95) -> None:
-    """Write RGB frames ``[T, H, W, 3]`` uint8 as ``<name>.jpg`` (each atomically)."""
+def write_frames(
+    frame_dir: str | Path, names: list[str], frames: np.ndarray, quality: int = 95, atomic: bool = True
+) -> None:
+    """Write RGB frames ``[T, H, W, 3]`` uint8 as ``<name>.jpg`` (each atomically unless ``atomic=False``, for a
+    caller that already writes into a temporary folder renamed at the end)."""
     frame_dir = Path(frame_dir)
     frame_dir.mkdir(parents=True, exist_ok=True)
     if len(names) != len(frames):
         raise ValueError(f"{len(names)} names for {len(frames)} frames")
     for name, frame in zip(names, frames):
+        if not atomic:
+            Image.fromarray(frame).save(frame_dir / f"{name}.jpg", format="JPEG", quality=quality)
+            continue
         with atomic_path(frame_dir / f"{name}.jpg") as tmp:
             Image.fromarray(frame).save(tmp, format="JPEG", quality=quality)

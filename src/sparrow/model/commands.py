@@ -16,6 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
     p.add_argument("--mode", choices=["track", "framewise"], default=None, help="propagation mode (default: the model's)")
     p.add_argument("--key-frame", default=None, help="'auto' or a frame index for the dual prompt")
+    p.add_argument("--tsf-box", action="append", default=[], metavar="FRAME:X0,Y0,X1,Y1",
+                   help="a box of the target (pixels) on a frame, shown to the model as TSF crops; repeatable")
+    p.add_argument("--self-tsf", action="store_true", help="run twice: the first pass's track gives the TSF crops")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_segment)
@@ -39,16 +42,34 @@ def run_segment(args: argparse.Namespace) -> int:
     key = args.key_frame
     if key is not None and key != "auto" and not key.isdigit():
         raise SparrowError(f"--key-frame must be 'auto' or a frame index, got {key!r}")
+    tsf_boxes = parse_tsf_boxes(args.tsf_box) if args.tsf_box else None
 
     from sparrow.data.segmentation_writer import write_segmentation
     from sparrow.model.loading import load_model
 
     model = load_model(args.model, device=args.device)
-    result = model.segment(video, args.query, mode=args.mode, key_frame=key, progress=not args.quiet)
+    result = model.segment(
+        video, args.query, mode=args.mode, key_frame=key, tsf_boxes=tsf_boxes, self_tsf=args.self_tsf or None, progress=not args.quiet
+    )
     write_segmentation(result, video, args.out, progress=not args.quiet)
     print(f"answer: {result.answer}")
     print(f"wrote {result.num_frames} masks, result.json and overlay.mp4 to {args.out}")
     return 0
+
+
+def parse_tsf_boxes(items: list[str]) -> dict[int, list[float]]:
+    """``["3:10,20,50,60", ...]`` -> ``{3: [10.0, 20.0, 50.0, 60.0]}``."""
+    boxes: dict[int, list[float]] = {}
+    for item in items:
+        try:
+            frame, coords = item.split(":")
+            box = [float(v) for v in coords.split(",")]
+        except ValueError as exc:
+            raise SparrowError(f"--tsf-box must look like FRAME:X0,Y0,X1,Y1, got {item!r}") from exc
+        if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+            raise SparrowError(f"--tsf-box {item!r}: need 4 numbers with x1 > x0 and y1 > y0")
+        boxes[int(frame)] = box
+    return boxes
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ propagation (``track``, forward and backward, bounded memory) or by decoding eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +137,21 @@ def _generate_prompts(model: SparrowModel, sample: VLMSample, max_new_tokens: in
     return answer, model.prompt_embeddings(hidden[0, :-1], pairs), True, pairs.orphan_boxes
 
 
+def tsf_crops_from_track(model: SparrowModel, video: VideoSource, boxes: Sequence[Sequence[float] | None], size: tuple[int, int]) -> tuple[np.ndarray, list[list[float]]]:
+    """TSF crops from a target track (one pixel box or None per frame): the K medoid frames of the track, as the
+    offline builder picks them (appearance + geometry K-means), cut from the original frames.
+    Returns crops uint8 ``[K, s, s, 3]`` and the entries ``[[frame, x0, y0, x1, y1], ...]``."""
+    from sparrow.tsf.build import BuildConfig, medoid_entries
+    from sparrow.tsf.crops import tsf_crop_images
+
+    def get_frames(indices: list[int]) -> dict[int, np.ndarray]:
+        return dict(zip(indices, read_frames(video, indices)))
+
+    entries = medoid_entries(get_frames, list(boxes), size, BuildConfig(k=model.config.tsf_k))
+    crops = tsf_crop_images(video, entries, model.config.tsf_crop_size)
+    return crops, [[e.frame, *e.box] for e in entries]
+
+
 @torch.no_grad()
 def segment(
     model: SparrowModel,
@@ -143,15 +159,47 @@ def segment(
     query: str,
     mode: str | None = None,
     key_frame: int | str | None = None,
-    tsf_crops: np.ndarray | None = None,
+    tsf_boxes: Mapping[int, Sequence[float]] | None = None,
+    self_tsf: bool | None = None,
     progress: bool = False,
     max_new_tokens: int | None = None,
 ) -> SegmentationResult:
     """Answer ``query`` about ``video`` and segment each referred target in every frame.
 
-    ``mode``: "track" | "framewise" (default: the config's); ``key_frame``: "auto" or a frame index;
-    ``tsf_crops``: uint8 ``[K, h, w, 3]`` target crops shown to the VLM (TSF at inference).
+    ``mode``: "track" | "framewise" (default: the config's); ``key_frame``: "auto" or a frame index.
+    TSF at inference: ``tsf_boxes`` (frame index -> pixel box of the target, from the user) are turned into K crops
+    shown to the VLM; ``self_tsf`` runs once without TSF, takes the predicted track as the TSF source and runs
+    again (default: on when the config says ``tsf="train+infer"``).
     """
+    cfg = model.config
+    if self_tsf is None:
+        self_tsf = cfg.tsf == "train+infer" and tsf_boxes is None
+    if tsf_boxes is not None or self_tsf:
+        info = probe_video(video)
+        if tsf_boxes is not None:
+            bad = [t for t in tsf_boxes if not 0 <= int(t) < info.num_frames]
+            if bad:
+                raise SparrowError(f"TSF box on frame {bad[0]} out of range for {info.num_frames} frames")
+            track = [tsf_boxes.get(t) for t in range(info.num_frames)]
+            source = "boxes"
+        else:
+            first = segment(model, video, query, mode, key_frame, self_tsf=False, progress=progress, max_new_tokens=max_new_tokens)
+            track = first.targets[0].boxes
+            source = "self"
+            if all(b is None for b in track):  # nothing to crop: the first pass is the answer
+                first.extra["tsf"] = {"source": source, "entries": [], "note": "first pass found no target; TSF not applied"}
+                return first
+        crops, entries = tsf_crops_from_track(model, video, track, (info.height, info.width))
+        result = _segment_once(model, video, query, mode, key_frame, crops, progress, max_new_tokens)
+        result.extra["tsf"] = {"source": source, "entries": entries}
+        return result
+    return _segment_once(model, video, query, mode, key_frame, None, progress, max_new_tokens)
+
+
+def _segment_once(
+    model: SparrowModel, video: VideoSource, query: str, mode: str | None, key_frame: int | str | None,
+    tsf_crops: np.ndarray | None, progress: bool, max_new_tokens: int | None,
+) -> SegmentationResult:
     cfg = model.config
     mode = mode or cfg.mode
     if mode not in ("track", "framewise"):

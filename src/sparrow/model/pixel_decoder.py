@@ -2,7 +2,8 @@
 
 Sparse prompt tokens, per sample (``C`` = SAM2 hidden width, 256 for the real checkpoints):
 
-- box and ``[SEG]``: ``[PE(corner 1) + label-2 embedding, PE(corner 2) + label-3 embedding, e_SEG]`` -> ``[B, 1, 3, C]``;
+- box and ``[SEG]``: ``[PE(corner 1) + label-2 embedding, PE(corner 2) + label-3 embedding, e_SEG]``
+  -> ``[B, 1, 3, C]``;
 - ``[SEG]`` only: ``[e_SEG]`` -> ``[B, 1, 1, C]``;
 - box only: SAM2's own box prompt ``[corner 1, corner 2, not-a-point padding]`` -> ``[B, 1, 3, C]``, token for token
   what HF ``Sam2Model`` builds from ``input_boxes`` (so a pretrained SAM2 sees the prompt it was trained on).
@@ -14,9 +15,9 @@ output (token 0) and the stability-based multimask fallback is off while decodin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,8 @@ class PixelDecoder(nn.Module):
         when it is unfrozen and grad is enabled.
         """
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, self.image_size, self.image_size):
-            raise ValueError(f"pixel_values must be [B, 3, {self.image_size}, {self.image_size}], got {list(pixel_values.shape)}")
+            size = self.image_size
+            raise ValueError(f"pixel_values must be [B, 3, {size}, {size}], got {list(pixel_values.shape)}")
         batch = pixel_values.shape[0]
         maps = list(self.sam.get_image_features(pixel_values, return_dict=True).fpn_hidden_states)  # each [HW, B, C_l]
         maps[-1] = maps[-1] + self.sam.no_memory_embedding
@@ -105,7 +107,9 @@ class PixelDecoder(nn.Module):
         corners = (boxes.to(dtype) * self.image_size).view(batch, 1, 2, 2)  # pixels of the S x S input
         labels = torch.tensor([2, 3], dtype=torch.int32, device=boxes.device).expand(batch, 1, 2)
         # points without boxes: the encoder appends SAM2's "not a point" padding token -> [c1, c2, pad]
-        sparse, _ = self.sam.prompt_encoder(input_points=corners, input_labels=labels, input_boxes=None, input_masks=None)
+        sparse, _ = self.sam.prompt_encoder(
+            input_points=corners, input_labels=labels, input_boxes=None, input_masks=None
+        )
         if seg is None:
             return sparse
         return torch.cat([sparse[:, :, :2], seg], dim=2)
@@ -137,7 +141,9 @@ class PixelDecoder(nn.Module):
                 high_resolution_features=features.high_res,
             )
         # masks [B, 1, 1, S/4, S/4], iou [B, 1, 1], object_scores [B, 1, 1]
-        return DecoderOutput(mask_logits=masks[:, 0, 0], iou_scores=iou[:, 0, 0], object_score_logits=object_scores[:, 0, 0])
+        return DecoderOutput(
+            mask_logits=masks[:, 0, 0], iou_scores=iou[:, 0, 0], object_score_logits=object_scores[:, 0, 0]
+        )
 
     @staticmethod
     def upsample(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:

@@ -20,12 +20,22 @@ what SAM2's memory attention can still read:
 
 So the state is ``O(window + number of key frames)`` and does not grow with video length. Nothing SAM2 reads is
 dropped, so as long as there are at most ``max_cond_frames`` key frames the masks equal those of HF's
-``propagate_in_video_iterator`` on a session holding the whole video.
+``propagate_in_video_iterator`` on a session holding the whole video (forward, then ``reverse=True``). Frames go in
+through ``add_new_frame(frame, frame_idx)`` and ``model(session, frame_idx=t)`` rather than the ``frame=`` streaming
+call, because streaming changes how many object pointers SAM2 reads; :class:`BoundedInferenceSession` reports the
+video length so that look-up stays as in HF.
+
+**Decoding.** Key frames are decoded first (one pass up to the latest key frame), then the forward pass. Backwards,
+``reverse_chunk`` frames are decoded at a time and held resized (``3 x S x S`` bytes each). Arrays and frame folders
+are random access; a video file is decoded from its start for each backward chunk (PyAV has no cheap reverse read
+and ``video_io`` does not seek), which costs about ``k0**2 / (2 * reverse_chunk)`` extra decoded frames for a
+backward pass from frame ``k0``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from itertools import chain
 
 import numpy as np
 import torch
@@ -96,7 +106,9 @@ class MaskPropagator:
         if max_cond_frames < 1:
             raise SparrowError(f"max_cond_frames must be at least 1, got {max_cond_frames}")
         if preprocessor.image_size != sam.config.image_size:
-            raise SparrowError(f"preprocessor size {preprocessor.image_size} != SAM2 image size {sam.config.image_size}")
+            raise SparrowError(
+                f"preprocessor size {preprocessor.image_size} != SAM2 image size {sam.config.image_size}"
+            )
         self.sam = sam
         self.preprocessor = preprocessor
         self.max_cond_frames = int(max_cond_frames)
@@ -172,7 +184,8 @@ class MaskPropagator:
             arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
             if arr.shape != (height, width):
                 raise SparrowError(
-                    f"prompt mask for frame {int(key)} has shape {list(arr.shape)}, the video frames are {[height, width]}"
+                    f"prompt mask for frame {int(key)} has shape {list(arr.shape)}, "
+                    f"the video frames are {[height, width]}"
                 )
             masks[int(key)] = arr > 0.5 if arr.dtype.kind == "f" else arr.astype(bool)
         return dict(sorted(masks.items()))
@@ -192,8 +205,9 @@ class MaskPropagator:
             dtype=param.dtype,
         )
 
-    def _add_frame(self, session: BoundedInferenceSession, t: int, frame: np.ndarray) -> None:
-        session.add_new_frame(self.preprocessor(frame)[0], frame_idx=t)
+    def _add_frame(self, session: BoundedInferenceSession, t: int, resized: torch.Tensor) -> None:
+        """Give SAM2 frame ``t`` (uint8 ``[3, S, S]`` from ``Sam2Preprocessor.resize``)."""
+        session.add_new_frame(self.preprocessor.normalize(resized[None])[0], frame_idx=t)
 
     def _prompt_mask(self, mask: np.ndarray) -> torch.Tensor:
         """bool ``[H, W]`` -> float ``[1, 1, S, S]`` in {0, 1}: the resize Sam2VideoProcessor applies to mask inputs."""
@@ -217,42 +231,45 @@ class MaskPropagator:
     ) -> Iterator[tuple[int, np.ndarray]]:
         was_training = self.sam.training
         self.sam.eval()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="propagate", unit="frame")
         try:
             session = self._new_session(total, height, width)
             self.session = session
             obj_idx = session.obj_id_to_idx(OBJ_ID)
             cond_store = self._condition(session, obj_idx, frames, prompts)
-            keys = list(cond_store)
-            low = self.sam.prompt_encoder.mask_input_size
-            empty = np.full(low, NO_OBJECT_SCORE, dtype=np.float32) if logits else np.zeros((height, width), dtype=bool)
-            bar = None
-            if progress:
-                from tqdm import tqdm
+            first, last = min(cond_store), max(cond_store)
+            low_res = self.sam.prompt_encoder.mask_input_size
 
-                bar = tqdm(total=total, desc="propagate", unit="frame")
-            first, last = keys[0], keys[-1]
+            def untracked(indices: range) -> Iterator[tuple[int, np.ndarray]]:
+                for t in indices:
+                    if logits:
+                        yield t, np.full(low_res, NO_OBJECT_SCORE, dtype=np.float32)
+                    else:
+                        yield t, np.zeros((height, width), dtype=bool)
+
+            def track(start: int, stop: int, step: int, reserve: list[tuple[int, int]]):
+                return self._pass(session, obj_idx, cond_store, frames, start, stop, step, reserve, logits)
+
             if direction == "forward":
-                yield from self._report(((t, empty) for t in range(first)), bar)
-                yield from self._report(self._pass(session, obj_idx, cond_store, frames, first, total - 1, 1, [], logits), bar)
+                parts = [untracked(range(first)), track(first, total - 1, 1, [])]
             elif direction == "backward":
-                yield from self._report(((t, empty) for t in range(total - 1, last, -1)), bar)
-                yield from self._report(self._pass(session, obj_idx, cond_store, frames, last, 0, -1, [], logits), bar)
-            else:
-                reserve = [(first - 1, -1)] if first > 0 else []
-                yield from self._report(self._pass(session, obj_idx, cond_store, frames, first, total - 1, 1, reserve, logits), bar)
-                if first > 0:
-                    yield from self._report(self._pass(session, obj_idx, cond_store, frames, first - 1, 0, -1, [], logits), bar)
+                parts = [untracked(range(total - 1, last, -1)), track(last, 0, -1, [])]
+            elif first == 0:
+                parts = [track(0, total - 1, 1, [])]
+            else:  # the backward pass starts next to the key frame and reads the forward pass's first frames
+                parts = [track(first, total - 1, 1, [(first - 1, -1)]), track(first - 1, 0, -1, [])]
+            for item in chain.from_iterable(parts):
+                if bar is not None:
+                    bar.update(1)
+                yield item
+        finally:
             if bar is not None:
                 bar.close()
-        finally:
             self.sam.train(was_training)
-
-    @staticmethod
-    def _report(items: Iterator[tuple[int, np.ndarray]], bar) -> Iterator[tuple[int, np.ndarray]]:
-        for item in items:
-            if bar is not None:
-                bar.update(1)
-            yield item
 
     def _condition(
         self, session: BoundedInferenceSession, obj_idx: int, frames: VideoSource, prompts: dict[int, np.ndarray]
@@ -260,7 +277,7 @@ class MaskPropagator:
         """Run SAM2 on every key frame with its mask input; return the conditioning outputs (frame -> output)."""
         cond = session.output_dict_per_obj[obj_idx]["cond_frame_outputs"]
         for k, frame in iter_frames(frames, indices=list(prompts)):
-            self._add_frame(session, k, frame)
+            self._add_frame(session, k, self.preprocessor.resize(frame)[0])
             session.add_mask_inputs(obj_idx, k, self._prompt_mask(prompts[k]))
             session.remove_point_inputs(obj_idx, k)
             session.obj_with_new_inputs = [OBJ_ID]
@@ -270,15 +287,25 @@ class MaskPropagator:
             cond[k].pop("high_res_masks", None)  # 4 MB at 1024²; SAM2 never reads it again
         return dict(cond)
 
-    def _frames_in_order(self, frames: VideoSource, start: int, stop: int, step: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Frames ``start, start+step, ..., stop`` decoded lazily; backwards in chunks of ``reverse_chunk``."""
+    def _frames_in_order(
+        self, frames: VideoSource, start: int, stop: int, step: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Frames ``start, start+step, ..., stop`` as uint8 ``[3, S, S]``, decoded lazily.
+
+        Backwards, ``reverse_chunk`` frames are decoded at a time (already resized, so the chunk costs
+        ``reverse_chunk * 3 * S * S`` bytes whatever the video size). Arrays and frame folders are read at the
+        chunk's indices directly; a video file is decoded from its start for each chunk, about
+        ``start**2 / (2 * reverse_chunk)`` extra decoded frames in all.
+        """
+        resize = self.preprocessor.resize
         if step > 0:
-            yield from iter_frames(frames, indices=range(start, stop + 1))
+            for t, frame in iter_frames(frames, indices=range(start, stop + 1)):
+                yield t, resize(frame)[0]
             return
         hi = start + 1
         while hi > stop:
             lo = max(stop, hi - self.reverse_chunk)
-            block = list(iter_frames(frames, indices=range(lo, hi)))
+            block = [(t, resize(frame)[0]) for t, frame in iter_frames(frames, indices=range(lo, hi))]
             while block:
                 yield block.pop()
             hi = lo

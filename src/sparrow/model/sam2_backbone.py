@@ -7,8 +7,8 @@ pixel decoder (:mod:`sparrow.model.pixel_decoder`), and its memory modules propa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,7 +50,9 @@ def tiny_sam2_config(image_size: int = 256) -> Sam2VideoConfig:
         fpn_hidden_size=hidden,
     )
     prompt = dict(hidden_size=hidden, image_size=s, patch_size=16, mask_input_channels=16)
-    decoder = dict(hidden_size=hidden, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=hidden)
+    decoder = dict(
+        hidden_size=hidden, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=hidden
+    )
     return Sam2VideoConfig(
         vision_config=vision,
         prompt_encoder_config=prompt,
@@ -90,7 +92,8 @@ def load_sam2(name_or_path: str | Path) -> Sam2VideoModel:
         model = Sam2VideoModel.from_pretrained(str(path) if path.is_dir() else name, local_files_only=True)
     except (OSError, ValueError) as exc:
         if path.is_dir():
-            raise SparrowError(f"no loadable SAM2 checkpoint in this folder ({type(exc).__name__}: {exc})", path) from exc
+            reason = f"{type(exc).__name__}: {exc}"
+            raise SparrowError(f"no loadable SAM2 checkpoint in this folder ({reason})", path) from exc
         raise SparrowError(
             f"SAM2 checkpoint '{name}' is not in the local Hugging Face cache; fetch it with "
             f"`hf download {name if '/' in name else REAL_SAM2}` (or give a local folder)"

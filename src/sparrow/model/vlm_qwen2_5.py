@@ -142,7 +142,7 @@ class QwenVLAdapter(nn.Module):
         except OSError as exc:
             raise SparrowError(
                 f"cannot load the VLM {path!s} locally ({str(exc).splitlines()[0]}); fetch it first, e.g. "
-                f"`huggingface-cli download {path}`"
+                f"`hf download {path}`"
             ) from exc
         return cls(model, tokenizer, **kwargs)
 

@@ -19,7 +19,7 @@ with its reason and the run goes on; any other exception is a bug and stops the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,6 +127,33 @@ class FrameStore:
         return np.stack([got[t] for t in range(self.record.num_frames)])
 
 
+def medoid_entries(
+    get_frames: Callable[[list[int]], Mapping[int, np.ndarray]],
+    boxes: Sequence[Box | None],
+    frame_size: tuple[int, int],
+    config: BuildConfig,
+    encoder: AppearanceEncoder | None = None,
+) -> list[TSFEntry]:
+    """The K medoid ``(frame, box)`` entries of a track: crops of at most ``config.max_candidates`` evenly spaced
+    track frames -> appearance ``encoder`` joined with box geometry -> K-means -> the frame nearest each centre.
+
+    ``get_frames(indices)`` returns ``{index: frame [H, W, 3] uint8}``; ``boxes`` has one box or None per frame.
+    All valid frames are returned when there are at most K.
+    """
+    present = [t for t, b in enumerate(boxes) if _valid(b, config.min_box_side)]
+    if not present:
+        raise SparrowError("empty track: the target is in no frame")
+    frames_idx = [present[i] for i in sample_indices(len(present), config.max_candidates)]
+    if len(frames_idx) > config.k:
+        frames = get_frames(frames_idx)
+        crops = np.stack([crop_box(frames[t], boxes[t], config.crop_size, config.margin) for t in frames_idx])
+        geometry = geometry_features(np.asarray([boxes[t] for t in frames_idx]), frames_idx, frame_size, len(boxes))
+        x = joint_features((encoder or HandcraftedEncoder())(crops), geometry, config.geometry_weight)
+        chosen = select_medoids(x, config.k, seed=config.seed, init=config.kmeans_init)
+        frames_idx = [frames_idx[i] for i in chosen]
+    return [TSFEntry(t, tuple(float(v) for v in boxes[t])) for t in frames_idx]
+
+
 def _valid(box: Sequence[float] | None, min_side: float) -> bool:
     return box is not None and box[2] - box[0] >= min_side and box[3] - box[1] >= min_side
 
@@ -181,21 +208,7 @@ class TSFBuilder:
 
     def select(self, record: VideoRecord, boxes: list[Box | None], store: FrameStore) -> list[TSFEntry]:
         """The K medoid (frame, box) entries of a track (all valid frames when there are at most K)."""
-        cfg = self.config
-        present = [t for t, b in enumerate(boxes) if _valid(b, cfg.min_box_side)]
-        if not present:
-            raise SparrowError("empty track: the target is in no frame")
-        frames_idx = [present[i] for i in sample_indices(len(present), cfg.max_candidates)]
-        if len(frames_idx) > cfg.k:
-            frames = store.get(frames_idx)
-            crops = np.stack([crop_box(frames[t], boxes[t], cfg.crop_size, cfg.margin) for t in frames_idx])
-            geometry = geometry_features(
-                np.asarray([boxes[t] for t in frames_idx]), frames_idx, record.size, record.num_frames
-            )
-            x = joint_features(self.encoder(crops), geometry, cfg.geometry_weight)
-            chosen = select_medoids(x, cfg.k, seed=cfg.seed, init=cfg.kmeans_init)
-            frames_idx = [frames_idx[i] for i in chosen]
-        return [TSFEntry(t, tuple(float(v) for v in boxes[t])) for t in frames_idx]
+        return medoid_entries(store.get, boxes, record.size, self.config, self.encoder)
 
     def build_one(self, record: VideoRecord, expression: Expression, store: FrameStore) -> TSFRecord:
         """One record: ``ok`` with K entries, or ``failed`` with the reason of the :class:`SparrowError` raised."""

@@ -1,0 +1,126 @@
+"""Strict readers for prediction and annotation PNGs, and the missing-prediction policy.
+
+- Binary masks (MeViS, ReVOS, Ref-YouTube-VOS, SynthRef predictions): a single-channel PNG ("L", "P", "1", "I;16")
+  whose **nonzero** pixels are foreground; an RGB(A) file is read as its luma (what ``cv2.IMREAD_GRAYSCALE`` does
+  in the official scorers).
+- Index masks (DAVIS, Ref-DAVIS17): a single-channel "P" or "L" image where value k is object k; an RGB file is an
+  error (the DAVIS scorer cannot read it either).
+- Every problem (unreadable file, wrong size, RGB where an index is needed) raises
+  :class:`~sparrow.errors.SparrowError` naming the file.
+- Missing predictions are an error listing what is missing, unless ``missing="zero"`` (the MeViS / ReVOS
+  convention: the unit scores 0; the report states it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sparrow.errors import SparrowError
+
+MissingPolicy = Literal["error", "zero"]
+MISSING_POLICIES: tuple[str, ...] = ("error", "zero")
+_SINGLE_CHANNEL = ("L", "P", "1", "I;16", "I")
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise SparrowError("missing mask file", path)
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SparrowError(f"unreadable image ({type(exc).__name__}: {exc})", path) from exc
+    return img
+
+
+def _check_size(arr: np.ndarray, size: tuple[int, int] | None, path: Path) -> None:
+    if size is not None and arr.shape[:2] != tuple(size):
+        raise SparrowError(
+            f"mask is {arr.shape[1]}x{arr.shape[0]} (WxH) but the annotation is {size[1]}x{size[0]}", path
+        )
+
+
+def read_binary_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Boolean mask ``[H, W]`` from a PNG whose nonzero pixels are foreground; ``size`` = expected ``(H, W)``."""
+    path = Path(path)
+    with _open(path) as img:
+        if img.mode in _SINGLE_CHANNEL:
+            arr = np.asarray(img)
+        elif img.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr", "LAB", "HSV"):
+            arr = np.asarray(img.convert("L"))
+        else:
+            raise SparrowError(f"unsupported image mode {img.mode!r} for a mask", path)
+    _check_size(arr, size, path)
+    return arr != 0
+
+
+def read_index_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Object-index image ``[H, W]`` uint8 (0 background, k object k, 255 void in DAVIS annotations).
+
+    Raises :class:`SparrowError` for an RGB / RGBA file (an index image is required), values above 255, or a size
+    other than ``size``.
+    """
+    path = Path(path)
+    with _open(path) as img:
+        if img.mode not in ("P", "L", "1", "I;16", "I"):
+            raise SparrowError(
+                f"an index image (palette 'P' or grayscale 'L') is required, got mode {img.mode!r}", path
+            )
+        arr = np.asarray(img)
+    _check_size(arr, size, path)
+    if arr.dtype != np.uint8:
+        if arr.size and int(arr.max()) > 255:
+            raise SparrowError(f"index values up to {int(arr.max())}; at most 255 allowed", path)
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def missing_files(paths: Iterable[Path]) -> list[Path]:
+    """The paths that do not exist (one ``listdir`` per folder, not one ``stat`` per file)."""
+    listing: dict[Path, set[str] | None] = {}
+    out: list[Path] = []
+    for p in paths:
+        folder = p.parent
+        if folder not in listing:
+            listing[folder] = {q.name for q in folder.iterdir()} if folder.is_dir() else None
+        names = listing[folder]
+        if names is None or p.name not in names:
+            out.append(p)
+    return out
+
+
+def check_missing(
+    expected: dict[str, list[Path]], missing: str, root: str | Path, what: str = "predictions"
+) -> dict[str, list[Path]]:
+    """Check that every expected prediction file exists.
+
+    ``expected`` maps a unit name (e.g. ``video/exp_id``) to its files. Returns ``{unit: missing files}`` for the
+    incomplete units when ``missing == "zero"``; raises :class:`SparrowError` listing them when ``missing == "error"``.
+    """
+    if missing not in MISSING_POLICIES:
+        raise SparrowError(f"--missing must be one of {MISSING_POLICIES}, got {missing!r}")
+    gaps: dict[str, list[Path]] = {}
+    for unit, paths in expected.items():
+        lost = missing_files(paths)
+        if lost:
+            gaps[unit] = lost
+    if gaps and missing == "error":
+        n_files = sum(len(v) for v in gaps.values())
+        shown = []
+        for unit, lost in list(gaps.items())[:5]:
+            whole = len(lost) == len(expected[unit])
+            shown.append(
+                f"{unit} ({'all' if whole else len(lost)} of {len(expected[unit])} frames, e.g. {lost[0].name})"
+            )
+        more = f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""
+        raise SparrowError(
+            f"{n_files} {what} missing in {len(gaps)} of {len(expected)} units: {'; '.join(shown)}{more}"
+            " (use --missing zero to score them 0, the MeViS/ReVOS convention)",
+            root,
+        )
+    return gaps
