@@ -5,7 +5,8 @@ stage          trains (module prefixes of :class:`~sparrow.model.sparrow_model.S
 =============  ==========================================================================================
 segmenter      SAM2's image encoder, prompt encoder and mask decoder, as a promptable segmenter (box and
                point prompts). The memory path (memory encoder/attention, object pointers) is not trained:
-               HF ``Sam2VideoModel`` runs propagation through an inference session, not under autograd.
+               HF ``Sam2VideoModel.forward`` and ``propagate_in_video_iterator`` run under
+               ``torch.inference_mode``, so propagation cannot be trained through the public API.
 proposer       the class-agnostic proposer (SAM2 frozen: features come from the frozen encoder)
 vlm            the VLM (full fine-tuning, or LoRA adapters when ``stage.lora`` is set) and the two L->V heads;
                SAM2, proposer and selector frozen (the TSF stage; ``seg_only`` drops ``[BOX]``)
