@@ -7,8 +7,6 @@ import json
 import pytest
 
 from sparrow.cli import main
-
-pytest.importorskip("sparrow.data.dataset", reason="needs the SynthRef dataset (branch data)")
 from sparrow.data.synthref import SynthConfig, generate_split
 
 CONFIG = """
