@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sparrow.eval import commands as eval_commands
     from sparrow.model import commands as model_commands
     from sparrow.tsf import commands as tsf_commands
+    from sparrow.train import commands as train_commands
 
     parser = argparse.ArgumentParser(prog="sparrow", description="Pixel-grounded video understanding (SPARROW).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.add_parser(sub)
     eval_commands.add_parser(sub)
     tsf_commands.add_parser(sub)
+    train_commands.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,231 @@
+"""Training configuration: one YAML file describes one training stage (model init, data, optimiser, schedule).
+
+Layout of a config file (every key optional except ``stage.name``, ``data.sources`` and ``output_dir``)::
+
+    model:     {init: tiny | real | <saved model folder>, seed, sam_image_size, config: {SparrowConfig fields}}
+    data:      {sources: [{path, weight, format}], num_vlm_frames, num_sam_frames, sampling, with_tsf,
+                epoch_size, num_workers}
+    stage:     {name: segmenter | proposer | vlm | selection, seg_only, train: [...], freeze: [...],
+                lora: {r, alpha, dropout, target_modules}}
+    optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
+    steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
+
+Relative paths (data sources, ``model.init`` folders, ``output_dir``) are resolved against the config file's folder.
+Any problem (unknown key, wrong type, missing data path, unknown stage) is a one-line :class:`SparrowError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from sparrow.errors import SparrowError
+
+STAGES = ("segmenter", "proposer", "vlm", "selection")
+SCHEDULES = ("constant", "linear", "cosine")
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class ModelInit:
+    """Where the weights start: ``tiny`` (random tiny backbones), ``real`` (public checkpoints in the local cache)
+    or a folder written by ``save_pretrained`` (e.g. the previous stage's ``final``)."""
+
+    init: str = "tiny"
+    seed: int = 0  # seeds the random parts (tiny backbones, new heads)
+    sam_image_size: int = 256  # tiny preset only: SAM2 input side (multiple of 64)
+    config: dict[str, Any] = field(default_factory=dict)  # SparrowConfig overrides (tiny / real only)
+
+
+@dataclass
+class DataSource:
+    """One dataset folder (MeViS layout, e.g. a SynthRef split) and its mixing weight."""
+
+    path: str = ""
+    weight: float = 1.0
+    format: str = "mevis"
+
+
+@dataclass
+class DataConfig:
+    sources: list[DataSource] = field(default_factory=list)
+    num_vlm_frames: int = 4
+    num_sam_frames: int = 2
+    sampling: str = "random"  # frame sampling of ReferringVideoDataset
+    with_tsf: bool = False  # feed TSF crops to the VLM (samples must carry ``tsf_crops``)
+    epoch_size: int = 0  # samples per mixture epoch (0: the sum of the source sizes)
+    num_workers: int = 0  # DataLoader worker processes (sampling is the same for any count)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the VLM through peft (real backbones; optional for tiny ones)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class StageConfig:
+    """Which parts train (see :mod:`sparrow.train.stages`); ``train``/``freeze`` add or remove module prefixes."""
+
+    name: str = ""
+    seg_only: bool = False  # vlm/selection: drop [BOX] from the answers (the [SEG]-only ablation)
+    train: list[str] = field(default_factory=list)
+    freeze: list[str] = field(default_factory=list)
+    lora: LoraSettings | None = None
+    point_prompts: bool = True  # segmenter: also train with one positive point per target
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with linear warmup then a constant / linear-to-0 / cosine-to-0 schedule (method.md §6.2)."""
+
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "linear"
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelInit = field(default_factory=ModelInit)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    steps: int = 100  # optimiser steps
+    batch_size: int = 1  # samples per process per micro-step
+    grad_accum: int = 1  # micro-steps per optimiser step
+    seed: int = 0
+    checkpoint_every: int = 0  # 0: only the final checkpoint
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    mixed_precision: str = "no"  # "bf16" on GPUs
+    output_dir: str = ""
+    source: str | None = None  # the YAML file this came from (set by the loader)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Any, where: str, path: Path) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong scalar types."""
+    if not isinstance(data, dict):
+        raise SparrowError(f"'{where}' must be a mapping, got {type(data).__name__}", path)
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - {"source"}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise SparrowError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(where + '.' * bool(where) + u for u in unknown)}",
+            path,
+        )
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _convert(hints[key], value, f"{where}.{key}" if where else key, path)
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, where: str, path: Path) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, path)
+    if hint == (LoraSettings | None):
+        return None if value is None else _build(LoraSettings, {} if value is True else value, where, path)
+    if hint == list[DataSource]:
+        if not isinstance(value, list):
+            raise SparrowError(f"'{where}' must be a list", path)
+        return [
+            _build(DataSource, {"path": v} if isinstance(v, str) else v, f"{where}[{i}]", path)
+            for i, v in enumerate(value)
+        ]
+    simple = {int: int, float: (int, float), str: str, bool: bool}
+    if hint in simple:
+        ok = isinstance(value, simple[hint]) and not (hint is not bool and isinstance(value, bool))
+        if not ok:
+            raise SparrowError(f"'{where}' must be {hint.__name__}, got {value!r}", path)
+        return float(value) if hint is float else value
+    if hint in (list[str], list[float]):
+        item = str if hint == list[str] else (int, float)
+        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
+            raise SparrowError(f"'{where}' must be a list of {'strings' if item is str else 'numbers'}", path)
+        return list(value)
+    if hint == dict[str, Any]:
+        if not isinstance(value, dict):
+            raise SparrowError(f"'{where}' must be a mapping", path)
+        return dict(value)
+    raise TypeError(f"no converter for {hint}")
+
+
+def _resolve(base: Path, value: str) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p))
+
+
+def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> TrainConfig:
+    """Check values and (optionally) that data paths exist; raise a one-line SparrowError naming ``path``."""
+    if config.stage.name not in STAGES:
+        raise SparrowError(f"stage.name must be one of {', '.join(STAGES)}, got {config.stage.name!r}", path)
+    if config.optimizer.schedule not in SCHEDULES:
+        raise SparrowError(
+            f"optimizer.schedule must be one of {', '.join(SCHEDULES)}, got {config.optimizer.schedule!r}", path
+        )
+    if config.mixed_precision not in PRECISIONS:
+        raise SparrowError(
+            f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {config.mixed_precision!r}", path
+        )
+    if config.data.sampling not in ("uniform", "random"):
+        raise SparrowError(f"data.sampling must be 'uniform' or 'random', got {config.data.sampling!r}", path)
+    if len(config.optimizer.betas) != 2:
+        raise SparrowError(f"optimizer.betas must have two values, got {config.optimizer.betas}", path)
+    for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
+        if getattr(config, name) < 1:
+            raise SparrowError(f"{name} must be >= 1, got {getattr(config, name)}", path)
+    if config.checkpoint_every < 0 or config.optimizer.warmup_steps < 0 or config.optimizer.lr <= 0:
+        raise SparrowError("checkpoint_every and optimizer.warmup_steps must be >= 0 and optimizer.lr > 0", path)
+    if not config.output_dir:
+        raise SparrowError("output_dir is required", path)
+    if not config.data.sources:
+        raise SparrowError("data.sources must list at least one dataset folder", path)
+    for i, src in enumerate(config.data.sources):
+        if not src.path:
+            raise SparrowError(f"data.sources[{i}].path is required", path)
+        if src.weight <= 0:
+            raise SparrowError(f"data.sources[{i}].weight must be > 0, got {src.weight}", path)
+        if check_paths and not Path(src.path).is_dir():
+            raise SparrowError(f"data.sources[{i}].path does not exist: {src.path}", path)
+    if config.model.init not in ("tiny", "real") and check_paths and not Path(config.model.init).is_dir():
+        raise SparrowError(f"model.init is not 'tiny', 'real' or an existing model folder: {config.model.init}", path)
+    return config
+
+
+def load_train_config(path: str | Path, check_paths: bool = True) -> TrainConfig:
+    """Read and validate a training YAML file; relative paths are taken from the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise SparrowError("no such training config file", path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SparrowError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from exc
+    if data is None:
+        raise SparrowError("empty training config", path)
+    config = _build(TrainConfig, data, "", path)
+    base = path.resolve().parent
+    for src in config.data.sources:
+        if src.path:
+            src.path = _resolve(base, src.path)
+    if config.model.init not in ("tiny", "real"):
+        config.model.init = _resolve(base, config.model.init)
+    if config.output_dir:
+        config.output_dir = _resolve(base, config.output_dir)
+    config.source = str(path)
+    return validate(config, path, check_paths)

@@ -1,0 +1,73 @@
+"""Two CPU processes (gloo, through accelerate) train like one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from helpers_train import ToyClips, toy_config
+from safetensors.torch import load_file
+
+from sparrow.train.loop import train
+
+STEPS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: str, tests_dir: str) -> None:
+    sys.path.insert(0, tests_dir)
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # forked from a parent that already made a 1-process state
+    config = toy_config(Path(out), stage="vlm", steps=STEPS, batch_size=1)
+    train(config, sources=[ToyClips()], progress=False)
+
+
+def _losses(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    one = tmp_path / "one"
+    ref = train(toy_config(one, stage="vlm", steps=STEPS, batch_size=2), sources=[ToyClips()], progress=False)
+    two = tmp_path / "two"
+    # fork: the children reuse the imported torch/transformers (a spawned child re-imports them for ~10 s)
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(two), str(Path(__file__).parent)), nprocs=2, join=True, start_method="fork"
+    )
+
+    a, b = _losses(one), _losses(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, STEPS + 1))
+    for ra, rb in zip(a, b):
+        assert set(ra) == set(rb)
+        for key in ra:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-5), (ra["step"], key)
+    assert ref.records[-1]["loss"] == pytest.approx(a[-1]["loss"], abs=1e-9)  # the log is what the run returned
+
+    wa = load_file(str(one / "final" / "model.safetensors"))
+    wb = load_file(str(two / "final" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert b[-1]["loss"] < b[0]["loss"]  # it trained
