@@ -98,8 +98,13 @@ def test_tiny_init_ties_the_prompt_and_image_positional_bases(initial):
     image = initial["pixel_decoder.sam.shared_image_embedding.positional_embedding"]
     prompt = initial["pixel_decoder.sam.prompt_encoder.shared_embedding.positional_embedding"]
     assert torch.equal(image, prompt)
+    from transformers import Sam2VideoModel
+
     torch.manual_seed(0)
-    raw = build_sam2(tiny_sam2_config(64))  # what HF draws: two independent bases
+    raw = Sam2VideoModel(tiny_sam2_config(64))  # what HF draws: two independent bases
     assert not torch.equal(
         raw.shared_image_embedding.positional_embedding, raw.prompt_encoder.shared_embedding.positional_embedding
     )
+    torch.manual_seed(0)
+    tied = build_sam2(tiny_sam2_config(64))
+    assert torch.equal(tied.shared_image_embedding.positional_embedding, tied.prompt_encoder.shared_embedding.positional_embedding)

@@ -57,13 +57,13 @@ def build_model(config: SparrowConfig, vlm_path: str | Path, sam2_path: str | Pa
     return SparrowModel(config, vlm, sam)
 
 
-def build_tiny(seed: int = 0, config: SparrowConfig | None = None, workdir: str | Path | None = None) -> SparrowModel:
+def build_tiny(seed: int = 0, config: SparrowConfig | None = None, sam_image_size: int = 256, workdir: str | Path | None = None) -> SparrowModel:
     """The tiny preset: random tiny backbones written locally, then loaded like real ones."""
     from sparrow.model.tiny_backbones import write_tiny_sam2, write_tiny_vlm
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         vlm_dir = write_tiny_vlm(Path(tmp) / "vlm", seed=seed)
-        sam_dir = write_tiny_sam2(Path(tmp) / "sam2", seed=seed)
+        sam_dir = write_tiny_sam2(Path(tmp) / "sam2", seed=seed, image_size=sam_image_size)
         return build_model(config or tiny_config(), vlm_dir, sam_dir, seed=seed)
 
 

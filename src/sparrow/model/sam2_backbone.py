@@ -73,8 +73,17 @@ def tiny_sam2_config(image_size: int = 256) -> Sam2VideoConfig:
 
 
 def build_sam2(config: Sam2VideoConfig) -> Sam2VideoModel:
-    """A randomly initialised ``Sam2VideoModel`` in eval mode (seed torch first for reproducible weights)."""
-    return Sam2VideoModel(config).eval()
+    """A randomly initialised ``Sam2VideoModel`` in eval mode (seed torch first for reproducible weights).
+
+    SAM2 has one random-Fourier positional basis, which the public checkpoints load into both HF buffers
+    (``shared_image_embedding`` and ``prompt_encoder.shared_embedding``); a random HF init draws the two
+    independently, putting box/point coordinates in a different basis from the image positions (a segmenter
+    trained from there learns to ignore its prompts). They are tied here, as in the checkpoints.
+    """
+    sam = Sam2VideoModel(config).eval()
+    with torch.no_grad():
+        sam.prompt_encoder.shared_embedding.positional_embedding.copy_(sam.shared_image_embedding.positional_embedding)
+    return sam
 
 
 def load_sam2(name_or_path: str | Path) -> Sam2VideoModel:
