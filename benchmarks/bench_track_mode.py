@@ -48,7 +48,8 @@ def make_clip(path: Path, frames: int, h: int = 128, w: int = 160) -> Path:
 
 
 def plain_sam2_seconds(model, video: Path, key_mask: np.ndarray) -> float:
-    """Plain HF SAM2: all frames in a session, mask prompt on frame 0, forward propagation."""
+    """Plain HF SAM2: all frames in a session, mask prompt on frame 0, forward propagation, masks upsampled to the
+    frame size and thresholded (what `Sam2VideoProcessor.post_process_masks` gives a user)."""
     from transformers import Sam2VideoInferenceSession
 
     from sparrow.data.video_io import probe_video, read_frames
@@ -63,8 +64,8 @@ def plain_sam2_seconds(model, video: Path, key_mask: np.ndarray) -> float:
     session.obj_with_new_inputs = [1]
     with torch.no_grad():
         model.sam(inference_session=session, frame_idx=0)
-        for _ in model.sam.propagate_in_video_iterator(session):
-            pass
+        for out in model.sam.propagate_in_video_iterator(session):
+            (F.interpolate(out.pred_masks, (info.height, info.width), mode="bilinear") > 0).numpy()
     return time.perf_counter() - start
 
 

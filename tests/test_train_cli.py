@@ -53,3 +53,21 @@ def test_cli_frame_count_mismatch_is_an_error(synth, capsys):
     assert main(["train", "--config", str(path), "--out", str(synth / "bad_run"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "num_vlm_frames (3)" in err and str(path) in err
+
+
+def test_cli_trains_with_tsf_crops_from_a_cache(synth, capsys):
+    assert main(["tsf", "build", "--data", str(synth / "synth" / "train"), "--format", "mevis", "--out", str(synth / "tsf"), "--no-progress"]) == 0
+    config = (
+        CONFIG.format(stage="vlm")
+        .replace("proposer_layers: 1}}", "proposer_layers: 1, tsf: train}}")
+        .replace("{path: synth/train, weight: 2}", "{path: synth/train, weight: 2, tsf_cache: tsf}")
+        .replace("num_sam_frames: 2", "num_sam_frames: 2\n  with_tsf: true")
+    )
+    path = synth / "tsf.yaml"
+    path.write_text(config)
+    assert main(["train", "--config", str(path), "--out", str(synth / "tsf_run"), "--quiet"]) == 0
+    assert (synth / "tsf_run" / "final" / "model.safetensors").exists()
+    capsys.readouterr()
+    path.write_text(config.replace(", tsf: train", ""))  # TSF data for a model whose TSF is off: refused
+    assert main(["train", "--config", str(path), "--out", str(synth / "tsf_run2"), "--quiet"]) == 2
+    assert "model.config.tsf" in capsys.readouterr().err

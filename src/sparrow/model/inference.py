@@ -230,13 +230,16 @@ def _segment_once(
         choice = _choose_key(model, prompts, k, features, cand_ids)
         key_mask = PixelDecoder.upsample(choice.mask_logits[None], size)[0] > 0
         if mode == "track":
-            rles = _track(model, video, info.num_frames, choice, key_mask.cpu().numpy(), prompts, k, progress)
+            frames_out = _track(model, video, info.num_frames, choice, key_mask.cpu().numpy(), prompts, k, progress)
         else:
-            rles = _framewise(model, video, info.num_frames, size, prompts.seg[k], choice.box, progress)
+            frames_out = _framewise(model, video, info.num_frames, size, prompts.seg[k], choice.box, progress)
         scale = torch.tensor([info.width, info.height, info.width, info.height], dtype=torch.float32)
         key_box = None if choice.box is None else [round(float(v), 2) for v in choice.box.float().cpu() * scale]
         targets.append(
-            TargetResult(rles=rles, boxes=[_rle_box(r, size) for r in rles], key_frame=choice.frame, key_box=key_box, selection_score=choice.score)
+            TargetResult(
+                rles=[r for r, _ in frames_out], boxes=[b for _, b in frames_out], key_frame=choice.frame, key_box=key_box,
+                selection_score=choice.score,
+            )
         )
     return SegmentationResult(
         query=query, question=question, answer=answer, targets=targets, vlm_frame_indices=vlm_idx, num_frames=info.num_frames,
@@ -244,15 +247,15 @@ def _segment_once(
     )
 
 
-def _rle_box(rle: RLE | None, size: tuple[int, int]) -> list[float] | None:
-    return None if rle is None else mask_to_box(decode_rle(rle, expected_size=size))
+FrameOutput = tuple[RLE | None, list[float] | None]
 
 
-def _to_rle(mask: np.ndarray) -> RLE | None:
-    return encode_mask(mask) if mask.any() else None
+def _frame_output(mask: np.ndarray) -> FrameOutput:
+    """A frame's mask ``[H, W]`` as (RLE, box), both None when empty."""
+    return (encode_mask(mask), mask_to_box(mask)) if mask.any() else (None, None)
 
 
-def _track(model: SparrowModel, video: VideoSource, num_frames: int, choice: _KeyChoice, key_mask: np.ndarray, prompts: PromptEmbeddings, k: int, progress: bool) -> list[RLE | None]:
+def _track(model: SparrowModel, video: VideoSource, num_frames: int, choice: _KeyChoice, key_mask: np.ndarray, prompts: PromptEmbeddings, k: int, progress: bool) -> list[FrameOutput]:
     """SAM2 memory propagation from the key-frame mask (and re-prompted masks every ``reprompt_every`` frames)."""
     from sparrow.model.propagator import MaskPropagator
 
@@ -266,19 +269,19 @@ def _track(model: SparrowModel, video: VideoSource, num_frames: int, choice: _Ke
                 again = _choose_key(model, prompts, k, ImageFeatures(feats.embedding[i : i + 1], [h[i : i + 1] for h in feats.high_res]), [t])
                 masks[t] = (PixelDecoder.upsample(again.mask_logits[None], key_mask.shape)[0] > 0).cpu().numpy()
     propagator = MaskPropagator(model.sam, model.preprocessor)
-    rles: list[RLE | None] = [None] * num_frames
+    outputs: list[FrameOutput] = [(None, None)] * num_frames
     seen = 0
     for t, mask in propagator.propagate(video, masks, num_frames=num_frames, direction="both", progress=progress):
-        rles[t] = _to_rle(mask)
+        outputs[t] = _frame_output(mask)
         seen += 1
     if seen != num_frames:
         raise RuntimeError(f"propagation returned {seen} of {num_frames} frames")
-    return rles
+    return outputs
 
 
-def _framewise(model: SparrowModel, video: VideoSource, num_frames: int, size: tuple[int, int], seg: torch.Tensor, box: torch.Tensor | None, progress: bool, chunk: int = 8) -> list[RLE | None]:
+def _framewise(model: SparrowModel, video: VideoSource, num_frames: int, size: tuple[int, int], seg: torch.Tensor, box: torch.Tensor | None, progress: bool, chunk: int = 8) -> list[FrameOutput]:
     """Decode every frame independently with the key-frame box and ``[SEG]`` (no memory; the release's mode)."""
-    rles: list[RLE | None] = []
+    outputs: list[FrameOutput] = []
     buffer: list[np.ndarray] = []
 
     def flush() -> None:
@@ -286,7 +289,7 @@ def _framewise(model: SparrowModel, video: VideoSource, num_frames: int, size: t
         n = len(buffer)
         out = model.pixel_decoder.decode(feats, seg[None].expand(n, -1), None if box is None else box[None].expand(n, -1))
         for m in (PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy():
-            rles.append(_to_rle(m))
+            outputs.append(_frame_output(m))
         buffer.clear()
 
     for _, frame in tqdm(iter_frames(video), total=num_frames, disable=not progress, desc="framewise", unit="frame"):
@@ -295,4 +298,4 @@ def _framewise(model: SparrowModel, video: VideoSource, num_frames: int, size: t
             flush()
     if buffer:
         flush()
-    return rles
+    return outputs

@@ -3,7 +3,7 @@
 Layout of a config file (every key optional except ``stage.name``, ``data.sources`` and ``output_dir``)::
 
     model:     {init: tiny | real | <saved model folder>, seed, sam_image_size, config: {SparrowConfig fields}}
-    data:      {sources: [{path, weight, format}], num_vlm_frames, num_sam_frames, sampling, with_tsf,
+    data:      {sources: [{path, weight, format, tsf_cache}], num_vlm_frames, num_sam_frames, sampling, with_tsf,
                 epoch_size, num_workers}
     stage:     {name: segmenter | proposer | vlm | selection, seg_only, train: [...], freeze: [...],
                 lora: {r, alpha, dropout, target_modules}}
@@ -49,6 +49,7 @@ class DataSource:
     path: str = ""
     weight: float = 1.0
     format: str = "mevis"
+    tsf_cache: str = ""  # a `sparrow tsf build` output (file or folder of shards); crops go to samples with data.with_tsf
 
 
 @dataclass
@@ -202,6 +203,10 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
             raise SparrowError(f"data.sources[{i}].weight must be > 0, got {src.weight}", path)
         if check_paths and not Path(src.path).is_dir():
             raise SparrowError(f"data.sources[{i}].path does not exist: {src.path}", path)
+        if check_paths and src.tsf_cache and not Path(src.tsf_cache).exists():
+            raise SparrowError(f"data.sources[{i}].tsf_cache does not exist: {src.tsf_cache}", path)
+    if config.data.with_tsf and not any(src.tsf_cache for src in config.data.sources):
+        raise SparrowError("data.with_tsf needs a tsf_cache on at least one data source", path)
     if config.model.init not in ("tiny", "real") and check_paths and not Path(config.model.init).is_dir():
         raise SparrowError(f"model.init is not 'tiny', 'real' or an existing model folder: {config.model.init}", path)
     return config
@@ -223,6 +228,8 @@ def load_train_config(path: str | Path, check_paths: bool = True) -> TrainConfig
     for src in config.data.sources:
         if src.path:
             src.path = _resolve(base, src.path)
+        if src.tsf_cache:
+            src.tsf_cache = _resolve(base, src.tsf_cache)
     if config.model.init not in ("tiny", "real"):
         config.model.init = _resolve(base, config.model.init)
     if config.output_dir:

@@ -119,17 +119,21 @@ def micro_batch_loader(stream: MixtureStream, start: int, num_workers: int = 0) 
 
 
 def build_sources(
-    sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int
+    sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int, tsf_crop_size: int = 56
 ) -> list[Dataset]:
-    """ReferringVideoDataset per configured source (``DataSource`` entries with ``path`` and ``format``)."""
+    """ReferringVideoDataset per configured source (``DataSource`` entries with ``path``, ``format`` and an optional
+    ``tsf_cache`` whose crops, ``tsf_crop_size`` px, the samples then carry)."""
     from sparrow.data.dataset import ReferringVideoDataset, load_records
+    from sparrow.tsf.cache import read_tsf_cache
 
     out = []
     for k, src in enumerate(sources):
         records = load_records(src.path, format=src.format)
+        cache = read_tsf_cache(src.tsf_cache) if getattr(src, "tsf_cache", "") else None
         out.append(
             ReferringVideoDataset(
-                records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling, seed=seed + k
+                records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling, seed=seed + k,
+                tsf_cache=cache, tsf_crop_size=tsf_crop_size,
             )
         )
     return out

@@ -158,7 +158,11 @@ def train(
                 "training and inference would show the VLM different frame counts (set model.config.vlm_frames)",
                 config.source,
             )
-        sources = build_sources(d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed)
+        if d.with_tsf and model.config.tsf == "off":
+            raise SparrowError("data.with_tsf is on but the model's tsf is 'off' (set model.config.tsf: train)", config.source)
+        sources = build_sources(
+            d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed, tsf_crop_size=model.config.tsf_crop_size
+        )
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
