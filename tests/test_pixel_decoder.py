@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import Sam2Config, Sam2Model
 
-from sparrow.model.pixel_decoder import PixelDecoder
+from sparrow.model.pixel_decoder import BOX_MASK_LOGIT, PixelDecoder, box_mask_logits
 from sparrow.model.sam2_backbone import build_sam2, tiny_sam2_config
 
 S, C, B = 64, 128, 2
@@ -117,7 +117,10 @@ def test_gradients_reach_seg_and_sam(decoder: PixelDecoder, pixels: torch.Tensor
     decoder.zero_grad()
 
 
-def test_box_only_equals_hf_sam2_box_prompt(decoder: PixelDecoder, pixels: torch.Tensor) -> None:
+@pytest.mark.parametrize("box_mask_prompt", [True, False])
+def test_box_only_equals_hf_sam2_box_prompt(decoder: PixelDecoder, pixels: torch.Tensor, box_mask_prompt: bool) -> None:
+    """Box only = HF Sam2Model's box prompt; with the box mask prompt on (the tiny config), = HF's box prompt plus
+    ``input_masks`` holding the rasterised box."""
     vcfg = decoder.sam.config
     hf = Sam2Model(
         Sam2Config(
@@ -129,12 +132,43 @@ def test_box_only_equals_hf_sam2_box_prompt(decoder: PixelDecoder, pixels: torch
     missing, _ = hf.load_state_dict(decoder.sam.state_dict(), strict=False)
     assert missing == []
     hf.mask_decoder.dynamic_multimask_via_stability = False
+    assert decoder.box_mask_prompt is True
+    plain = PixelDecoder(decoder.sam)
+    plain.box_mask_prompt = box_mask_prompt
+    masks = box_mask_logits(BOXES, S // 4) if box_mask_prompt else None
     with torch.no_grad():
-        ref = hf(pixel_values=pixels, input_boxes=(BOXES * S)[:, None], multimask_output=False)
-        out = decoder.decode(decoder.encode(pixels), None, BOXES)
+        ref = hf(pixel_values=pixels, input_boxes=(BOXES * S)[:, None], input_masks=masks, multimask_output=False)
+        out = plain.decode(plain.encode(pixels), None, BOXES)
     assert torch.allclose(out.mask_logits, ref.pred_masks[:, 0, 0], atol=1e-5)
     assert torch.allclose(out.iou_scores, ref.iou_scores[:, 0, 0], atol=1e-6)
     assert torch.allclose(out.object_score_logits, ref.object_score_logits[:, 0, 0], atol=1e-6)
+
+
+def test_box_mask_logits_cover_the_cells_a_box_overlaps() -> None:
+    boxes = torch.tensor([[0.10, 0.20, 0.50, 0.30], [0.50, 0.50, 0.50, 0.50], [0.0, 0.0, 1.0, 1.0]])
+    got = box_mask_logits(boxes, 8)
+    assert got.shape == (3, 1, 8, 8)
+    assert set(got.unique().tolist()) <= {-BOX_MASK_LOGIT, BOX_MASK_LOGIT}
+    on = got[:, 0] > 0
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[1:3, 0:4] = True  # rows [0.125, 0.375) overlap y 0.2-0.3; columns [0, 0.5) overlap x 0.1-0.5
+    assert torch.equal(on[0], expected)
+    assert on[1].sum() == 1 and on[1][4, 4]  # a degenerate box still marks its cell
+    assert on[2].all()
+
+
+def test_dense_prompt_depends_on_the_box(decoder: PixelDecoder) -> None:
+    """With the box mask prompt on, two boxes give two dense prompts (the fix for the from-scratch segmenter collapse);
+    without a box, or with the flag off, it is SAM2's no-mask embedding."""
+    with torch.no_grad():
+        dense = decoder.dense_prompt(B, BOXES)
+        no_mask = decoder.dense_prompt(B)
+        plain = PixelDecoder(decoder.sam)
+        plain.box_mask_prompt = False
+        assert torch.equal(plain.dense_prompt(B, BOXES), no_mask)
+    assert dense.shape == no_mask.shape == (B, C, S // 16, S // 16)
+    assert not torch.allclose(dense[0], dense[1])
+    assert not torch.allclose(dense[0], no_mask[0])
 
 
 def test_single_mask_output_in_eval(decoder: PixelDecoder, pixels: torch.Tensor) -> None:
@@ -148,9 +182,9 @@ def test_single_mask_output_in_eval(decoder: PixelDecoder, pixels: torch.Tensor)
             sparse = decoder.sparse_prompt(None, BOXES)
             pe = decoder.sam.get_image_wide_positional_embeddings().repeat(B, 1, 1, 1)
             dec.dynamic_multimask_via_stability = False
-            masks, *_ = dec(feats.embedding, pe, sparse, decoder.dense_prompt(B), False, feats.high_res)
+            masks, *_ = dec(feats.embedding, pe, sparse, decoder.dense_prompt(B, BOXES), False, feats.high_res)
             dec.dynamic_multimask_via_stability = True
-            fallback, *_ = dec(feats.embedding, pe, sparse, decoder.dense_prompt(B), False, feats.high_res)
+            fallback, *_ = dec(feats.embedding, pe, sparse, decoder.dense_prompt(B, BOXES), False, feats.high_res)
     finally:
         default = decoder.sam.config.mask_decoder_config.dynamic_multimask_stability_thresh
         dec.dynamic_multimask_stability_thresh = default

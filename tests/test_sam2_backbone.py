@@ -58,6 +58,8 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     ref, got = sam.state_dict(), loaded.state_dict()
     assert ref.keys() == got.keys()
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+    # the box-mask-prompt switch travels with the checkpoint; a config without it (real SAM2) keeps it off
+    assert sam.config.sparrow_box_mask_prompt is True and loaded.config.sparrow_box_mask_prompt is True
 
 
 def test_preprocessor_matches_hf_image_processor() -> None:

@@ -11,6 +11,15 @@ Sparse prompt tokens, per sample (``C`` = SAM2 hidden width, 256 for the real ch
 Corners come from SAM2's prompt encoder as points with labels 2 and 3 (coordinates scaled to the ``S x S`` input,
 shifted by +0.5 to the pixel centre inside the encoder). The dense prompt is SAM2's no-mask embedding; one mask is
 output (token 0) and the stability-based multimask fallback is off while decoding.
+
+Box as a mask prompt (SAM2 configs with ``sparrow_box_mask_prompt = True``, set by
+:func:`~sparrow.model.sam2_backbone.tiny_sam2_config`): a box is also rasterised onto SAM2's mask-input grid
+(``S/4 x S/4``, +10 inside, -10 outside) and fed through the prompt encoder's ``mask_embed`` as the dense prompt,
+exactly what HF ``Sam2Model`` does with ``input_masks``. A SAM2 trained from random weights with corner tokens alone
+learns a prompt-independent "every object" mask (design.md, "Training a small model from scratch"): the corner
+tokens reach the pixels only through learned attention on positional encodings, which loses to the image-only
+shortcut; the rasterised box gives every pixel "inside / outside" at once. Pretrained checkpoints lack the flag and
+keep SAM2's own box prompt.
 """
 
 from __future__ import annotations
@@ -47,6 +56,20 @@ class DecoderOutput:
     object_score_logits: Tensor
 
 
+BOX_MASK_LOGIT = 10.0
+
+
+def box_mask_logits(boxes: Tensor, size: int) -> Tensor:
+    """Normalised xyxy boxes ``[B, 4]`` -> mask-prompt logits ``[B, 1, size, size]``: ``+BOX_MASK_LOGIT`` on every
+    grid cell the box overlaps (at least one cell), ``-BOX_MASK_LOGIT`` elsewhere."""
+    edges = torch.arange(size, device=boxes.device, dtype=boxes.dtype) / size  # left/top edge of each cell
+    x1, y1, x2, y2 = (boxes[:, i, None] for i in range(4))
+    cols = (edges[None] + 1.0 / size > x1) & (edges[None] < x2.clamp(min=x1 + 1e-6))  # [B, size]
+    rows = (edges[None] + 1.0 / size > y1) & (edges[None] < y2.clamp(min=y1 + 1e-6))
+    inside = rows[:, :, None] & cols[:, None, :]
+    return (inside.to(boxes.dtype) * 2.0 - 1.0)[:, None] * BOX_MASK_LOGIT
+
+
 @contextmanager
 def _single_mask_only(decoder: nn.Module) -> Iterator[None]:
     """Switch off ``dynamic_multimask_via_stability`` for one call (environment.md §9), then restore it."""
@@ -69,6 +92,7 @@ class PixelDecoder(nn.Module):
         self.sam = sam
         self.hidden_size: int = int(sam.config.vision_config.fpn_hidden_size)
         self.image_size: int = int(sam.config.image_size)
+        self.box_mask_prompt: bool = bool(getattr(sam.config, "sparrow_box_mask_prompt", False))
 
     def encode(self, pixel_values: Tensor) -> ImageFeatures:
         """``[B, 3, S, S]`` normalised pixels -> :class:`ImageFeatures`.
@@ -114,13 +138,17 @@ class PixelDecoder(nn.Module):
             return sparse
         return torch.cat([sparse[:, :, :2], seg], dim=2)
 
-    def dense_prompt(self, batch: int) -> Tensor:
-        """SAM2's no-mask embedding ``[B, C, S/16, S/16]``."""
+    def dense_prompt(self, batch: int, boxes: Tensor | None = None) -> Tensor:
+        """The dense prompt ``[B, C, S/16, S/16]``: SAM2's no-mask embedding, or, when ``boxes`` ``[B, 4]`` are given
+        and :attr:`box_mask_prompt` is on, the prompt encoder's embedding of :func:`box_mask_logits`."""
         enc = self.sam.prompt_encoder
+        if boxes is not None and self.box_mask_prompt:
+            size = 4 * int(enc.image_embedding_size[0])
+            return enc.mask_embed(box_mask_logits(boxes.to(enc.no_mask_embed.weight.dtype), size))
         return enc.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, *enc.image_embedding_size)
 
     def decode(self, features: ImageFeatures, seg_embeddings: Tensor | None, boxes: Tensor | None) -> DecoderOutput:
-        """Single-mask SAM2 decoding with the sparse layout of :meth:`sparse_prompt` and the no-mask dense prompt.
+        """Single-mask SAM2 decoding with the sparse layout of :meth:`sparse_prompt` and :meth:`dense_prompt`.
 
         Returns raw logits (no "object absent" clamping), so mask losses reach ``seg_embeddings`` and, when they
         require grad, SAM2's weights.
@@ -136,7 +164,7 @@ class PixelDecoder(nn.Module):
                 image_embeddings=features.embedding,
                 image_positional_embeddings=position,
                 sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=self.dense_prompt(batch).to(features.embedding.dtype),
+                dense_prompt_embeddings=self.dense_prompt(batch, boxes).to(features.embedding.dtype),
                 multimask_output=False,
                 high_resolution_features=features.high_res,
             )

@@ -26,7 +26,8 @@ def tiny_sam2_config(image_size: int = 256) -> Sam2VideoConfig:
     """A small random SAM2 video config for tests and the CPU demo (≈1.35M parameters at any image size).
 
     Hidden width 128 for the FPN, prompt encoder, mask decoder and memory attention; memory width 64 (the value
-    ``Sam2VideoMemoryAttentionLayer`` hard-codes); 3 memory slots and 4 object pointers. ``image_size`` must be a
+    ``Sam2VideoMemoryAttentionLayer`` hard-codes); 3 memory slots and 4 object pointers; ``sparrow_box_mask_prompt``
+    on (a box prompt also goes in as a rasterised mask prompt, see :mod:`sparrow.model.pixel_decoder`). ``image_size`` must be a
     multiple of 64 (the Hiera trunk downsamples by 32 and the windows need at least 2x2 tokens).
     """
     if image_size < 64 or image_size % 64:
@@ -53,7 +54,7 @@ def tiny_sam2_config(image_size: int = 256) -> Sam2VideoConfig:
     decoder = dict(
         hidden_size=hidden, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=hidden
     )
-    return Sam2VideoConfig(
+    config = Sam2VideoConfig(
         vision_config=vision,
         prompt_encoder_config=prompt,
         mask_decoder_config=decoder,
@@ -70,6 +71,10 @@ def tiny_sam2_config(image_size: int = 256) -> Sam2VideoConfig:
         memory_fuser_intermediate_dim=64,
         max_object_pointers_in_encoder=4,
     )
+    # boxes also reach the decoder as a rasterised mask prompt (pixel_decoder module docstring): without it a SAM2
+    # trained from random weights ignores its box prompts
+    config.sparrow_box_mask_prompt = True
+    return config
 
 
 def build_sam2(config: Sam2VideoConfig) -> Sam2VideoModel:
