@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test train-default clean
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +18,13 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+# Reproduce the bundled default model (src/sparrow/assets/default, see its MODEL_CARD.md): ~10 CPU minutes.
+train-default: install
+	$(VENV)/bin/sparrow synth --out data/synthref --split train --videos 400 --seed 0 --workers 2 --quiet
+	for stage in segmenter proposer vlm; do $(VENV)/bin/sparrow train --config configs/bundled_stage_$$stage.yaml --quiet || exit 1; done
+	rm -rf src/sparrow/assets/default.new && cp -r runs/bundled/vlm/final src/sparrow/assets/default.new
+	rm -rf src/sparrow/assets/default && mv src/sparrow/assets/default.new src/sparrow/assets/default
 
 clean:
 	rm -rf out .pytest_cache

@@ -16,6 +16,7 @@ Labels are -100 everywhere except the answer and its closing ``<|im_end|>``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -279,7 +280,8 @@ class QwenVLAdapter(nn.Module):
             n = int(stop[0]) if len(stop) else len(toks)
             n = min(n, len(steps))
             states = torch.stack([steps[s][b] for s in range(n)]) if n else toks.new_zeros((0, self.hidden_size), dtype=torch.float32)
-            text = self.tokenizer.decode(toks[:n], skip_special_tokens=False)
+            # [BOX]/[SEG] absorb the space before them (lstrip); put it back for display
+            text = re.sub(r"\s*(\[BOX\]|\[SEG\])", r" \1", self.tokenizer.decode(toks[:n], skip_special_tokens=False)).strip()
             results.append(VLMGeneration(tokens=toks[:n], text=text, states=states))
         return results
 
