@@ -119,3 +119,36 @@ def test_overfit_reaches_high_iou_with_matched_queries():
         assert (ious > 0.7).all(), ious
         # the matched queries are the most confident ones, so top-k selection keeps them
         assert set(out.logits[0].topk(3).indices.tolist()) == set(qi.tolist())
+
+
+def test_dense_assignment_centre_sampling_smallest_box_wins():
+    from sparrow.model.proposer import dense_assignment
+
+    quarter = torch.tensor([[0.0, 0.0, 0.5, 0.5]])
+    assigned = dense_assignment(quarter, 4, 4, radius=1.5)
+    assert (assigned >= 0).nonzero().flatten().tolist() == [0, 1, 4, 5]
+    # a box smaller than a cell holds no cell centre: the cell of its centre is its one positive
+    tiny = dense_assignment(torch.tensor([[0.9, 0.9, 0.95, 0.95]]), 4, 4, radius=1.5)
+    assert (tiny >= 0).nonzero().flatten().tolist() == [15]
+    both = dense_assignment(torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5]]), 4, 4, radius=1.5)
+    # the whole-image box's positives are the 4 cells within 1.5 cells of its centre; cell 5 goes to the smaller box
+    assert both[[0, 1, 4, 5]].tolist() == [1, 1, 1, 1] and both[[6, 9, 10]].tolist() == [0, 0, 0]
+    assert both[[2, 3, 15]].tolist() == [-1, -1, -1]
+
+
+def test_two_stage_queries_start_at_the_best_dense_cells_and_dense_loss_counts():
+    torch.manual_seed(0)
+    model = Proposer(ProposerConfig(**TINY))
+    features = torch.randn(2, 32, 6, 6)
+    out = model(features)
+    dense_boxes, dense_logits = out.dense
+    assert dense_boxes.shape == (2, 36, 4) and dense_logits.shape == (2, 36) and out.grid == (6, 6)
+    assert out.boxes.shape == (2, 16, 4)  # min(num_queries, cells)
+    assert model(torch.randn(1, 32, 3, 3)).boxes.shape == (1, 9, 4)  # fewer cells than queries: every cell
+    targets = [torch.tensor([[0.1, 0.1, 0.4, 0.5]]), torch.zeros(0, 4)]
+    with_dense = proposer_loss(out, targets)
+    without = proposer_loss(out, targets, ProposerLossWeights(dense=0.0))
+    assert with_dense["dense"].item() > 0 and without["dense"].item() == 0.0
+    torch.testing.assert_close(with_dense["total"] - without["total"], with_dense["dense"])
+    anchors = Proposer(ProposerConfig(**TINY, two_stage=False))(features)
+    assert anchors.dense is None and not hasattr(Proposer(ProposerConfig(**TINY, two_stage=False)), "enc_box")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers_clips import training_sample, two_object_clip
+from sparrow.data.rle import decode_rle
 from sparrow.errors import SparrowError
 from sparrow.model.batching import make_batch
 from sparrow.model.config import SparrowConfig
@@ -69,7 +70,7 @@ def test_loading_a_folder_without_weights_fails_clearly(model, tmp_path):
         from_pretrained(tmp_path / "m")
 
 
-@pytest.mark.parametrize("mode", ["track", "framewise"])
+@pytest.mark.parametrize("mode", ["track", "framewise", "perframe"])
 def test_modes_on_a_30_frame_clip(model, mode):
     frames, _, _ = two_object_clip(t=30, h=64, w=80)
     result = model.segment(frames, "the red square", mode=mode, key_frame="auto")
@@ -81,6 +82,28 @@ def test_modes_on_a_30_frame_clip(model, mode):
         assert (rle is None) == (box is None)
     record = json.loads(json.dumps(result.to_json()))
     assert len(record["targets"][0]["frames"]) == 30
+
+
+def test_perframe_decodes_each_frame_with_the_box_selected_on_it(model):
+    from sparrow.model.inference import _framewise
+    from sparrow.model.pixel_decoder import PixelDecoder
+    from sparrow.model.selector import select_boxes
+
+    frames, _, _ = two_object_clip(t=7, h=64, w=64)
+    torch.manual_seed(1)
+    c = model.pixel_decoder.hidden_size
+    seg, box_embedding = torch.randn(c), torch.randn(c)
+    with torch.no_grad():
+        got = _framewise(model, frames, 7, (64, 64), seg, None, False, chunk=3, box_embedding=box_embedding)
+        feats = model.pixel_decoder.encode(model.preprocessor(frames))
+        top = model.proposer.top_proposals(model.propose(feats))
+        boxes = torch.stack([select_boxes(model.select(box_embedding[None], top, i), 0.4, 1)[1][0][0] for i in range(7)])
+        assert len({tuple(b.tolist()) for b in boxes}) > 1  # the selected box does change over the frames
+        want = PixelDecoder.upsample(model.pixel_decoder.decode(feats, seg[None].expand(7, -1), boxes).mask_logits, (64, 64)) > 0
+    for t in range(7):
+        rle, _ = got[t]
+        mask = np.zeros((64, 64), bool) if rle is None else decode_rle(rle, expected_size=(64, 64))
+        assert np.array_equal(mask, want[t].numpy()), t
 
 
 def test_fixed_key_frame_and_bad_arguments(model):

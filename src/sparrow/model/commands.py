@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("query", help='the referring sentence, e.g. "the red circle moving to the left"')
     p.add_argument("--out", required=True, help="output folder (masks/, result.json, overlay.mp4)")
     p.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
-    p.add_argument("--mode", choices=["track", "framewise"], default=None, help="propagation mode (default: the model's)")
+    p.add_argument("--mode", choices=["track", "framewise", "perframe"], default=None, help="track: SAM2 memory; framewise: key-frame box on every frame; perframe: [BOX] selects a box on every frame (default: the model's)")
     p.add_argument("--key-frame", default=None, help="'auto' or a frame index for the dual prompt")
     p.add_argument("--tsf-box", action="append", default=[], metavar="FRAME:X0,Y0,X1,Y1",
                    help="a box of the target (pixels) on a frame, shown to the model as TSF crops; repeatable")
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--data", required=True, help="a split folder in the MeViS layout (SynthRef, MeViS, ReVOS)")
     i.add_argument("--out", required=True, help="prediction folder (resumable: finished expressions are skipped)")
     i.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
-    i.add_argument("--mode", choices=["track", "framewise"], default=None)
+    i.add_argument("--mode", choices=["track", "framewise", "perframe"], default=None)
     i.add_argument("--limit", type=int, default=None, help="only the first N expressions")
     i.add_argument("--device", default=None)
     i.add_argument("--quiet", action="store_true")
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True, help="output folder: input.mp4, query.txt and result/")
     d.add_argument("--model", default="default", help="default | tiny | path to a saved model folder")
     d.add_argument("--seed", type=int, default=0, help="which generated clip")
-    d.add_argument("--mode", choices=["track", "framewise"], default=None)
+    d.add_argument("--mode", choices=["track", "framewise", "perframe"], default=None)
     d.add_argument("--device", default=None)
     d.set_defaults(func=run_demo)
 

@@ -15,6 +15,9 @@ from sparrow.errors import SparrowError
 from sparrow.model.losses import LossWeights
 
 
+MODES = ("track", "framewise", "perframe")  # how frames after the key frame get their masks (model/inference.py)
+
+
 @dataclass
 class SelectionConfig:
     """How the ``[BOX]`` embedding picks proposals (method.md §5.3, §11 rows 6-7)."""
@@ -39,9 +42,11 @@ class SparrowConfig:
     proposer_queries: int = 32
     proposer_layers: int = 2
     proposer_heads: int = 4
+    proposer_two_stage: bool = True         # dense per-cell head picks the decoder's initial boxes (proposer.py)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossWeights = field(default_factory=LossWeights)  # method.md §6.1 (release values) + paper filter loss
-    mode: str = "track"                     # "track" (SAM2 memory) or "framewise" (the release's default)
+    mode: str = "track"                     # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
+                                            # release's default) or "perframe" (the [BOX] selects a box on every frame)
     key_frame: str = "auto"                 # "auto": VLM frame with the best [BOX] selection score; or an index
     reprompt_every: int = 0                 # track mode: re-prompt with the dual prompt every N frames (0 = never)
     tsf: str = "off"                        # "off" | "train" | "train+infer"
@@ -57,8 +62,8 @@ class SparrowConfig:
             self.selection = SelectionConfig(**self.selection)
         if isinstance(self.loss, dict):
             self.loss = LossWeights(**self.loss)
-        if self.mode not in ("track", "framewise"):
-            raise SparrowError(f"mode must be 'track' or 'framewise', got {self.mode!r}")
+        if self.mode not in MODES:
+            raise SparrowError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.tsf not in ("off", "train", "train+infer"):
             raise SparrowError(f"tsf must be 'off', 'train' or 'train+infer', got {self.tsf!r}")
         if self.train_box_source not in ("selected", "gt"):
@@ -75,6 +80,7 @@ class SparrowConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SparrowError(f"unknown config fields {unknown}", source)
+        data = {"proposer_two_stage": False, **data}  # saved before the field existed: learned-anchor proposer
         return cls(**data)
 
     def save(self, path: str | Path) -> None:

@@ -3,8 +3,10 @@
 Steps: sample ``vlm_frames`` frames -> VLM generates the answer (greedy, KV cache) -> ``[BOX]``/``[SEG]`` embeddings
 -> key frame (``auto``: among the VLM's frames, the one where the ``[BOX]`` selection scores highest) -> proposer +
 selector choose the box -> SAM2 decodes the key-frame mask from box + ``[SEG]`` -> all frames by SAM2 memory
-propagation (``track``, forward and backward, bounded memory) or by decoding every frame with the key-frame box
-(``framewise``, the authors' default). Masks are kept as COCO RLE so memory does not grow with video length.
+propagation (``track``, forward and backward, bounded memory), by decoding every frame with the key-frame box
+(``framewise``, the authors' default), or by decoding every frame with the box the ``[BOX]`` selects on that frame
+(``perframe``, the way training supervises selection). Masks are kept as COCO RLE so memory does not grow with video
+length.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 from sparrow.data.rle import RLE, decode_rle, encode_mask, mask_to_box
 from sparrow.data.video_io import VideoSource, iter_frames, probe_video, read_frames, sample_indices
 from sparrow.errors import SparrowError
+from sparrow.model.config import MODES
 from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
 from sparrow.model.prompt_tokens import pair_prompt_tokens, teacher_forced_pairs
 from sparrow.model.selector import select_boxes
@@ -166,7 +169,7 @@ def segment(
 ) -> SegmentationResult:
     """Answer ``query`` about ``video`` and segment each referred target in every frame.
 
-    ``mode``: "track" | "framewise" (default: the config's); ``key_frame``: "auto" or a frame index.
+    ``mode``: "track" | "framewise" | "perframe" (default: the config's); ``key_frame``: "auto" or a frame index.
     TSF at inference: ``tsf_boxes`` (frame index -> pixel box of the target, from the user) are turned into K crops
     shown to the VLM; ``self_tsf`` runs once without TSF, takes the predicted track as the TSF source and runs
     again (default: on when the config says ``tsf="train+infer"``).
@@ -202,8 +205,8 @@ def _segment_once(
 ) -> SegmentationResult:
     cfg = model.config
     mode = mode or cfg.mode
-    if mode not in ("track", "framewise"):
-        raise SparrowError(f"mode must be 'track' or 'framewise', got {mode!r}")
+    if mode not in MODES:
+        raise SparrowError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if not isinstance(query, str) or not query.strip():
         raise SparrowError("the query is empty")
     model.eval()
@@ -231,7 +234,9 @@ def _segment_once(
         key_mask = PixelDecoder.upsample(choice.mask_logits[None], size)[0] > 0
         if mode == "track":
             frames_out = _track(model, video, info.num_frames, choice, key_mask.cpu().numpy(), prompts, k, progress)
-        else:
+        elif mode == "perframe" and bool(prompts.has_box[k]):
+            frames_out = _framewise(model, video, info.num_frames, size, prompts.seg[k], choice.box, progress, box_embedding=prompts.box[k])
+        else:  # framewise, or perframe for a [SEG] without [BOX] (nothing to select with)
             frames_out = _framewise(model, video, info.num_frames, size, prompts.seg[k], choice.box, progress)
         scale = torch.tensor([info.width, info.height, info.width, info.height], dtype=torch.float32)
         key_box = None if choice.box is None else [round(float(v), 2) for v in choice.box.float().cpu() * scale]
@@ -279,20 +284,29 @@ def _track(model: SparrowModel, video: VideoSource, num_frames: int, choice: _Ke
     return outputs
 
 
-def _framewise(model: SparrowModel, video: VideoSource, num_frames: int, size: tuple[int, int], seg: torch.Tensor, box: torch.Tensor | None, progress: bool, chunk: int = 8) -> list[FrameOutput]:
-    """Decode every frame independently with the key-frame box and ``[SEG]`` (no memory; the release's mode)."""
+def _framewise(
+    model: SparrowModel, video: VideoSource, num_frames: int, size: tuple[int, int], seg: torch.Tensor, box: torch.Tensor | None,
+    progress: bool, chunk: int = 8, box_embedding: torch.Tensor | None = None,
+) -> list[FrameOutput]:
+    """Decode every frame independently with ``[SEG]`` ``[C]`` and a box (no memory): the key-frame box ``[4]``
+    (the release's mode), or, given the ``[BOX]`` embedding ``[C]``, the box it selects among that frame's proposals."""
     outputs: list[FrameOutput] = []
     buffer: list[np.ndarray] = []
+    cfg = model.config.selection
 
     def flush() -> None:
         feats = _encode(model, np.stack(buffer))
         n = len(buffer)
-        out = model.pixel_decoder.decode(feats, seg[None].expand(n, -1), None if box is None else box[None].expand(n, -1))
+        boxes = None if box is None else box[None].expand(n, -1)
+        if box_embedding is not None:
+            top = model.proposer.top_proposals(model.propose(feats))
+            boxes = torch.stack([select_boxes(model.select(box_embedding[None], top, i), cfg.threshold, 1)[1][0][0] for i in range(n)])
+        out = model.pixel_decoder.decode(feats, seg[None].expand(n, -1), boxes)
         for m in (PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy():
             outputs.append(_frame_output(m))
         buffer.clear()
 
-    for _, frame in tqdm(iter_frames(video), total=num_frames, disable=not progress, desc="framewise", unit="frame"):
+    for _, frame in tqdm(iter_frames(video), total=num_frames, disable=not progress, desc="perframe" if box_embedding is not None else "framewise", unit="frame"):
         buffer.append(frame)
         if len(buffer) == chunk:
             flush()

@@ -73,6 +73,7 @@ class SparrowModel(nn.Module):
             ProposerConfig(
                 in_channels=d_sam, hidden_size=config.proposer_hidden, num_queries=config.proposer_queries,
                 num_layers=config.proposer_layers, num_heads=config.proposer_heads, top_k=config.selection.top_k,
+                two_stage=config.proposer_two_stage,
             )
         )
         self.selector = Selector(embed_dim=d_sam, feature_dim=config.proposer_hidden)
