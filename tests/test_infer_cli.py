@@ -38,3 +38,13 @@ def test_infer_then_eval(split, tmp_path, capsys):
     report = tmp_path / "report"
     assert main(["eval", "rvos", "--pred", str(pred), "--gt", str(split), "--format", "mevis", "--report", str(report)]) == 0
     assert (report / "report.json").exists()
+
+
+@pytest.mark.parametrize("tsf", ["off", "self", "boxes"])
+def test_infer_tsf_at_inference_sources(split, tmp_path, tsf):
+    pred = tmp_path / "pred"
+    args = ["infer", "--data", str(split), "--out", str(pred), "--model", "tiny", "--mode", "perframe", "--quiet", "--limit", "1"]
+    assert main(args + ["--tsf", tsf]) == 0
+    (answer,) = pred.glob("*/*/answer.json")
+    info = json.loads(answer.read_text())
+    assert info["tsf"] == (None if tsf == "off" else tsf) and info["mode"] == "perframe"

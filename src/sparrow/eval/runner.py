@@ -2,7 +2,7 @@
 
 ``<out>/<video>/<exp_id>/<frame>.png``: one binary PNG per frame (0 / 255, mode "L"), the MeViS / ReVOS /
 Ref-YouTube-VOS layout that ``sparrow eval rvos`` scores. ``<out>/<video>/<exp_id>/answer.json`` keeps the
-answer, key frame and selection score. Each expression folder is written under a temporary name and renamed
+answer, key frame, selection score and the TSF source. Each expression folder is written under a temporary name and renamed
 when complete, so a killed run resumes where it stopped (complete folders are skipped) and never leaves a
 half-written expression.
 """
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from sparrow.model.sparrow_model import SparrowModel
 
 
+TSF_SOURCES = ("auto", "off", "self", "boxes")
+
+
 def predict_split(
     model: SparrowModel,
     records: list[VideoRecord],
@@ -31,8 +34,15 @@ def predict_split(
     mode: str | None = None,
     limit: int | None = None,
     progress: bool = True,
+    tsf: str = "auto",
 ) -> dict[str, int]:
-    """Segment every (video, expression) of ``records``; returns counts ``{"written", "skipped", "forced"}``."""
+    """Segment every (video, expression) of ``records``; returns counts ``{"written", "skipped", "forced"}``.
+
+    ``tsf`` (TSF at inference): "auto" (the model config's), "off", "self" (self-TSF: the first pass's track), or
+    "boxes" (the annotated target box of every visible frame, standing in for boxes a user draws).
+    """
+    if tsf not in TSF_SOURCES:
+        raise ValueError(f"tsf must be one of {list(TSF_SOURCES)}, got {tsf!r}")
     out_dir = Path(out_dir)
     jobs = [(r, e) for r in records for e in r.expressions]
     if limit is not None:
@@ -44,7 +54,11 @@ def predict_split(
             counts["skipped"] += 1
             continue
         frames = record.load_frames()
-        result = model.segment(frames, expression.text, mode=mode)
+        options: dict = {"self_tsf": {"auto": None, "off": False, "self": True, "boxes": None}[tsf]}
+        if tsf == "boxes":
+            track = record.target_boxes(expression)
+            options["tsf_boxes"] = {t: box for t, box in enumerate(track) if box is not None}
+        result = model.segment(frames, expression.text, mode=mode, **options)
         masks = result.masks
         with atomic_dir(target) as tmp:
             for name, mask in zip(record.frames, masks):
@@ -52,6 +66,7 @@ def predict_split(
             info = {
                 "answer": result.answer, "forced_prompt": result.forced_prompt, "mode": result.mode,
                 "key_frames": [t.key_frame for t in result.targets], "selection_scores": [t.selection_score for t in result.targets],
+                "tsf": result.extra.get("tsf", {}).get("source"),
             }
             (tmp / "answer.json").write_text(json.dumps(info))
         counts["written"] += 1

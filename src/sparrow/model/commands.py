@@ -29,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
     i.add_argument("--mode", choices=["track", "framewise", "perframe"], default=None)
     i.add_argument("--limit", type=int, default=None, help="only the first N expressions")
+    i.add_argument("--tsf", choices=["auto", "off", "self", "boxes"], default="auto",
+                   help="TSF at inference: the model's setting, none, self-TSF, or the annotated target boxes as user boxes")
     i.add_argument("--device", default=None)
     i.add_argument("--quiet", action="store_true")
     i.set_defaults(func=run_infer)
@@ -74,7 +76,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
     records = read_mevis(args.data)
     model = load_model(args.model, device=args.device)
-    counts = predict_split(model, records, args.out, mode=args.mode, limit=args.limit, progress=not args.quiet)
+    counts = predict_split(model, records, args.out, mode=args.mode, limit=args.limit, progress=not args.quiet, tsf=args.tsf)
     print(f"wrote {counts['written']} expressions ({counts['skipped']} already done, {counts['forced']} without a generated [SEG]) to {args.out}")
     return 0
 
