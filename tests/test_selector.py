@@ -217,3 +217,29 @@ def test_selector_overfit_picks_the_positive_and_refines_its_box():
     iou_before = box_iou(props.boxes[0, 4:5], target[None]).item()
     iou_after = box_iou(boxes[0], target[None]).item()
     assert iou_after > max(0.95, iou_before + 0.05), (iou_before, iou_after)
+
+
+def test_appearance_pooling_and_selector_keys_use_it():
+    from sparrow.model.proposal_appearance import appearance_dim, proposal_appearance
+    from sparrow.model.proposer import Proposals
+
+    fmap = torch.zeros(1, 2, 8, 8)
+    fmap[0, 0, :4, :4] = 1.0  # channel 0 lights the top-left quarter
+    fmap[0, 1, 4:, 4:] = 3.0  # channel 1 the bottom-right quarter
+    boxes = torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.5, 0.0, 1.0, 0.5]]])
+    pooled = proposal_appearance([fmap, fmap[:, :1]], boxes)
+    assert pooled.shape == (1, 3, 3)
+    torch.testing.assert_close(pooled[0, :, :2], torch.tensor([[1.0, 0.0], [0.0, 3.0], [0.0, 0.0]]))
+    assert appearance_dim(128) == 128 + 32 + 16
+    torch.manual_seed(0)
+    selector = Selector(embed_dim=8, feature_dim=4, key_dim=16, appearance_dim=3)
+    props = Proposals(boxes=boxes, logits=torch.zeros(1, 3), features=torch.zeros(1, 3, 4), valid=torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="carry none"):
+        selector(torch.randn(1, 8), props)
+    embedding = torch.randn(1, 8)
+    props.appearance = pooled
+    with_app = selector(embedding, props).logits
+    props.appearance = torch.zeros_like(pooled)
+    without = selector(embedding, props).logits
+    # the first two proposals differ in appearance from zeros, the third (all-zero pooled features) does not
+    assert not torch.allclose(with_app[0, :2], without[0, :2]) and torch.allclose(with_app[0, 2], without[0, 2])

@@ -96,7 +96,8 @@ def test_perframe_decodes_each_frame_with_the_box_selected_on_it(model):
     with torch.no_grad():
         got = _framewise(model, frames, 7, (64, 64), seg, None, False, chunk=3, box_embedding=box_embedding)
         feats = model.pixel_decoder.encode(model.preprocessor(frames))
-        top = model.proposer.top_proposals(model.propose(feats))
+        top = model.candidates(feats)
+        assert top.appearance is not None and top.appearance.shape[:2] == top.boxes.shape[:2]
         boxes = torch.stack([select_boxes(model.select(box_embedding[None], top, i), 0.4, 1)[1][0][0] for i in range(7)])
         assert len({tuple(b.tolist()) for b in boxes}) > 1  # the selected box does change over the frames
         want = PixelDecoder.upsample(model.pixel_decoder.decode(feats, seg[None].expand(7, -1), boxes).mask_logits, (64, 64)) > 0

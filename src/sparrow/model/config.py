@@ -43,6 +43,8 @@ class SparrowConfig:
     proposer_layers: int = 2
     proposer_heads: int = 4
     proposer_two_stage: bool = True         # dense per-cell head picks the decoder's initial boxes (proposer.py)
+    proposer_fine: bool = False             # the proposer also reads SAM2's stride-8 map (small images: tiny preset)
+    selector_appearance: bool = True        # the selector also sees ROI-pooled SAM2 features and the box of a proposal
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossWeights = field(default_factory=LossWeights)  # method.md §6.1 (release values) + paper filter loss
     mode: str = "track"                     # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
@@ -80,7 +82,8 @@ class SparrowConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SparrowError(f"unknown config fields {unknown}", source)
-        data = {"proposer_two_stage": False, **data}  # saved before the field existed: learned-anchor proposer
+        # saved before these fields existed: learned-anchor proposer, selector on proposer features only
+        data = {"proposer_two_stage": False, "selector_appearance": False, **data}
         return cls(**data)
 
     def save(self, path: str | Path) -> None:

@@ -109,7 +109,7 @@ def _choose_key(model: SparrowModel, prompts: PromptEmbeddings, k: int, features
     cfg = model.config.selection
     seg = prompts.seg[k : k + 1]
     if bool(prompts.has_box[k]):
-        top = model.proposer.top_proposals(model.propose(features))
+        top = model.candidates(features)
         best = None
         for i in range(len(frame_ids)):
             out = model.select(prompts.box[k : k + 1], top, i)
@@ -299,7 +299,7 @@ def _framewise(
         n = len(buffer)
         boxes = None if box is None else box[None].expand(n, -1)
         if box_embedding is not None:
-            top = model.proposer.top_proposals(model.propose(feats))
+            top = model.candidates(feats)
             boxes = torch.stack([select_boxes(model.select(box_embedding[None], top, i), cfg.threshold, 1)[1][0][0] for i in range(n)])
         out = model.pixel_decoder.decode(feats, seg[None].expand(n, -1), boxes)
         for m in (PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy():

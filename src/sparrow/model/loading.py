@@ -46,7 +46,7 @@ def real_config() -> SparrowConfig:
 
 
 def tiny_config() -> SparrowConfig:
-    return SparrowConfig(base_vlm="tiny", base_sam2="tiny")
+    return SparrowConfig(base_vlm="tiny", base_sam2="tiny", proposer_fine=True)
 
 
 def build_model(config: SparrowConfig, vlm_path: str | Path, sam2_path: str | Path, seed: int = 0) -> SparrowModel:

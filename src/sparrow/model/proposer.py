@@ -52,6 +52,7 @@ class ProposerConfig:
     dropout: float = 0.0
     prior_prob: float = 0.01  # initial objectness probability (bias -log(99))
     two_stage: bool = True  # initial references from the dense per-cell head (False: learned anchors)
+    fine_channels: int = 0  # > 0: also read SAM2's stride-8 map with this many channels (memory and cells at stride 8)
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "hidden_size", "num_queries", "num_layers", "num_heads", "top_k"):
@@ -79,6 +80,7 @@ class Proposals:
     aux: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     dense: tuple[Tensor, Tensor] | None = None  # two-stage: per-cell (boxes [B, hw, 4], logits [B, hw]) and ...
     grid: tuple[int, int] | None = None  # ... the cell grid (h, w) they come from
+    appearance: Tensor | None = None  # [B, P, A] ROI-pooled image features (sparrow.model.proposal_appearance)
 
     @property
     def scores(self) -> Tensor:
@@ -88,7 +90,8 @@ class Proposals:
     def image(self, b: int) -> Proposals:
         """Proposals of image ``b`` with the batch dimension kept (size 1), without ``aux``."""
         sl = slice(b, b + 1)
-        return Proposals(self.boxes[sl], self.logits[sl], self.features[sl], self.valid[sl])
+        appearance = None if self.appearance is None else self.appearance[sl]
+        return Proposals(self.boxes[sl], self.logits[sl], self.features[sl], self.valid[sl], appearance=appearance)
 
     def detach(self) -> Proposals:
         """A copy with every tensor detached (the proposer is frozen while the selector trains)."""
@@ -100,6 +103,7 @@ class Proposals:
             [(b.detach(), lg.detach()) for b, lg in self.aux],
             None if self.dense is None else (self.dense[0].detach(), self.dense[1].detach()),
             self.grid,
+            None if self.appearance is None else self.appearance.detach(),
         )
 
 
@@ -175,6 +179,8 @@ class Proposer(nn.Module):
         d, q = config.hidden_size, config.num_queries
         groups = math.gcd(32, d)  # GroupNorm as in DETR-family input projections
         self.input_proj = nn.Sequential(nn.Conv2d(config.in_channels, d, kernel_size=1), nn.GroupNorm(groups, d))
+        if config.fine_channels:
+            self.fine_proj = nn.Sequential(nn.Conv2d(config.fine_channels, d, kernel_size=1), nn.GroupNorm(groups, d))
         self.query_content = nn.Embedding(q, d)
         if config.two_stage:
             self.enc_output = nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d))
@@ -214,8 +220,11 @@ class Proposer(nn.Module):
                 nn.init.zeros_(head.layers[-1].weight)
                 nn.init.zeros_(head.layers[-1].bias)
 
-    def forward(self, image_embedding: Tensor) -> Proposals:
+    def forward(self, image_embedding: Tensor, fine: Tensor | None = None) -> Proposals:
         """``image_embedding [B, C, h, w]`` (SAM2's stride-16 embedding) -> all ``num_queries`` proposals.
+
+        With ``fine_channels``, ``fine [B, fine_channels, 2h, 2w]`` (SAM2's stride-8 map) is required: the memory is
+        then the upsampled projected embedding plus the projected stride-8 map (an FPN-style sum), on the 2h x 2w grid.
 
         The returned :class:`Proposals` has ``boxes [B, Q, 4]``, ``logits [B, Q]``, ``features [B, Q, d]``,
         ``valid [B, Q]`` (all True), ``aux`` with one ``(boxes, logits)`` pair per earlier decoder layer and, with
@@ -227,8 +236,15 @@ class Proposer(nn.Module):
                 f"Proposer expects [B, {self.config.in_channels}, h, w] image features, "
                 f"got {tuple(image_embedding.shape)}"
             )
-        b, _, h, w = image_embedding.shape
-        memory = self.input_proj(image_embedding).flatten(2).transpose(1, 2)  # [B, hw, d]
+        projected = self.input_proj(image_embedding)
+        if self.config.fine_channels:
+            want = (self.config.fine_channels, 2 * image_embedding.shape[2], 2 * image_embedding.shape[3])
+            if fine is None or fine.dim() != 4 or tuple(fine.shape[1:]) != want:
+                got = None if fine is None else tuple(fine.shape)
+                raise ValueError(f"Proposer expects the stride-8 map [B, {want[0]}, {want[1]}, {want[2]}], got {got}")
+            projected = F.interpolate(projected, scale_factor=2.0, mode="nearest") + self.fine_proj(fine)
+        b, _, h, w = projected.shape
+        memory = projected.flatten(2).transpose(1, 2)  # [B, hw, d]
         memory_pos = grid_position_embedding(h, w, self.config.hidden_size, memory.device, memory.dtype)[None]
         dense = None
         if self.config.two_stage:

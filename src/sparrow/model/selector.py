@@ -3,8 +3,11 @@
 For the ``N`` ``[BOX]`` embeddings ``E [N, embed_dim]`` of one image and its ``P`` proposals (features
 ``F [P, feature_dim]``, objectness logits ``o [P]``, boxes ``B [P, 4]``):
 
-* **score**: ``L = (E W_q)(F W_k)^T / sqrt(key_dim) + log(max(sigmoid(o), 1e-6))``, invalid proposals ``-inf``;
-* **refinement**: an MLP on ``[E W_q || F W_k]`` predicts, for every (embedding, proposal) pair, a delta added to
+* **score**: ``L = (E W_q)(K)^T / sqrt(key_dim) + log(max(sigmoid(o), 1e-6))``, invalid proposals ``-inf``, with
+  keys ``K = F W_k`` or, with ``appearance_dim`` (our addition, see ``proposal_appearance.py``),
+  ``K = F W_k + A W_a + MLP(sine(B))`` from the proposal's ROI-pooled image features ``A [P, appearance_dim]`` and
+  its box;
+* **refinement**: an MLP on ``[E W_q || K]`` predicts, for every (embedding, proposal) pair, a delta added to
   the proposal box in inverse-sigmoid ``cxcywh`` space. Its last layer is zero-initialised, so it starts as the
   identity. The refined box is the one used to prompt SAM2 (the release computes and discards it, §10 row 5);
 * **rule** (:func:`select_boxes`): ``sigmoid(L) >= threshold`` sorted by score, else the argmax; at most
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
 
-from sparrow.model.proposer import MLP, Proposals, cxcywh_to_unit_xyxy, inverse_sigmoid
+from sparrow.model.proposer import MLP, Proposals, cxcywh_to_unit_xyxy, inverse_sigmoid, sine_embedding
 
 __all__ = [
     "SelectorOutput",
@@ -72,13 +75,18 @@ class Selector(nn.Module):
         embed_dim: size of the ``[BOX]`` embedding (output of the box L->V head).
         feature_dim: size of the proposal features (the proposer's hidden size).
         key_dim: size of the shared query/key space (256 in the release).
+        appearance_dim: size of the proposals' ``appearance`` (0: not used; then proposals need none).
     """
 
-    def __init__(self, embed_dim: int, feature_dim: int, key_dim: int = 256) -> None:
+    def __init__(self, embed_dim: int, feature_dim: int, key_dim: int = 256, appearance_dim: int = 0) -> None:
         super().__init__()
         self.key_dim = key_dim
+        self.appearance_dim = appearance_dim
         self.w_q = nn.Linear(embed_dim, key_dim)
         self.w_k = nn.Linear(feature_dim, key_dim)
+        if appearance_dim:
+            self.w_a = nn.Sequential(nn.LayerNorm(appearance_dim), nn.Linear(appearance_dim, key_dim))
+            self.w_geo = MLP(4 * 32, key_dim, key_dim, 2)  # sine(4 box coordinates x 32)
         self.refine = MLP(2 * key_dim, key_dim, 4, 3)
         nn.init.zeros_(self.refine.layers[-1].weight)
         nn.init.zeros_(self.refine.layers[-1].bias)
@@ -101,6 +109,12 @@ class Selector(nn.Module):
         boxes, obj_logits, feats, valid = _single_image(proposals)
         q = self.w_q(box_embeddings)  # [N, k]
         k = self.w_k(feats.to(q.dtype))  # [P, k]
+        if self.appearance_dim:
+            appearance = proposals.appearance
+            if appearance is None:
+                raise ValueError("Selector uses proposal appearance, but the proposals carry none (SparrowModel.candidates adds it)")
+            appearance = appearance[0] if appearance.dim() == 3 else appearance
+            k = k + self.w_a(appearance.to(q.dtype)) + self.w_geo(sine_embedding(boxes.to(q.dtype), 32))
         logits = q @ k.transpose(0, 1) / math.sqrt(self.key_dim)
         logits = logits + F.logsigmoid(obj_logits.to(q.dtype)).clamp(min=_LOG_MIN_SCORE)[None]
         logits = logits.masked_fill(~valid[None], float("-inf"))

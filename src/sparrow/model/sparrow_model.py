@@ -20,6 +20,7 @@ from sparrow.model.heads import LanguageToVisionHead
 from sparrow.model.losses import mask_bce_loss, mask_dice_loss, weighted_total
 from sparrow.model.pixel_decoder import DecoderOutput, ImageFeatures, PixelDecoder
 from sparrow.model.prompt_tokens import PromptPairs, gather_states, teacher_forced_pairs
+from sparrow.model.proposal_appearance import appearance_dim, proposal_appearance
 from sparrow.model.proposer import Proposals, Proposer, ProposerConfig, proposer_loss
 from sparrow.model.sam2_backbone import Sam2Preprocessor
 from sparrow.model.selector import Selector, SelectorOutput, refinement_loss, select_boxes, selection_labels, selection_loss
@@ -73,11 +74,19 @@ class SparrowModel(nn.Module):
             ProposerConfig(
                 in_channels=d_sam, hidden_size=config.proposer_hidden, num_queries=config.proposer_queries,
                 num_layers=config.proposer_layers, num_heads=config.proposer_heads, top_k=config.selection.top_k,
-                two_stage=config.proposer_two_stage,
+                two_stage=config.proposer_two_stage, fine_channels=self._fine_channels(config, sam),
             )
         )
-        self.selector = Selector(embed_dim=d_sam, feature_dim=config.proposer_hidden)
+        self.selector = Selector(
+            embed_dim=d_sam, feature_dim=config.proposer_hidden,
+            appearance_dim=appearance_dim(d_sam) if config.selector_appearance else 0,
+        )
         self.preprocessor = Sam2Preprocessor(self.pixel_decoder.image_size)
+
+    @staticmethod
+    def _fine_channels(config: SparrowConfig, sam: nn.Module) -> int:
+        """Channels of SAM2's stride-8 map after the mask decoder's ``conv_s1`` (hidden / 4) when the proposer reads it."""
+        return int(sam.config.vision_config.fpn_hidden_size) // 4 if config.proposer_fine else 0
 
     @property
     def sam(self) -> nn.Module:
@@ -114,7 +123,14 @@ class SparrowModel(nn.Module):
 
     def propose(self, features: ImageFeatures) -> Proposals:
         """All proposals of a batch of frames (``[B, Q, ...]``)."""
-        return self.proposer(features.embedding)
+        return self.proposer(features.embedding, features.high_res[-1] if self.config.proposer_fine else None)
+
+    def candidates(self, features: ImageFeatures) -> Proposals:
+        """The top-k proposals of every frame of a feature batch, with their appearance when the selector uses it."""
+        top = self.proposer.top_proposals(self.propose(features))
+        if self.config.selector_appearance:
+            top.appearance = proposal_appearance([features.embedding, *features.high_res], top.boxes.detach())
+        return top
 
     def select(self, box_embedding: torch.Tensor, top: Proposals, index: int) -> SelectorOutput:
         """Score the (top-k) proposals of frame ``index`` of a proposal batch for embeddings ``[N, C]``."""
@@ -141,6 +157,8 @@ class SparrowModel(nn.Module):
         features = self.pixel_decoder.encode(batch.sam_pixels.flatten(0, 1))  # frames ordered (b, t)
         proposals = self.propose(features)
         top = self.proposer.top_proposals(proposals)
+        if cfg.selector_appearance:
+            top.appearance = proposal_appearance([features.embedding, *features.high_res], top.boxes.detach())
         losses: dict[str, torch.Tensor] = {}
         if ce is not None:
             losses["ce"] = ce
@@ -208,7 +226,4 @@ class SparrowModel(nn.Module):
 
 def frame_proposals(proposals: Proposals, index: int) -> Proposals:
     """The proposals of one frame of a batch, keeping a batch dimension of 1."""
-    return Proposals(
-        boxes=proposals.boxes[index : index + 1], logits=proposals.logits[index : index + 1],
-        features=proposals.features[index : index + 1], valid=proposals.valid[index : index + 1],
-    )
+    return proposals.image(index)

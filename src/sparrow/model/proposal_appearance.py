@@ -1,0 +1,47 @@
+"""What a proposal looks like: ROI-pooled SAM2 features inside its box, for the ``[BOX]`` selector.
+
+The class-agnostic proposer's query features are trained to find objects, not to tell them apart, so on their own
+they carry little of what a referring sentence names (colour, shape, texture). The selector therefore also sees,
+for every proposal, SAM2's image features averaged inside the box (``torchvision.ops.roi_align``) at every level:
+the stride-16 embedding and the two high-resolution maps, whose early-stage features keep colour. No parameters:
+the selector's own projections learn what to use.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import roi_align
+
+__all__ = ["appearance_dim", "proposal_appearance"]
+
+
+def appearance_dim(hidden_size: int) -> int:
+    """Channels of :func:`proposal_appearance` for SAM2 hidden size ``C``: ``C + C/4 + C/8`` (the three levels)."""
+    return hidden_size + hidden_size // 4 + hidden_size // 8
+
+
+def proposal_appearance(maps: list[Tensor], boxes: Tensor, output_size: int = 2) -> Tensor:
+    """Average of each feature map inside each box, concatenated over maps.
+
+    Args:
+        maps: feature maps ``[B, C_l, h_l, w_l]`` of the same images (any resolutions).
+        boxes: ``[B, K, 4]`` normalised xyxy boxes.
+        output_size: ROI-align grid per box before averaging.
+
+    Returns:
+        ``[B, K, sum(C_l)]``.
+    """
+    if boxes.dim() != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"proposal_appearance: boxes must be [B, K, 4], got {tuple(boxes.shape)}")
+    b, k, _ = boxes.shape
+    pooled = []
+    for fmap in maps:
+        if fmap.dim() != 4 or fmap.shape[0] != b:
+            raise ValueError(f"proposal_appearance: feature map {tuple(fmap.shape)} does not match {b} images")
+        h, w = fmap.shape[-2:]
+        scale = torch.tensor([w, h, w, h], dtype=fmap.dtype, device=fmap.device)
+        rois = [boxes[i].to(fmap.dtype) * scale for i in range(b)]
+        out = roi_align(fmap, rois, output_size=output_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        pooled.append(out.mean(dim=(-2, -1)).reshape(b, k, -1))
+    return torch.cat(pooled, dim=-1)
