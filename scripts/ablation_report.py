@@ -1,0 +1,114 @@
+"""Tables and plots of the TSF x BOX ablation from the rows' ``sparrow eval rvos`` reports (docs/results.md).
+
+    python scripts/ablation_report.py --out docs/results_tables.md --plots docs/images \
+        "[SEG] only=runs/ablation/report_seg_only" "+[BOX]=runs/ablation/report_box" ...
+
+Each ROW is ``label=report_folder`` (a folder holding ``report.json``). Writes the markdown tables (overall, J&F
+per tag, identity-switch rate per tag) and two PNG plots, all atomically; prints the overall table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sparrow.atomic import atomic_file, atomic_path  # noqa: E402
+from sparrow.errors import SparrowError  # noqa: E402
+
+METRICS = [("J&F", "J&F"), ("J", "J"), ("F", "F"), ("first-frame IoU", "first_iou"), ("identity-switch rate", "id_switch"), ("drift", "drift")]
+
+
+def load_rows(items: list[str]) -> list[tuple[str, dict]]:
+    rows = []
+    for item in items:
+        label, sep, folder = item.partition("=")
+        if not sep:
+            raise SparrowError(f"row {item!r} is not label=report_folder")
+        path = Path(folder) / "report.json"
+        if not path.exists():
+            raise SparrowError("missing report", path)
+        rows.append((label, json.loads(path.read_text())["summary"]))
+    return rows
+
+
+def metric(summary: dict, key: str) -> float:
+    return float(summary["consistency"][key] if key in summary.get("consistency", {}) else summary[key])
+
+
+def tables(rows: list[tuple[str, dict]]) -> str:
+    head = "| row | " + " | ".join(name for name, _ in METRICS) + " |"
+    lines = ["### Overall", "", head, "|---" * (len(METRICS) + 1) + "|"]
+    for label, s in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{metric(s, key):.3f}" for _, key in METRICS) + " |")
+    tags = sorted({t for _, s in rows for t in s.get("by_tag", {})})
+    for title, key in (("J&F per tag", "J&F"), ("Identity-switch rate per tag", "id_switch")):
+        lines += ["", f"### {title}", "", "| row | " + " | ".join(f"{t} (n={rows[0][1]['by_tag'].get(t, {}).get('n', 0)})" for t in tags) + " |"]
+        lines.append("|---" * (len(tags) + 1) + "|")
+        for label, s in rows:
+            lines.append(f"| {label} | " + " | ".join(f"{s['by_tag'][t][key]:.3f}" if t in s["by_tag"] else "-" for t in tags) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(rows: list[tuple[str, dict]], folder: Path) -> None:
+    labels = [label for label, _ in rows]
+    keys = [("J&F", "J&F"), ("first-frame IoU", "first_iou"), ("identity-switch rate", "id_switch")]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    x = np.arange(len(keys))
+    width = 0.8 / len(rows)
+    for i, (label, s) in enumerate(rows):
+        ax.bar(x + i * width, [metric(s, k) for _, k in keys], width, label=label)
+    ax.set_xticks(x + 0.4 - width / 2, [name for name, _ in keys])
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncols=2)
+    ax.set_title("TSF x BOX ablation, SynthRef test (30 videos, 120 expressions)")
+    fig.tight_layout()
+    with atomic_path(folder / "ablation_overall.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+    tags = sorted({t for _, s in rows for t in s.get("by_tag", {})})
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    x = np.arange(len(tags))
+    for i, (label, s) in enumerate(rows):
+        ax.bar(x + i * width, [s["by_tag"].get(t, {}).get("J&F", np.nan) for t in tags], width, label=label)
+    ax.set_xticks(x + 0.4 - width / 2, tags)
+    ax.set_ylabel("J&F")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncols=2)
+    ax.set_title("J&F per tag")
+    fig.tight_layout()
+    with atomic_path(folder / "ablation_tags.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    del labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", nargs="+", help="label=report_folder")
+    parser.add_argument("--out", required=True, help="markdown file for the tables")
+    parser.add_argument("--plots", required=True, help="folder for ablation_overall.png and ablation_tags.png")
+    args = parser.parse_args(argv)
+    try:
+        rows = load_rows(args.rows)
+        text = tables(rows)
+        with atomic_file(args.out) as f:
+            f.write(text)
+        plots(rows, Path(args.plots))
+    except SparrowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
