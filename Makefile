@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test train-default clean
+.PHONY: install demo test train-default ablation clean
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ train-default: install
 	for stage in segmenter proposer vlm; do $(VENV)/bin/sparrow train --config configs/bundled_stage_$$stage.yaml --quiet || exit 1; done
 	rm -rf src/sparrow/assets/default.new && cp -r runs/bundled/vlm/final src/sparrow/assets/default.new
 	rm -rf src/sparrow/assets/default && mv src/sparrow/assets/default.new src/sparrow/assets/default
+
+ablation: install
+	SPARROW=$(VENV)/bin/sparrow PY=$(PY) bash scripts/run_ablation.sh
 
 clean:
 	rm -rf out .pytest_cache

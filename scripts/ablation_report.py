@@ -17,11 +17,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from sparrow.atomic import atomic_file, atomic_path  # noqa: E402
-from sparrow.errors import SparrowError  # noqa: E402
+from sparrow.atomic import atomic_file, atomic_path
+from sparrow.errors import SparrowError
 
 METRICS = [("J&F", "J&F"), ("J", "J"), ("F", "F"), ("first-frame IoU", "first_iou"), ("identity-switch rate", "id_switch"), ("drift", "drift")]
 
@@ -49,7 +49,8 @@ def tables(rows: list[tuple[str, dict]]) -> str:
     for label, s in rows:
         lines.append(f"| {label} | " + " | ".join(f"{metric(s, key):.3f}" for _, key in METRICS) + " |")
     tags = sorted({t for _, s in rows for t in s.get("by_tag", {})})
-    for title, key in (("J&F per tag", "J&F"), ("Identity-switch rate per tag", "id_switch")):
+    per_tag = (("J&F", "J&F"), ("First-frame IoU", "first_iou"), ("Identity-switch rate", "id_switch"), ("Drift", "drift"))
+    for title, key in ((f"{name} per tag" , key) for name, key in per_tag):
         lines += ["", f"### {title}", "", "| row | " + " | ".join(f"{t} (n={rows[0][1]['by_tag'].get(t, {}).get('n', 0)})" for t in tags) + " |"]
         lines.append("|---" * (len(tags) + 1) + "|")
         for label, s in rows:
@@ -58,7 +59,6 @@ def tables(rows: list[tuple[str, dict]]) -> str:
 
 
 def plots(rows: list[tuple[str, dict]], folder: Path) -> None:
-    labels = [label for label, _ in rows]
     keys = [("J&F", "J&F"), ("first-frame IoU", "first_iou"), ("identity-switch rate", "id_switch")]
     fig, ax = plt.subplots(figsize=(9, 3.6))
     x = np.arange(len(keys))
@@ -88,7 +88,6 @@ def plots(rows: list[tuple[str, dict]], folder: Path) -> None:
     with atomic_path(folder / "ablation_tags.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    del labels
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from helpers_clips import mask_iou, training_sample, two_object_clip
+
 from sparrow.model.batching import make_batch
 from sparrow.model.config import SparrowConfig
 from sparrow.model.loading import build_tiny

@@ -11,9 +11,9 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from helpers_clips import two_object_clip
 from PIL import Image
 
-from helpers_clips import two_object_clip
 from sparrow.cli import main
 from sparrow.data.video_io import probe_video, write_video
 

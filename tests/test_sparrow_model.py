@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from helpers_clips import training_sample, two_object_clip
+
 from sparrow.data.rle import decode_rle
 from sparrow.errors import SparrowError
 from sparrow.model.batching import make_batch

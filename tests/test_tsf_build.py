@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from tsf_fixtures import synthetic_records, write_mevis_fixture
 
 from sparrow.data.mevis import read_mevis, write_frames, write_mevis_annotations
 from sparrow.data.schema import Expression, ObjectTrack
+from sparrow.errors import SparrowError
 from sparrow.tsf.build import BuildConfig, build_tsf, parse_shard, shard_records
 from sparrow.tsf.cache import read_tsf_cache, shard_file_name
 from sparrow.tsf.detect import GtDetector
 from sparrow.tsf.track import CsrtTracker
-from sparrow.errors import SparrowError
-from tsf_fixtures import synthetic_records, write_mevis_fixture
 
 
 class Counting:
@@ -144,9 +144,10 @@ def test_bad_videos_and_empty_tracks_are_recorded_and_the_run_completes(tmp_path
 
 
 def test_tracking_with_tiny_gdino_and_sam2(split, tmp_path) -> None:
+    from tsf_fixtures import tiny_grounding_dino, tiny_sam2_video
+
     from sparrow.tsf.detect import GroundingDinoDetector
     from sparrow.tsf.track import Sam2Tracker
-    from tsf_fixtures import tiny_grounding_dino, tiny_sam2_video
 
     records = read_mevis(split)[:1]
     det = Counting(GroundingDinoDetector(tiny_grounding_dino(tmp_path / "gd"), box_threshold=0.0, text_threshold=0.0))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from tsf_fixtures import write_mevis_fixture
 
 from sparrow.cli import main
 from sparrow.tsf.cache import read_tsf_cache, shard_file_name
-from tsf_fixtures import write_mevis_fixture
 
 
 def test_cli_build_show_and_shards(tmp_path, capsys) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torchvision.ops import box_iou
+from tsf_fixtures import moving_square, tiny_grounding_dino, tiny_sam2_video
 
 from sparrow.errors import SparrowError
 from sparrow.tsf.detect import GroundingDinoDetector, GtDetector, grounding_text
@@ -17,7 +18,6 @@ from sparrow.tsf.features import (
     load_vision_encoder,
 )
 from sparrow.tsf.track import CsrtTracker, GtTracker, Sam2Tracker
-from tsf_fixtures import moving_square, tiny_grounding_dino, tiny_sam2_video
 
 
 def _ious(pred, truth) -> np.ndarray:

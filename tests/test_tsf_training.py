@@ -57,7 +57,7 @@ def test_tsf_batch_trains_and_tsf_positions_are_never_labels(split):
         pairs = teacher_forced_pairs(batch.vlm.input_ids, batch.vlm.attention_mask, model.vlm.box_token_id, model.vlm.seg_token_id)
         for row, p in enumerate(pairs):
             assert len(p) == 1 and not bool(image_positions[row, p.seg_positions[0]]) if batch is on else len(p) == 1
-    learned = lambda b: [row[row != IGNORE_INDEX].tolist() for row in b.vlm.labels]  # noqa: E731
+    learned = lambda b: [row[row != IGNORE_INDEX].tolist() for row in b.vlm.labels]
     assert learned(on) == learned(off)
     losses = model(on, train_proposer=True)
     losses["loss"].backward()

@@ -18,8 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     from sparrow.data import commands as data_commands
     from sparrow.eval import commands as eval_commands
     from sparrow.model import commands as model_commands
-    from sparrow.tsf import commands as tsf_commands
     from sparrow.train import commands as train_commands
+    from sparrow.tsf import commands as tsf_commands
 
     parser = argparse.ArgumentParser(prog="sparrow", description="Pixel-grounded video understanding (SPARROW).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

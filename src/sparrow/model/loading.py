@@ -21,7 +21,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
-from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Sam2VideoConfig, Sam2VideoModel
+from transformers import (
+    AutoTokenizer,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Sam2VideoConfig,
+    Sam2VideoModel,
+)
 
 from sparrow.atomic import atomic_dir
 from sparrow.errors import SparrowError

@@ -35,7 +35,7 @@ from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal
 
 from sparrow.model.matching import box_match_cost, hungarian_match
 
-__all__ = ["ProposerConfig", "Proposals", "Proposer", "ProposerLossWeights", "proposer_loss", "inverse_sigmoid"]
+__all__ = ["Proposals", "Proposer", "ProposerConfig", "ProposerLossWeights", "inverse_sigmoid", "proposer_loss"]
 
 
 @dataclass

@@ -34,12 +34,12 @@ from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
 from sparrow.model.proposer import MLP, Proposals, cxcywh_to_unit_xyxy, inverse_sigmoid, sine_embedding
 
 __all__ = [
-    "SelectorOutput",
     "Selector",
+    "SelectorOutput",
+    "refinement_loss",
     "select_boxes",
     "selection_labels",
     "selection_loss",
-    "refinement_loss",
 ]
 
 _LOG_MIN_SCORE = math.log(1e-6)

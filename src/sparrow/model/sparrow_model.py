@@ -23,7 +23,14 @@ from sparrow.model.prompt_tokens import PromptPairs, gather_states, teacher_forc
 from sparrow.model.proposal_appearance import appearance_dim, proposal_appearance
 from sparrow.model.proposer import Proposals, Proposer, ProposerConfig, proposer_loss
 from sparrow.model.sam2_backbone import Sam2Preprocessor
-from sparrow.model.selector import Selector, SelectorOutput, refinement_loss, select_boxes, selection_labels, selection_loss
+from sparrow.model.selector import (
+    Selector,
+    SelectorOutput,
+    refinement_loss,
+    select_boxes,
+    selection_labels,
+    selection_loss,
+)
 from sparrow.model.vlm_qwen2_5 import QwenVLAdapter, VLMBatch
 
 

@@ -228,7 +228,7 @@ class QwenVLAdapter(nn.Module):
         batch_ids, batch_labels, batch_types, batch_mask = [], [], [], []
         for ids, labels, types in rows:
             pad = length - len(ids)
-            fill = lambda xs, v: ([v] * pad + xs) if padding_side == "left" else (xs + [v] * pad)  # noqa: E731
+            fill = lambda xs, v: ([v] * pad + xs) if padding_side == "left" else (xs + [v] * pad)
             batch_ids.append(fill(ids, self.pad_id))
             batch_labels.append(fill(labels, IGNORE_INDEX))
             batch_types.append(fill(types, 0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
 from sparrow.model.sparrow_model import SparrowModel
@@ -50,7 +49,15 @@ def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime
 
 def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowModel:
     """``tiny``: random tiny backbones (seeded); ``real``: public checkpoints from the local cache; else a folder."""
-    from sparrow.model.loading import REAL_SAM2, REAL_VLM, build_model, build_tiny, from_pretrained, real_config, tiny_config
+    from sparrow.model.loading import (
+        REAL_SAM2,
+        REAL_VLM,
+        build_model,
+        build_tiny,
+        from_pretrained,
+        real_config,
+        tiny_config,
+    )
 
     if init.init == "tiny":
         config = _overrides(tiny_config(), init.config, source, runtime_only=False)

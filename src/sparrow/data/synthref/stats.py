@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from sparrow.data.schema import VideoRecord
-from sparrow.data.synthref.motion import MOTIONS
 from sparrow.data.synthref.expressions import KINDS
+from sparrow.data.synthref.motion import MOTIONS
 from sparrow.data.synthref.scene import DIFFICULTIES
 
 
