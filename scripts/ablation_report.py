@@ -58,36 +58,32 @@ def tables(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(rows: list[tuple[str, dict]], folder: Path) -> None:
-    keys = [("J&F", "J&F"), ("first-frame IoU", "first_iou"), ("identity-switch rate", "id_switch")]
+def grouped_bars(groups: list[str], values: list[tuple[str, list[float]]], title: str, path: Path, ylabel: str = "") -> None:
+    """One bar per (row, group), rows side by side within each group; written atomically as PNG."""
     fig, ax = plt.subplots(figsize=(9, 3.6))
-    x = np.arange(len(keys))
-    width = 0.8 / len(rows)
-    for i, (label, s) in enumerate(rows):
-        ax.bar(x + i * width, [metric(s, k) for _, k in keys], width, label=label)
-    ax.set_xticks(x + 0.4 - width / 2, [name for name, _ in keys])
+    x = np.arange(len(groups))
+    width = 0.8 / len(values)
+    for i, (label, ys) in enumerate(values):
+        ax.bar(x + i * width, ys, width, label=label)
+    ax.set_xticks(x + 0.4 - width / 2, groups)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncols=2)
-    ax.set_title("TSF x BOX ablation, SynthRef test (30 videos, 120 expressions)")
+    ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(folder / "ablation_overall.png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
+
+def plots(rows: list[tuple[str, dict]], folder: Path) -> None:
+    keys = [("J&F", "J&F"), ("first-frame IoU", "first_iou"), ("identity-switch rate", "id_switch")]
+    overall = [(label, [metric(s, k) for _, k in keys]) for label, s in rows]
+    grouped_bars([name for name, _ in keys], overall, "TSF x BOX ablation, SynthRef test (30 videos, 120 expressions)",
+                 folder / "ablation_overall.png")
     tags = sorted({t for _, s in rows for t in s.get("by_tag", {})})
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    x = np.arange(len(tags))
-    for i, (label, s) in enumerate(rows):
-        ax.bar(x + i * width, [s["by_tag"].get(t, {}).get("J&F", np.nan) for t in tags], width, label=label)
-    ax.set_xticks(x + 0.4 - width / 2, tags)
-    ax.set_ylabel("J&F")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncols=2)
-    ax.set_title("J&F per tag")
-    fig.tight_layout()
-    with atomic_path(folder / "ablation_tags.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    per_tag = [(label, [s["by_tag"].get(t, {}).get("J&F", np.nan) for t in tags]) for label, s in rows]
+    grouped_bars(tags, per_tag, "J&F per tag", folder / "ablation_tags.png", ylabel="J&F")
 
 
 def main(argv: list[str] | None = None) -> int:
