@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -47,6 +49,10 @@ def test_save_load_round_trip_gives_identical_outputs(model, tmp_path):
     frames, masks, boxes = two_object_clip(t=4)
     model.save_pretrained(tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors", "vlm", "sam2"}
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "model.safetensors"):  # readable like any other file the user writes
+        assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == 0o666 & ~umask, name
     loaded = from_pretrained(tmp_path / "m")
     batch = make_batch(model, [training_sample(frames, masks, boxes, [0, 3])])
     with torch.no_grad():

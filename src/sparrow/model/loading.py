@@ -29,7 +29,7 @@ from transformers import (
     Sam2VideoModel,
 )
 
-from sparrow.atomic import atomic_dir
+from sparrow.atomic import atomic_dir, atomic_path
 from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
 from sparrow.model.sam2_backbone import load_sam2
@@ -80,7 +80,8 @@ def save_pretrained(model: SparrowModel, path: str | Path) -> Path:
         model.vlm.model.config.save_pretrained(tmp / "vlm")
         model.vlm.tokenizer.save_pretrained(tmp / "vlm")
         model.sam.config.save_pretrained(tmp / "sam2")
-        save_safetensors_model(model, str(tmp / WEIGHTS_NAME))
+        with atomic_path(tmp / WEIGHTS_NAME) as weights:  # safetensors alone leaves the file owner-only (0600)
+            save_safetensors_model(model, str(weights))
     return Path(path)
 
 
