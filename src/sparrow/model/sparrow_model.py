@@ -134,7 +134,10 @@ class SparrowModel(nn.Module):
 
     def candidates(self, features: ImageFeatures) -> Proposals:
         """The top-k proposals of every frame of a feature batch, with their appearance when the selector uses it."""
-        top = self.proposer.top_proposals(self.propose(features))
+        return self._top_candidates(self.propose(features), features)
+
+    def _top_candidates(self, proposals: Proposals, features: ImageFeatures) -> Proposals:
+        top = self.proposer.top_proposals(proposals)
         if self.config.selector_appearance:
             top.appearance = proposal_appearance([features.embedding, *features.high_res], top.boxes.detach())
         return top
@@ -163,9 +166,7 @@ class SparrowModel(nn.Module):
 
         features = self.pixel_decoder.encode(batch.sam_pixels.flatten(0, 1))  # frames ordered (b, t)
         proposals = self.propose(features)
-        top = self.proposer.top_proposals(proposals)
-        if cfg.selector_appearance:
-            top.appearance = proposal_appearance([features.embedding, *features.high_res], top.boxes.detach())
+        top = self._top_candidates(proposals, features)
         losses: dict[str, torch.Tensor] = {}
         if ce is not None:
             losses["ce"] = ce
