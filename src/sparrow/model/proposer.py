@@ -198,7 +198,24 @@ class Proposer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Anchors on a jittered grid with varied sizes; zero box deltas; objectness bias at ``prior_prob``."""
+        """Zero box deltas; objectness bias at ``prior_prob``; without ``two_stage``, anchors on a jittered grid
+        with varied sizes (drawn from a fixed local generator, so the global RNG is untouched)."""
+        bias = -math.log((1 - self.config.prior_prob) / self.config.prior_prob)
+        with torch.no_grad():
+            if self.config.two_stage:
+                nn.init.constant_(self.enc_class.bias, bias)
+                nn.init.zeros_(self.enc_box.layers[-1].weight)
+                nn.init.zeros_(self.enc_box.layers[-1].bias)
+            else:
+                self.anchors.weight.copy_(inverse_sigmoid(self._grid_anchors()))
+            for head in self.class_heads:
+                nn.init.constant_(head.bias, bias)
+            for head in self.box_heads:
+                nn.init.zeros_(head.layers[-1].weight)
+                nn.init.zeros_(head.layers[-1].bias)
+
+    def _grid_anchors(self) -> Tensor:
+        """``[Q, 4]`` cxcywh anchors on a jittered grid with widths and heights in ``[0.05, 0.5]``."""
         q = self.config.num_queries
         g = torch.Generator().manual_seed(0)
         side = math.ceil(math.sqrt(q))
@@ -206,19 +223,7 @@ class Proposer(nn.Module):
         cx = ((idx % side).float() + 0.5 + 0.3 * (torch.rand(q, generator=g) - 0.5)) / side
         cy = ((idx // side).float() + 0.5 + 0.3 * (torch.rand(q, generator=g) - 0.5)) / math.ceil(q / side)
         wh = 0.05 + 0.45 * torch.rand(q, 2, generator=g)
-        with torch.no_grad():
-            bias = -math.log((1 - self.config.prior_prob) / self.config.prior_prob)
-            if self.config.two_stage:
-                nn.init.constant_(self.enc_class.bias, bias)
-                nn.init.zeros_(self.enc_box.layers[-1].weight)
-                nn.init.zeros_(self.enc_box.layers[-1].bias)
-            else:
-                self.anchors.weight.copy_(inverse_sigmoid(torch.stack([cx, cy, wh[:, 0], wh[:, 1]], dim=-1)))
-            for head in self.class_heads:
-                nn.init.constant_(head.bias, bias)
-            for head in self.box_heads:
-                nn.init.zeros_(head.layers[-1].weight)
-                nn.init.zeros_(head.layers[-1].bias)
+        return torch.stack([cx, cy, wh[:, 0], wh[:, 1]], dim=-1)
 
     def forward(self, image_embedding: Tensor, fine: Tensor | None = None) -> Proposals:
         """``image_embedding [B, C, h, w]`` (SAM2's stride-16 embedding) -> all ``num_queries`` proposals.
