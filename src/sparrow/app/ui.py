@@ -1,0 +1,212 @@
+"""The Gradio page of ``sparrow app``: upload a video (or take the demo clip), type a query, run, look, correct, download.
+
+Layout: inputs on the left (video, query, model, mode, key frame, self-TSF, TSF boxes, Run), results on the right
+(answer, overlay video, a frame slider with the frame's masks and boxes, the key frame with the selected box and its
+score, downloads). Clicking two corners on the frame view draws a TSF box on that frame (the paper's "TSF from
+boxes"); the next run shows the model crops of the target from those boxes.
+
+Every component that tests drive has an ``elem_id``. Runs go through Gradio's queue one at a time (the model is
+shared); frame views are cheap and run beside them. User mistakes (no video, an unreadable or too long video, a bad
+key frame or box) come back as a message on the page, never as a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from sparrow.app.models import ModelPool
+from sparrow.app.render import RunFiles, describe, format_boxes, frame_view, write_run
+from sparrow.app.session import SessionStore, UploadLimits, VideoView
+from sparrow.errors import SparrowError
+from sparrow.model.commands import parse_tsf_boxes
+
+MODES = ["model default", "track", "framewise", "perframe"]
+
+
+@dataclass
+class DemoClip:
+    """A clip anyone can pick instead of uploading, with a query that refers to an object in it."""
+
+    path: Path
+    query: str
+
+
+@dataclass
+class SessionState:
+    """What the server keeps for one browser session (Gradio ``gr.State``; never sent to the browser)."""
+
+    view: VideoView | None = None
+    result: Any = None                  # the last SegmentationResult
+    run: RunFiles | None = None
+    corner: tuple[float, float] | None = None     # first corner of a box being drawn, original pixels
+    boxes: dict[int, list[float]] = field(default_factory=dict)
+
+
+def _message(exc: SparrowError, view: VideoView | None) -> str:
+    """The error line without server-side folders."""
+    text = str(exc)
+    return text.replace(str(view.path), view.path.name) if view is not None else text
+
+
+def _parse_key(text: str) -> int | str | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    if text == "auto" or text.isdigit():
+        return text if text == "auto" else int(text)
+    raise SparrowError(f"key frame must be 'auto' or a frame index, got {text!r}")
+
+
+def _parse_boxes(text: str, view: VideoView) -> dict[int, list[float]]:
+    lines = [line.strip() for line in (text or "").replace(";", "\n").splitlines() if line.strip()]
+    boxes = parse_tsf_boxes(lines) if lines else {}
+    for t in boxes:
+        if not 0 <= t < view.info.num_frames:
+            raise SparrowError(f"TSF box on frame {t}, but the video has {view.info.num_frames} frames")
+    return boxes
+
+
+class AppHandlers:
+    """The event handlers, bound to one model pool, session store and set of limits."""
+
+    def __init__(self, pool: ModelPool, store: SessionStore, limits: UploadLimits, demo: DemoClip | None) -> None:
+        self.pool, self.store, self.limits, self.demo = pool, store, limits, demo
+
+    def _open(self, path: str, state: SessionState, session: str) -> tuple:
+        view = self.store.open_video(session, path, self.limits)
+        state.view, state.result, state.run, state.corner, state.boxes = view, None, None, None, {}
+        info = view.info
+        status = f"{Path(path).name}: {info.num_frames} frames, {info.width}x{info.height}, {info.fps:.1f} fps"
+        slider = gr.Slider(minimum=0, maximum=max(info.num_frames - 1, 1), value=0, step=1, interactive=True)
+        return state, slider, frame_view(view, 0), status, ""
+
+    def on_upload(self, path: str | None, state: SessionState, request: gr.Request) -> tuple:
+        """A video was uploaded: check it, keep it in the session's folder, show its first frame."""
+        if path is None:
+            return (state, gr.Slider(), None, "", gr.Textbox())
+        try:
+            return self._open(path, state, request.session_hash)
+        except SparrowError as exc:
+            state.view, state.result, state.run = None, None, None
+            gr.Warning(str(exc))
+            return state, gr.Slider(value=0, maximum=1), None, f"**Not loaded:** {exc}", gr.Textbox()
+
+    def on_demo(self, state: SessionState, request: gr.Request) -> tuple:
+        """Take the demo clip: the same as uploading it, with its query filled in."""
+        if self.demo is None:
+            raise gr.Error("this app was started without a demo clip")
+        state, slider, image, status, _ = self._open(str(self.demo.path), state, request.session_hash)
+        return str(self.demo.path), self.demo.query, state, slider, image, status, ""
+
+    def on_run(
+        self, query: str, model: str, mode: str, key: str, self_tsf: bool, boxes_text: str, state: SessionState,
+        request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (how Gradio injects a progress bar)
+    ) -> tuple:
+        """Segment: load the model if needed, run it with a progress bar, write the overlay and the exports."""
+        view = state.view
+        if view is None:
+            raise gr.Error("Upload a video or pick the demo clip first.")
+        if not (query or "").strip():
+            raise gr.Error("Type what to find in the video.")
+        try:
+            key_frame = _parse_key(key)
+            tsf_boxes = _parse_boxes(boxes_text, view) or None
+            progress(0.0, desc=f"loading model {model}")
+            pipeline = self.pool.get(model)
+            progress(0.05, desc="segmenting")
+            result = pipeline.segment(
+                str(view.path), query.strip(), mode=None if mode == MODES[0] else mode, key_frame=key_frame,
+                tsf_boxes=tsf_boxes, self_tsf=True if self_tsf else None, progress=True,
+            )
+            progress(0.9, desc="writing the overlay video and the downloads")
+            files = write_run(result, view.path, self.store.fresh(request.session_hash, "run"), name=view.path.stem)
+        except SparrowError as exc:
+            raise gr.Error(_message(exc, view)) from exc
+        state.result, state.run, state.corner = result, files, None
+        key_t = result.targets[0].key_frame if result.targets else 0
+        return (
+            state, result.answer, str(files.overlay), gr.Slider(value=key_t), frame_view(view, key_t, result, state.boxes),
+            frame_view(view, key_t, result), describe(result), [str(p) for p in files.downloads],
+        )
+
+    def on_frame(self, t: float, state: SessionState) -> Any:
+        """The slider moved: frame ``t`` with its masks, boxes and the user's TSF box."""
+        if state.view is None:
+            return None
+        t = int(min(max(t, 0), state.view.info.num_frames - 1))
+        return frame_view(state.view, t, state.result, state.boxes, state.corner)
+
+    def on_click(self, t: float, boxes_text: str, state: SessionState, evt: gr.SelectData) -> tuple:
+        """A click on the frame view: the first click sets a corner, the second completes the frame's TSF box."""
+        view = state.view
+        if view is None:
+            return state, None, boxes_text
+        t = int(t)
+        x, y = view.to_original(float(evt.index[0]), float(evt.index[1]))
+        try:
+            boxes = _parse_boxes(boxes_text, view)
+        except SparrowError as exc:
+            raise gr.Error(str(exc)) from exc
+        if state.corner is None:
+            state.corner = (x, y)
+        else:
+            (ax, ay), state.corner = state.corner, None
+            if abs(x - ax) >= 2 and abs(y - ay) >= 2:
+                boxes[t] = [min(ax, x), min(ay, y), max(ax, x), max(ay, y)]
+        state.boxes = boxes
+        return state, frame_view(view, t, state.result, boxes, state.corner), format_boxes(boxes)
+
+    def on_clear_boxes(self, t: float, state: SessionState) -> tuple:
+        state.boxes, state.corner = {}, None
+        return state, self.on_frame(t, state), ""
+
+    def on_unload(self, request: gr.Request) -> None:
+        self.store.drop(request.session_hash)
+
+
+def build_app(pool: ModelPool, store: SessionStore, limits: UploadLimits, demo: DemoClip | None = None) -> gr.Blocks:
+    """The page (not launched). Queue and launch it with :func:`sparrow.app.server.start_app`."""
+    h = AppHandlers(pool, store, limits, demo)
+    with gr.Blocks(title="SPARROW", delete_cache=(1800, 3600)) as app:
+        state = gr.State(SessionState())
+        gr.Markdown("## SPARROW: find what a sentence refers to in a video")
+        with gr.Row():
+            with gr.Column(scale=1):
+                video = gr.Video(label="Video", sources=["upload"], elem_id="video-in")
+                demo_button = gr.Button("Use the demo clip", elem_id="demo-clip", visible=demo is not None)
+                status = gr.Markdown(elem_id="status")
+                query = gr.Textbox(label="What to find", placeholder="the red car that drives past the bakery", elem_id="query")
+                with gr.Row():
+                    model = gr.Dropdown(pool.names, value=pool.names[0], label="Model", elem_id="model")
+                    mode = gr.Dropdown(MODES, value=MODES[0], label="Mode", elem_id="mode")
+                with gr.Row():
+                    key = gr.Textbox(value="", label="Key frame ('auto' or an index; empty: the model's)", elem_id="key")
+                    self_tsf = gr.Checkbox(label="Self-TSF (runs twice)", elem_id="self-tsf")
+                boxes = gr.Textbox(label="TSF boxes: click two corners of the target on a frame (FRAME:X0,Y0,X1,Y1)", lines=2, elem_id="tsf-boxes")
+                clear = gr.Button("Clear boxes", size="sm", elem_id="clear-boxes")
+                run = gr.Button("Run", variant="primary", elem_id="run")
+                gr.Markdown(f"Videos up to {limits.max_mb} MB, {limits.max_frames} frames and {limits.max_seconds:.0f} s.")
+            with gr.Column(scale=2):
+                answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
+                overlay = gr.Video(label="Masks over the video", interactive=False, elem_id="overlay")
+                slider = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="frame-slider")
+                frame = gr.Image(label="Frame: masks, boxes (white: the selected box), your TSF boxes (gold)", interactive=False, format="png", elem_id="frame-view")
+                with gr.Row():
+                    key_image = gr.Image(label="Key frame", interactive=False, format="png", elem_id="key-frame")
+                    key_info = gr.Markdown(elem_id="key-info")
+                downloads = gr.File(label="Downloads (masks.zip: palette PNGs + RLE JSON)", file_count="multiple", interactive=False, elem_id="downloads")
+
+        loaded = [state, slider, frame, status, boxes]
+        video.upload(h.on_upload, [video, state], loaded, concurrency_limit=4)
+        demo_button.click(h.on_demo, [state], [video, query, *loaded], concurrency_limit=4)
+        run.click(h.on_run, [query, model, mode, key, self_tsf, boxes, state],
+                  [state, answer, overlay, slider, frame, key_image, key_info, downloads], concurrency_limit=1)
+        slider.change(h.on_frame, [slider, state], [frame], concurrency_limit=8, show_progress="hidden")
+        frame.select(h.on_click, [slider, boxes, state], [state, frame, boxes], concurrency_limit=8)
+        clear.click(h.on_clear_boxes, [slider, state], [state, frame, boxes], concurrency_limit=8)
+        app.unload(h.on_unload)
+    return app
