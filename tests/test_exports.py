@@ -25,8 +25,8 @@ from sparrow.data.exports import (
     write_gif,
     write_masks_zip,
 )
+from sparrow.data.palette import PALETTE
 from sparrow.data.rle import encode_mask, mask_to_box
-from sparrow.data.segmentation_writer import PALETTE
 from sparrow.data.video_io import iter_frames, write_video
 
 T, H, W = 12, 48, 64

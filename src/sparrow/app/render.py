@@ -26,7 +26,7 @@ from sparrow.data.exports import (
     write_gif,
     write_masks_zip,
 )
-from sparrow.data.segmentation_writer import overlay
+from sparrow.data.palette import overlay
 from sparrow.data.video_io import iter_frames, write_video
 
 SELECTED = (255, 255, 255)   # the box the model selected on the key frame

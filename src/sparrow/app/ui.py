@@ -22,7 +22,7 @@ from sparrow.app.models import ModelPool
 from sparrow.app.render import RunFiles, describe, format_boxes, frame_view, write_run
 from sparrow.app.session import SessionStore, UploadLimits, VideoView
 from sparrow.errors import SparrowError
-from sparrow.model.commands import parse_tsf_boxes
+from sparrow.pipeline.commands import parse_tsf_boxes
 
 MODES = ["model default", "track", "framewise", "perframe"]
 

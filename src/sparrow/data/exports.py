@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 from sparrow.atomic import atomic_file, atomic_path
+from sparrow.data.palette import index_png, overlay
 from sparrow.data.rle import RLE, decode_rle
-from sparrow.data.segmentation_writer import index_png, overlay
 
 Box = list[float]
 
