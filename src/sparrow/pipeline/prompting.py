@@ -9,6 +9,7 @@ the key frame (``key_frame="auto"``), and SAM2 decodes its mask from that box pl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,36 @@ class KeyChoice:
     box: torch.Tensor | None
     score: float | None
     mask_logits: torch.Tensor       # [S/4, S/4]
+
+
+@dataclass
+class Plan:
+    """Everything the mask stage needs, decided once per call: the answer and each target's key choice."""
+
+    answer: Answer
+    choices: list[KeyChoice]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Tensors, strings and numbers only (``torch.save``; reload with ``weights_only=True``), on the CPU."""
+        p = self.answer.prompts
+        return {
+            "text": self.answer.text, "forced": self.answer.forced, "orphan_boxes": self.answer.orphan_boxes,
+            "box": p.box.cpu(), "seg": p.seg.cpu(), "has_box": p.has_box.cpu(),
+            "choices": [
+                {"frame": c.frame, "box": None if c.box is None else c.box.cpu(), "score": c.score,
+                 "mask_logits": c.mask_logits.cpu()}
+                for c in self.choices
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], device: torch.device | str = "cpu") -> Plan:
+        prompts = PromptEmbeddings(data["box"].to(device), data["seg"].to(device), data["has_box"].to(device))
+        choices = [
+            KeyChoice(int(c["frame"]), None if c["box"] is None else c["box"].to(device), c["score"], c["mask_logits"].to(device))
+            for c in data["choices"]
+        ]
+        return cls(Answer(data["text"], prompts, bool(data["forced"]), int(data["orphan_boxes"])), choices)
 
 
 def encode_frames(model: SparrowModel, frames: np.ndarray) -> ImageFeatures:
