@@ -13,16 +13,21 @@ from sparrow.errors import SparrowError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment the object a sentence refers to in every frame of a video")
-    p.add_argument("video", help="video file or folder of frames")
-    p.add_argument("query", help='the referring sentence, e.g. "the red circle moving to the left"')
-    p.add_argument("--out", required=True, help="output folder (masks/, result.json, overlay.mp4)")
+    p.add_argument("video", nargs="?", help="video file or folder of frames")
+    p.add_argument("query", nargs="?", help='the referring sentence, e.g. "the red circle moving to the left"')
+    p.add_argument("--out", help="output folder (masks/, result.json, overlay.mp4); it appears only when complete")
+    p.add_argument("--batch", metavar="MANIFEST", help='a JSONL file of {"video", "query", "out"} lines, run with one '
+                   "model load (finished outputs are skipped, failures are reported per line)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run into --out (same settings)")
+    p.add_argument("--checkpoint-every", type=int, default=256, metavar="N",
+                   help="frames between checkpoints of a run (what an interruption can lose)")
     p.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
     p.add_argument("--mode", choices=["track", "framewise", "perframe"], default=None, help="track: SAM2 memory; framewise: key-frame box on every frame; perframe: [BOX] selects a box on every frame (default: the model's)")
     p.add_argument("--key-frame", default=None, help="'auto' or a frame index for the dual prompt")
     p.add_argument("--tsf-box", action="append", default=[], metavar="FRAME:X0,Y0,X1,Y1",
                    help="a box of the target (pixels) on a frame, shown to the model as TSF crops; repeatable")
     p.add_argument("--self-tsf", action="store_true", help="run twice: the first pass's track gives the TSF crops")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_device_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_segment)
 
@@ -34,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--limit", type=int, default=None, help="only the first N expressions")
     i.add_argument("--tsf", choices=["auto", "off", "self", "boxes"], default="auto",
                    help="TSF at inference: the model's setting, none, self-TSF, or the annotated target boxes as user boxes")
-    i.add_argument("--device", default=None)
+    add_device_args(i)
     i.add_argument("--quiet", action="store_true")
     i.set_defaults(func=run_infer)
 
@@ -43,34 +48,71 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--model", default="default", help="default | tiny | path to a saved model folder")
     d.add_argument("--seed", type=int, default=0, help="which generated clip")
     d.add_argument("--mode", choices=["track", "framewise", "perframe"], default=None)
-    d.add_argument("--device", default=None)
+    add_device_args(d)
     d.set_defaults(func=run_demo)
 
 
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype``, the same on every command that runs a model."""
+    p.add_argument("--device", default=None, help="cuda | cuda:N | mps | cpu (default: cuda, else mps, else cpu)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None,
+                   help="weights and compute precision (default float32)")
+
+
 def run_segment(args: argparse.Namespace) -> int:
+    if args.batch:
+        return run_batch_segment(args)
+    if args.video is None or args.query is None or not args.out:
+        raise SparrowError("give VIDEO QUERY --out OUT, or --batch MANIFEST")
     from sparrow.data.video_io import Video
 
     if not args.query.strip():
         raise SparrowError("the query is empty")
-    key = args.key_frame
-    if key is not None and key != "auto" and not key.isdigit():
-        raise SparrowError(f"--key-frame must be 'auto' or a frame index, got {key!r}")
+    key = _key_frame(args.key_frame)
     tsf_boxes = parse_tsf_boxes(args.tsf_box) if args.tsf_box else None
     with Video.open(Path(args.video)) as video:  # a missing/corrupt/empty video fails here, before the model loads
         if key not in (None, "auto") and int(key) >= video.num_frames:
             raise SparrowError(f"--key-frame {key} out of range for {video.num_frames} frames")
-        from sparrow.pipeline import load
-        from sparrow.pipeline.writer import write_segmentation
+        from sparrow.pipeline.stream import is_finished, segment_to_folder
 
-        pipeline = load(args.model, device=args.device)
-        result = pipeline.segment(
-            video, args.query, mode=args.mode, key_frame=key, tsf_boxes=tsf_boxes, self_tsf=args.self_tsf or None,
-            progress=not args.quiet,
+        if args.resume and is_finished(args.out):
+            print(f"{args.out} is finished; nothing to do")
+            return 0
+        from sparrow.pipeline import load
+
+        pipeline = load(args.model, device=args.device, dtype=args.dtype)
+        report = segment_to_folder(
+            pipeline, video, args.query, args.out, model_id=args.model, mode=args.mode, key_frame=key,
+            tsf_boxes=tsf_boxes, self_tsf=args.self_tsf or None, resume=args.resume,
+            checkpoint_every=args.checkpoint_every, progress=not args.quiet,
         )
-        write_segmentation(result, video, args.out, progress=not args.quiet)
+    result = report.result
+    if report.reused:
+        print(f"resumed: {report.reused} masks were already computed")
     print(f"answer: {result.answer}")
     print(f"wrote {result.num_frames} masks, result.json and overlay.mp4 to {args.out}")
     return 0
+
+
+def _key_frame(key: str | None) -> str | None:
+    if key is not None and key != "auto" and not key.isdigit():
+        raise SparrowError(f"--key-frame must be 'auto' or a frame index, got {key!r}")
+    return key
+
+
+def run_batch_segment(args: argparse.Namespace) -> int:
+    """``--batch``: every manifest line with one model load; exit 1 if any line failed."""
+    if args.video or args.query or args.out or args.tsf_box or args.resume:
+        raise SparrowError("--batch takes its videos, queries and outputs from the manifest (no VIDEO, QUERY, --out, --tsf-box, --resume)")
+    from sparrow.pipeline import load
+    from sparrow.pipeline.batch import run_batch
+
+    options = {"mode": args.mode, "key_frame": _key_frame(args.key_frame), "self_tsf": args.self_tsf or None,
+               "checkpoint_every": args.checkpoint_every}
+    report = run_batch(args.batch, lambda: load(args.model, device=args.device, dtype=args.dtype), args.model, options,
+                       progress=not args.quiet)
+    print(f"batch {args.batch}: {report.summary()}; report: {Path(args.batch).with_suffix('.report.json')}")
+    return 1 if report.failed else 0
 
 
 def run_infer(args: argparse.Namespace) -> int:
@@ -79,7 +121,7 @@ def run_infer(args: argparse.Namespace) -> int:
     from sparrow.pipeline.infer import predict_split
 
     records = read_mevis(args.data)
-    pipeline = load(args.model, device=args.device)
+    pipeline = load(args.model, device=args.device, dtype=args.dtype)
     counts = predict_split(pipeline, records, args.out, mode=args.mode, limit=args.limit, progress=not args.quiet, tsf=args.tsf)
     print(f"wrote {counts['written']} expressions ({counts['skipped']} already done, {counts['forced']} without a generated [SEG]) to {args.out}")
     return 0
@@ -110,7 +152,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print("note: no trained default model is bundled in this install; using the untrained tiny preset, "
               "so the masks show the pipeline running, not a trained result")
         name = "tiny"
-    report = demo(load(name, device=args.device), args.out, seed=args.seed, mode=args.mode)
+    report = demo(load(name, device=args.device, dtype=args.dtype), args.out, seed=args.seed, mode=args.mode)
     print(f"query : {report.query}  (tags: {', '.join(report.tags) or 'none'})")
     print(f"answer: {report.answer}")
     print(f"mean mask IoU against the generated ground truth: {report.iou:.3f}")

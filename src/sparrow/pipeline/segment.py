@@ -177,19 +177,33 @@ class SegmentationPipeline:
         self, source: Video, query: str, mode: str | None, key_frame: int | str | None, tsf_boxes: TSFBoxes | None,
         self_tsf: bool | None, progress: bool, max_new_tokens: int | None,
     ) -> SegmentationResult:
+        session, extra = self.prepare(source, query, mode, key_frame, tsf_boxes, self_tsf, progress, max_new_tokens)
+        result = self._run(session)
+        result.extra.update(extra)
+        return result
+
+    def prepare(
+        self, video: Video, query: str, mode: str | None = None, key_frame: int | str | None = None,
+        tsf_boxes: TSFBoxes | None = None, self_tsf: bool | None = None, progress: bool = False,
+        max_new_tokens: int | None = None,
+    ) -> tuple[SegmentSession, dict[str, Any]]:
+        """Stage 1 with TSF: the session the masks are computed from, and the result's extra fields (``tsf``).
+
+        ``tsf_boxes`` become K crops; ``self_tsf`` runs a whole first pass without TSF and crops its track."""
         if self_tsf is None:
             self_tsf = self.config.tsf == "train+infer" and tsf_boxes is None
         if tsf_boxes is not None:
-            track = self._user_track(source, tsf_boxes)
-            return self._segment_with_tsf(source, query, track, "boxes", mode, key_frame, progress, max_new_tokens)
-        first = self._run(self.preprocess(source, query, mode, key_frame, None, progress, max_new_tokens))
-        if not self_tsf:
-            return first
-        track = first.targets[0].boxes
-        if all(b is None for b in track):
-            first.extra["tsf"] = {"source": "self", "entries": [], "note": "first pass found no target; TSF not applied"}
-            return first
-        return self._segment_with_tsf(source, query, track, "self", mode, key_frame, progress, max_new_tokens)
+            track, source = self._user_track(video, tsf_boxes), "boxes"
+        elif self_tsf:
+            track, source = self._run(self.preprocess(video, query, mode, key_frame, None, progress, max_new_tokens)).targets[0].boxes, "self"
+            if all(b is None for b in track):
+                note = {"source": "self", "entries": [], "note": "first pass found no target; TSF not applied"}
+                return self.preprocess(video, query, mode, key_frame, None, progress, max_new_tokens), {"tsf": note}
+        else:
+            return self.preprocess(video, query, mode, key_frame, None, progress, max_new_tokens), {}
+        crops, entries = self.tsf_views(video, track)
+        session = self.preprocess(video, query, mode, key_frame, crops, progress, max_new_tokens)
+        return session, {"tsf": {"source": source, "entries": entries}}
 
     def preprocess(
         self, video: Video, query: str, mode: str | None = None, key_frame: int | str | None = None,
@@ -284,15 +298,6 @@ class SegmentationPipeline:
         if bad:
             raise SparrowError(f"TSF box on frame {bad[0]} out of range for {video.num_frames} frames")
         return [tsf_boxes.get(t) for t in range(video.num_frames)]
-
-    def _segment_with_tsf(
-        self, video: Video, query: str, track: Sequence[Sequence[float] | None], source: str,
-        mode: str | None, key_frame: int | str | None, progress: bool, max_new_tokens: int | None,
-    ) -> SegmentationResult:
-        crops, entries = self.tsf_views(video, track)
-        result = self._run(self.preprocess(video, query, mode, key_frame, crops, progress, max_new_tokens))
-        result.extra["tsf"] = {"source": source, "entries": entries}
-        return result
 
     def tsf_views(self, video: Video, boxes: Sequence[Sequence[float] | None]) -> tuple[np.ndarray, list[list[float]]]:
         """TSF crops from a target track (a pixel box or None per frame): the K medoid frames of the track, as the
