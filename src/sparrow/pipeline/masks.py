@@ -44,7 +44,7 @@ def upsampled_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 def track_frames(
     model: SparrowModel, video: Video, choice: KeyChoice, prompts: PromptEmbeddings, target: int, progress: bool,
-    reverse_chunk: int = 64, checkpoint_every: int = 0,
+    reverse_chunk: int | None = None, checkpoint_every: int = 0,
     on_checkpoint: Callable[[PropagationCheckpoint], None] | None = None, resume: PropagationCheckpoint | None = None,
 ) -> Iterator[tuple[int, FrameOutput]]:
     """SAM2 memory propagation from the key-frame mask, forward then backward through ``video``: yields
@@ -69,7 +69,7 @@ def track_frames(
 
 def track_masks(
     model: SparrowModel, video: Video, choice: KeyChoice, prompts: PromptEmbeddings, target: int, progress: bool,
-    reverse_chunk: int = 64,
+    reverse_chunk: int | None = None,
 ) -> list[FrameOutput]:
     """:func:`track_frames` collected in frame order (one entry per frame)."""
     outputs: list[FrameOutput] = [(None, None)] * video.num_frames
