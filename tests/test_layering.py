@@ -21,8 +21,9 @@ LAYERS = {
     "eval": 2, "tsf": 2,            # eval scores files; tsf builds target tracks: neither uses the model
     "model": 3,
     "pipeline": 4, "train": 4,      # the users of the model: inference on videos, and training
-    "app": 5, "cli": 5, "__init__": 5,
-    "__main__": 6,                  # `python -m sparrow` runs the CLI
+    "app": 5, "__init__": 5,
+    "cli": 6,                       # registers every part's commands, the app's included
+    "__main__": 7,                  # `python -m sparrow` runs the CLI
 }
 MAX_LINES = 500
 

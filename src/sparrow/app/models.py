@@ -14,13 +14,10 @@ Loader = Callable[..., Any]
 
 
 def default_loader(name: str, device: str | None = None, dtype: str | None = None) -> Any:
-    """``sparrow.load`` with the device and dtype the app was started with (dtype only when given)."""
-    import sparrow
+    """:func:`sparrow.pipeline.load` with the device and dtype the app was started with."""
+    from sparrow.pipeline import load
 
-    kwargs: dict[str, Any] = {"device": device}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    return sparrow.load(name, **kwargs)
+    return load(name, device=device, dtype=dtype)
 
 
 class ModelPool:
