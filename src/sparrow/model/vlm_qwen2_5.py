@@ -10,7 +10,12 @@ Sequence layout (identical for the tiny preset and the public checkpoints)::
     <|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n<|vision_start|><|video_pad|>*N<|vision_end|>{question}
     [\\nTarget views: (<|vision_start|><|image_pad|>*n<|vision_end|>)*K]<|im_end|>\\n<|im_start|>assistant\\n{answer}<|im_end|>
 
-Labels are -100 everywhere except the answer and its closing ``<|im_end|>``.
+A conversation (``VLMSample.history``) puts the earlier turns first: the video goes with the first user turn, each
+earlier answer follows as an assistant turn, and the sample's ``question`` is the last user turn::
+
+    ...<|im_start|>user\n<video>{q1}<|im_end|>\n<|im_start|>assistant\n{a1}<|im_end|>\n<|im_start|>user\n{q2}<|im_end|>...
+
+Labels are -100 everywhere except the (last) answer and its closing ``<|im_end|>``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ class VLMSample:
     """One conversation for the VLM.
 
     ``frames`` uint8 ``[T, H, W, 3]``; ``seconds_per_frame`` is the time between sampled frames;
-    ``tsf_crops`` uint8 ``[K, h, w, 3]`` crops of the target (TSF) or None.
+    ``tsf_crops`` uint8 ``[K, h, w, 3]`` crops of the target (TSF) or None; ``history`` the earlier
+    ``(question, answer)`` turns of a conversation (the video and the crops go with the first of them).
     """
 
     frames: np.ndarray
@@ -49,6 +55,7 @@ class VLMSample:
     answer: str | None = None
     seconds_per_frame: float = 1.0
     tsf_crops: np.ndarray | None = None
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -189,18 +196,26 @@ class QwenVLAdapter(nn.Module):
             labels.extend(tokens if learn else [IGNORE_INDEX] * len(tokens))
             types.extend([kind] * len(tokens))
 
+        turns = [*sample.history, (sample.question, None)]
         add(self._text(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"))
         add([self.vision_start_id])
         add([self.video_token_id] * self._tokens_for(video_grid), kind=2)
         add([self.vision_end_id])
-        add(self._text(sample.question))
-        if image_grids is not None:
-            add(self._text("\nTarget views: "))
-            for grid in image_grids:
-                add([self.vision_start_id])
-                add([self.image_token_id] * self._tokens_for(grid), kind=1)
-                add([self.vision_end_id])
-        add(self._text("<|im_end|>\n<|im_start|>assistant\n"))
+        for i, (question, earlier) in enumerate(turns):
+            if i:
+                add(self._text("<|im_start|>user\n"))
+            add(self._text(question))
+            if i == 0 and image_grids is not None:
+                add(self._text("\nTarget views: "))
+                for grid in image_grids:
+                    add([self.vision_start_id])
+                    add([self.image_token_id] * self._tokens_for(grid), kind=1)
+                    add([self.vision_end_id])
+            add(self._text("<|im_end|>\n<|im_start|>assistant\n"))
+            if earlier is not None:
+                add(self._text(earlier))
+                add([self.im_end_id])
+                add(self._text("\n"))
         if sample.answer is not None:
             add(self._text(sample.answer), learn=True)
             add([self.im_end_id], learn=True)

@@ -51,6 +51,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_device_args(d)
     d.set_defaults(func=run_demo)
 
+    c = sub.add_parser("chat", help="ask questions about a video, several turns; answers with [SEG] come with masks")
+    c.add_argument("video", help="video file or folder of frames")
+    c.add_argument("-q", "--question", action="append", default=[], metavar="TEXT",
+                   help="a question (repeat for several turns); without it, questions are read from stdin, one a line "
+                        "('/masks QUESTION' asks for masks even if the answer has no [SEG])")
+    c.add_argument("--out", help="write OUT/chat.json: every turn with its masks (COCO RLE) and a GCG entry")
+    c.add_argument("--masks", action="store_true", help="every turn gets masks (appends [BOX] [SEG] if missing)")
+    c.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
+    c.add_argument("--mode", choices=["track", "framewise", "perframe"], default=None)
+    add_device_args(c)
+    c.set_defaults(func=run_chat)
+
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
     """``--device`` and ``--dtype``, the same on every command that runs a model."""
@@ -124,6 +136,41 @@ def run_infer(args: argparse.Namespace) -> int:
     pipeline = load(args.model, device=args.device, dtype=args.dtype)
     counts = predict_split(pipeline, records, args.out, mode=args.mode, limit=args.limit, progress=not args.quiet, tsf=args.tsf)
     print(f"wrote {counts['written']} expressions ({counts['skipped']} already done, {counts['forced']} without a generated [SEG]) to {args.out}")
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    """Questions from ``-q`` (or stdin); prints each answer and its grounded phrases; ``--out``: chat.json."""
+    import json
+    import sys
+
+    from sparrow.atomic import atomic_file
+    from sparrow.data.video_io import Video
+
+    with Video.open(Path(args.video)) as video:  # a bad video fails before the model loads
+        from sparrow.pipeline import load
+        from sparrow.pipeline.chat import ChatSession
+
+        chat = ChatSession(load(args.model, device=args.device, dtype=args.dtype), video, mode=args.mode)
+        questions = args.question or (line.rstrip("\n") for line in sys.stdin)
+        for raw in questions:
+            force = args.masks or raw.startswith("/masks ")
+            question = raw.removeprefix("/masks ").strip()
+            if not question:
+                if args.question:
+                    raise SparrowError("a --question is empty")
+                continue
+            turn = chat.ask(question, masks=force)
+            print(f"Q{len(chat.turns)}: {question}\nA{len(chat.turns)}: {turn.answer}")
+            for phrase, target in zip(turn.phrases, turn.targets):
+                visible = sum(r is not None for r in target.rles)
+                print(f"    mask for {phrase!r}: key frame {target.key_frame}, visible in {visible}/{video.num_frames} frames")
+        if not chat.turns:
+            raise SparrowError("no question was asked")
+        if args.out:
+            with atomic_file(Path(args.out) / "chat.json") as handle:
+                json.dump(chat.to_json(Path(args.video).stem), handle)
+            print(f"wrote {Path(args.out) / 'chat.json'}")
     return 0
 
 

@@ -26,7 +26,7 @@ class Answer:
     """The VLM's answer and its projected prompts (``box``/``seg`` ``[N, C]`` for N targets)."""
 
     text: str
-    prompts: PromptEmbeddings
+    prompts: PromptEmbeddings | None  # None only when generate_answer(force=False) found no [SEG]
     forced: bool          # no [SEG] was generated: "[BOX] [SEG]" was appended and read by teacher forcing
     orphan_boxes: int
 
@@ -77,11 +77,12 @@ def encode_frames(model: SparrowModel, frames: np.ndarray) -> ImageFeatures:
     return model.pixel_decoder.encode(pixels)
 
 
-def generate_answer(model: SparrowModel, sample: VLMSample, max_new_tokens: int) -> Answer:
+def generate_answer(model: SparrowModel, sample: VLMSample, max_new_tokens: int, force: bool = True) -> Answer:
     """Generate the answer to ``sample`` and project its ``[BOX]``/``[SEG]`` states.
 
-    With no ``[SEG]`` in the answer, ``[BOX] [SEG]`` is appended and read by teacher forcing (rather than
-    returning empty masks scored 0); :attr:`Answer.forced` records it.
+    With no ``[SEG]`` in the answer and ``force``, ``[BOX] [SEG]`` is appended and read by teacher forcing (rather
+    than returning empty masks scored 0); :attr:`Answer.forced` records it. Without ``force`` such an answer comes
+    back with ``prompts=None`` (a conversation turn that refers to nothing).
     """
     vlm = model.vlm
     batch = vlm.collate([sample], padding_side="left").to(model.device)
@@ -89,8 +90,10 @@ def generate_answer(model: SparrowModel, sample: VLMSample, max_new_tokens: int)
     pairs = pair_prompt_tokens(gen.tokens, vlm.box_token_id, vlm.seg_token_id)
     if len(pairs):
         return Answer(gen.text.strip(), model.prompt_embeddings(gen.states, pairs), False, pairs.orphan_boxes)
+    if not force:
+        return Answer(gen.text.strip(), None, False, pairs.orphan_boxes)
     text = (gen.text.strip() + " [BOX] [SEG].").strip()
-    forced = VLMSample(sample.frames, sample.question, text, sample.seconds_per_frame, sample.tsf_crops)
+    forced = VLMSample(sample.frames, sample.question, text, sample.seconds_per_frame, sample.tsf_crops, sample.history)
     batch = vlm.collate([forced]).to(model.device)
     hidden = vlm.teacher_force(batch)
     pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id)[0]
