@@ -1,8 +1,9 @@
 """`sparrow app` in a real browser: Debian's Chromium driven by Playwright (pytest-playwright's ``page``).
 
 The app runs in this process on a free local port with the bundled model. One test uploads a clip, types a query,
-runs it, checks the overlay video, the frame slider, a TSF box drawn with two clicks and the masks.zip download,
-that another browser session sees none of it and that a session's folder is not served; it saves a screenshot
+runs it, checks the overlay video, the frame slider, a TSF box drawn with two clicks, the masks.zip download and a
+grounded chat answer, that another browser session sees none of it and that a session's folder is not served; it
+saves a screenshot
 (``SPARROW_APP_SCREENSHOT=docs/images/app.png`` to refresh the README's). The other sends an oversized upload, a
 non-video file, a text file named .mp4 and a too long video, reads the message each gets, and then runs a clip.
 Needs ``chromium`` on PATH (``apt-get install chromium``; ``.ci/run`` installs it).
@@ -111,6 +112,14 @@ def test_upload_query_run_overlay_slider_boxes_download(app, clip, page, browser
     assert coords == pytest.approx([32, 32, 64, 64], abs=3)  # a quarter and a half of the 128-pixel frame
     page.screenshot(path=os.environ.get("SPARROW_APP_SCREENSHOT", str(tmp_path / "app.png")), full_page=True)
 
+    # Chat tab: a question about the same video; the grounded answer comes with its masks.
+    page.get_by_role("tab", name="Chat").click()
+    page.fill("#chat-input textarea", clip.query)
+    page.click("#chat-send")
+    page.locator("#chat", has_text="mask:").wait_for(timeout=40_000)
+    page.wait_for_function("(v => v && v.readyState >= 1 && v.videoWidth == 128)(document.querySelector('#chat-overlay video'))", timeout=20_000)
+    page.get_by_role("tab", name="Segment").click()
+
     # Another user: a fresh page sees no result; files in a session's folder are not served at all.
     other = browser.new_page()
     other.goto(app.url)
@@ -123,12 +132,11 @@ def test_upload_query_run_overlay_slider_boxes_download(app, clip, page, browser
     assert refused.value.code == 403
 
 
-def _message(page) -> str:
-    page.wait_for_selector(".toast-body", timeout=15_000)
-    text = " ".join(page.locator(".toast-body").all_inner_texts())
+def _expect_message(page, text: str) -> None:
+    """A toast saying ``text`` appears (the player may add its own, e.g. "Video not playable"); then close all."""
+    page.locator(".toast-body", has_text=text).first.wait_for(timeout=15_000)
     page.evaluate("document.querySelectorAll('.toast-close').forEach(b => b.click())")
     page.wait_for_selector(".toast-body", state="detached", timeout=5_000)
-    return text
 
 
 def test_bad_uploads_get_a_message_and_the_server_keeps_serving(app, clip, page, tmp_path):
@@ -143,17 +151,18 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(app, clip, page,
 
     page.goto(app.url)
     page.set_input_files("#video-in input[type=file]", str(big))
-    assert "exceed the maximum allowed size" in _message(page)
+    _expect_message(page, "exceed the maximum allowed size")
     page.set_input_files("#video-in input[type=file]", str(tmp_path / "notes.txt"))
-    assert "Invalid file type: notes.txt" in _message(page)
+    _expect_message(page, "Invalid file type: notes.txt")
     for path, expected in ((tmp_path / "fake.mp4", "fake.mp4 is not a video this app can read"),
                            (long, f"long.mp4 is too long: {MAX_FRAMES + 20} frames")):
         page.set_input_files("#video-in input[type=file]", str(path))
-        assert expected in _message(page)
+        _expect_message(page, expected)
         assert expected in page.inner_text("#status")
-        page.click("#video-in button[aria-label='Clear']")
+        page.locator("#video-in button[aria-label='Clear']").first.dispatch_event("click")  # the player may overlay it
+        page.wait_for_selector("#video-in input[type=file]", state="attached")
     page.click("#run")  # nothing loaded: a message, not a traceback
-    assert "Upload a video or pick the demo clip first" in _message(page)
+    _expect_message(page, "Upload a video or pick the demo clip first")
 
     # Still serving: the same page loads a good clip and runs it.
     page.set_input_files("#video-in input[type=file]", str(clip.path))

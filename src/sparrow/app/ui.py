@@ -5,6 +5,9 @@ Layout: inputs on the left (video, query, model, mode, key frame, self-TSF, TSF 
 score, downloads). Clicking two corners on the frame view draws a TSF box on that frame (the paper's "TSF from
 boxes"); the next run shows the model crops of the target from those boxes.
 
+The Chat tab holds a conversation about the loaded video (``sparrow.pipeline.chat``): every answer with ``[SEG]``
+shows its masks (overlay video and key frame), and ``chat.json`` (turns, masks, GCG entry) can be downloaded.
+
 Every component that tests drive has an ``elem_id``. Runs go through Gradio's queue one at a time (the model is
 shared); frame views are cheap and run beside them. User mistakes (no video, an unreadable or too long video, a bad
 key frame or box) come back as a message on the page, never as a traceback.
@@ -12,6 +15,7 @@ key frame or box) come back as a message on the page, never as a traceback.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,11 @@ import gradio as gr
 from sparrow.app.models import ModelPool
 from sparrow.app.render import RunFiles, describe, format_boxes, frame_view, write_run
 from sparrow.app.session import SessionStore, UploadLimits, VideoView
+from sparrow.atomic import atomic_file
 from sparrow.errors import SparrowError
+from sparrow.pipeline.chat import ChatSession, ChatTurn
 from sparrow.pipeline.commands import parse_tsf_boxes
+from sparrow.pipeline.results import SegmentationResult
 
 MODES = ["model default", "track", "framewise", "perframe"]
 
@@ -44,6 +51,8 @@ class SessionState:
     run: RunFiles | None = None
     corner: tuple[float, float] | None = None     # first corner of a box being drawn, original pixels
     boxes: dict[int, list[float]] = field(default_factory=dict)
+    chat: ChatSession | None = None     # the conversation about ``view`` (reset with the video or the model)
+    chat_key: tuple[str, str] | None = None
 
 
 def _message(exc: SparrowError, view: VideoView | None) -> str:
@@ -79,6 +88,7 @@ class AppHandlers:
     def _open(self, path: str, state: SessionState, session: str) -> tuple:
         view = self.store.open_video(session, path, self.limits)
         state.view, state.result, state.run, state.corner, state.boxes = view, None, None, None, {}
+        self._end_chat(state)
         info = view.info
         status = f"{Path(path).name}: {info.num_frames} frames, {info.width}x{info.height}, {info.fps:.1f} fps"
         slider = gr.Slider(minimum=0, maximum=max(info.num_frames - 1, 1), value=0, step=1, interactive=True)
@@ -164,6 +174,58 @@ class AppHandlers:
         state.boxes, state.corner = {}, None
         return state, self.on_frame(t, state), ""
 
+    def _end_chat(self, state: SessionState) -> None:
+        if state.chat is not None:
+            state.chat.close()
+        state.chat, state.chat_key = None, None
+
+    def on_chat(
+        self, message: str, masks: bool, model: str, mode: str, history: list, state: SessionState, request: gr.Request,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (how Gradio injects a progress bar)
+    ) -> tuple:
+        """One chat turn about the loaded video; a grounded answer also shows its overlay and key frame."""
+        view = state.view
+        if view is None:
+            raise gr.Error("Upload a video or pick the demo clip first (Segment tab).")
+        if not (message or "").strip():
+            raise gr.Error("Type a question.")
+        try:
+            key = (model, mode)
+            if state.chat is None or state.chat_key != key:
+                self._end_chat(state)
+                progress(0.0, desc=f"loading model {model}")
+                state.chat = ChatSession(self.pool.get(model), str(view.path), mode=None if mode == MODES[0] else mode)
+                state.chat_key = key
+                history = []
+            progress(0.1, desc="answering")
+            turn = state.chat.ask(message, masks=masks)
+            folder = self.store.fresh(request.session_hash, "chat")
+            with atomic_file(folder / "chat.json") as handle:
+                json.dump(state.chat.to_json(view.path.stem), handle)
+            overlay, key_image = None, None
+            if turn.targets:
+                progress(0.9, desc="writing the overlay video")
+                result = self._turn_result(turn, state.chat)
+                files = write_run(result, view.path, folder, name=view.path.stem)
+                overlay = str(files.overlay)
+                key_image = frame_view(view, turn.targets[0].key_frame, result)
+        except SparrowError as exc:
+            raise gr.Error(_message(exc, view)) from exc
+        reply = turn.answer + "".join(
+            f"\n\n*mask: {phrase}* (key frame {t.key_frame})" for phrase, t in zip(turn.phrases, turn.targets)
+        )
+        history = [*history, {"role": "user", "content": turn.question}, {"role": "assistant", "content": reply}]
+        return state, history, "", overlay, key_image, str(folder / "chat.json")
+
+    @staticmethod
+    def _turn_result(turn: ChatTurn, chat: ChatSession) -> SegmentationResult:
+        info = chat.video.info
+        return SegmentationResult(
+            query=turn.question, question=turn.question, answer=turn.answer, targets=turn.targets,
+            vlm_frame_indices=chat.vlm_indices, num_frames=info.num_frames, height=info.height, width=info.width,
+            fps=info.fps, mode=chat.mode, forced_prompt=turn.forced,
+        )
+
     def on_unload(self, request: gr.Request) -> None:
         self.store.drop(request.session_hash)
 
@@ -174,7 +236,7 @@ def build_app(pool: ModelPool, store: SessionStore, limits: UploadLimits, demo: 
     with gr.Blocks(title="SPARROW", delete_cache=(1800, 3600)) as app:
         state = gr.State(SessionState())
         gr.Markdown("## SPARROW: find what a sentence refers to in a video")
-        with gr.Row():
+        with gr.Tab("Segment"), gr.Row():
             with gr.Column(scale=1):
                 video = gr.Video(label="Video", sources=["upload"], elem_id="video-in")
                 demo_button = gr.Button("Use the demo clip", elem_id="demo-clip", visible=demo is not None)
@@ -199,14 +261,31 @@ def build_app(pool: ModelPool, store: SessionStore, limits: UploadLimits, demo: 
                     key_image = gr.Image(label="Key frame", interactive=False, format="png", elem_id="key-frame")
                     key_info = gr.Markdown(elem_id="key-info")
                 downloads = gr.File(label="Downloads (masks.zip: palette PNGs + RLE JSON)", file_count="multiple", interactive=False, elem_id="downloads")
+        with gr.Tab("Chat"), gr.Row():
+            with gr.Column(scale=1):
+                gr.Markdown("Questions about the video loaded in the Segment tab, with the model and mode chosen there. "
+                            "Answers with [SEG] come with masks.")
+                chatbot = gr.Chatbot(label="Conversation", elem_id="chat", height=360)
+                message = gr.Textbox(label="Question", placeholder="What is moving to the left?", elem_id="chat-input")
+                with gr.Row():
+                    chat_masks = gr.Checkbox(label="masks for every answer", elem_id="chat-masks")
+                    send = gr.Button("Ask", variant="primary", elem_id="chat-send")
+                chat_file = gr.File(label="chat.json (turns, masks, GCG)", interactive=False, elem_id="chat-json")
+            with gr.Column(scale=1):
+                chat_overlay = gr.Video(label="Masks of the last grounded answer", interactive=False, elem_id="chat-overlay")
+                chat_key = gr.Image(label="Its key frame", interactive=False, format="png", elem_id="chat-key-frame")
 
         loaded = [state, slider, frame, status, boxes]
         video.upload(h.on_upload, [video, state], loaded, concurrency_limit=4)
         demo_button.click(h.on_demo, [state], [video, query, *loaded], concurrency_limit=4)
         run.click(h.on_run, [query, model, mode, key, self_tsf, boxes, state],
-                  [state, answer, overlay, slider, frame, key_image, key_info, downloads], concurrency_limit=1)
+                  [state, answer, overlay, slider, frame, key_image, key_info, downloads], concurrency_limit=1,
+                  concurrency_id="model")
         slider.change(h.on_frame, [slider, state], [frame], concurrency_limit=8, show_progress="hidden")
         frame.select(h.on_click, [slider, boxes, state], [state, frame, boxes], concurrency_limit=8)
         clear.click(h.on_clear_boxes, [slider, state], [state, frame, boxes], concurrency_limit=8)
+        chat_args = ([message, chat_masks, model, mode, chatbot, state], [state, chatbot, message, chat_overlay, chat_key, chat_file])
+        send.click(h.on_chat, *chat_args, concurrency_limit=1, concurrency_id="model")
+        message.submit(h.on_chat, *chat_args, concurrency_limit=1, concurrency_id="model")
         app.unload(h.on_unload)
     return app
