@@ -53,7 +53,7 @@ def app():
 def clip(tmp_path_factory):
     from sparrow.app.server import make_demo_clip
 
-    return make_demo_clip(tmp_path_factory.mktemp("clip"), seed=3)
+    return make_demo_clip(tmp_path_factory.mktemp("clip"), seed=0)
 
 
 def _load(page, app, path: Path, frames: int) -> None:
@@ -104,8 +104,9 @@ def test_upload_query_run_overlay_slider_boxes_download(app, clip, page, browser
     page.wait_for_function(f"document.querySelector('#frame-view img').src != {json.dumps(before)}", timeout=10_000)
     image = page.locator("#frame-view img")
     box = image.bounding_box()
+    before = image.get_attribute("src")
     image.click(position={"x": box["width"] * 0.25, "y": box["height"] * 0.25})
-    page.wait_for_timeout(300)
+    page.wait_for_function(f"document.querySelector('#frame-view img').src != {json.dumps(before)}", timeout=10_000)
     image.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
     page.wait_for_function("document.querySelector('#tsf-boxes textarea').value.startsWith('5:')", timeout=10_000)
     coords = [float(v) for v in page.input_value("#tsf-boxes textarea").split(":")[1].split(",")]
@@ -149,22 +150,19 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(app, clip, page,
     (tmp_path / "notes.txt").write_text("not a video\n")
     (tmp_path / "fake.mp4").write_text("not a video either\n")
 
-    page.goto(app.url)
-    page.set_input_files("#video-in input[type=file]", str(big))
-    _expect_message(page, "exceed the maximum allowed size")
-    page.set_input_files("#video-in input[type=file]", str(tmp_path / "notes.txt"))
-    _expect_message(page, "Invalid file type: notes.txt")
-    for path, expected in ((tmp_path / "fake.mp4", "fake.mp4 is not a video this app can read"),
+    for path, expected in ((big, "exceed the maximum allowed size"), (tmp_path / "notes.txt", "Invalid file type: notes.txt"),
+                           (tmp_path / "fake.mp4", "fake.mp4 is not a video this app can read"),
                            (long, f"long.mp4 is too long: {MAX_FRAMES + 20} frames")):
+        page.goto(app.url)  # a fresh page each time: the player keeps a rejected file on show
         page.set_input_files("#video-in input[type=file]", str(path))
         _expect_message(page, expected)
-        assert expected in page.inner_text("#status")
-        page.locator("#video-in button[aria-label='Clear']").first.dispatch_event("click")  # the player may overlay it
-        page.wait_for_selector("#video-in input[type=file]", state="attached")
+        if path.suffix == ".mp4" and path != big:  # checked by the server: also shown on the page
+            assert expected in page.inner_text("#status")
     page.click("#run")  # nothing loaded: a message, not a traceback
     _expect_message(page, "Upload a video or pick the demo clip first")
 
-    # Still serving: the same page loads a good clip and runs it.
+    # Still serving: a page loads a good clip and runs it.
+    page.goto(app.url)
     page.set_input_files("#video-in input[type=file]", str(clip.path))
     page.wait_for_selector("#status:has-text('24 frames')", timeout=20_000)
     page.fill("#query textarea", clip.query)

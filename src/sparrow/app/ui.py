@@ -282,7 +282,7 @@ def build_app(pool: ModelPool, store: SessionStore, limits: UploadLimits, demo: 
                   [state, answer, overlay, slider, frame, key_image, key_info, downloads], concurrency_limit=1,
                   concurrency_id="model")
         slider.change(h.on_frame, [slider, state], [frame], concurrency_limit=8, show_progress="hidden")
-        frame.select(h.on_click, [slider, boxes, state], [state, frame, boxes], concurrency_limit=8)
+        frame.select(h.on_click, [slider, boxes, state], [state, frame, boxes], concurrency_limit=1)  # clicks in order
         clear.click(h.on_clear_boxes, [slider, state], [state, frame, boxes], concurrency_limit=8)
         chat_args = ([message, chat_masks, model, mode, chatbot, state], [state, chatbot, message, chat_overlay, chat_key, chat_file])
         send.click(h.on_chat, *chat_args, concurrency_limit=1, concurrency_id="model")
