@@ -70,7 +70,7 @@ def frame_view(
     """Display frame ``t`` ``[h, w, 3]`` uint8 with the masks and per-frame boxes of ``result``, the box the model
     selected (white, thick) when ``t`` is a target's key frame, the user's TSF box on this frame (gold) and a
     pending first corner (gold dot). Boxes are in original pixels."""
-    frame = view.frame(t)
+    frame = view.frame(t).copy()  # drawn on below (the decoded JPEG is read-only)
     h, w = frame.shape[:2]
     if result is not None:
         labels = cv2.resize(label_frame(result, t), (w, h), interpolation=cv2.INTER_NEAREST)
@@ -80,7 +80,6 @@ def frame_view(
             if target.key_frame == t and target.key_box is not None:
                 x0, y0, x1, y1 = _scaled(target.key_box, view.scale)
                 cv2.rectangle(frame, (x0, y0), (x1, y1), SELECTED, 2)
-    frame = np.ascontiguousarray(frame)
     if user_boxes and t in user_boxes:
         x0, y0, x1, y1 = _scaled(user_boxes[t], view.scale)
         cv2.rectangle(frame, (x0, y0), (x1, y1), USER, 2)
