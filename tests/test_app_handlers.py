@@ -39,14 +39,14 @@ def _request(session: str):
 
 def test_clicks_make_a_tsf_box_that_the_next_run_uses(handlers, clip):
     state = SessionState()
-    state, slider, image, status, _ = handlers.on_upload(str(clip), state, _request("alice"))
+    state, _slider, image, status, _ = handlers.on_upload(str(clip), state, _request("alice"))
     assert "8 frames, 64x48" in status and image.shape == (96, 128, 3)  # display scale 2
     state, _, text = handlers.on_click(3, "", state, SimpleNamespace(index=[8, 20]))
     assert state.corner == (4.0, 10.0) and text == ""
     state, _, text = handlers.on_click(3, text, state, SimpleNamespace(index=[40, 52]))
     assert text == "3:4,10,20,26" and state.corner is None
     out = handlers.on_run("the red square", "tiny", "framewise", "", False, text, state, _request("alice"), progress=lambda *a, **k: None)
-    state, answer, overlay, *_, downloads = out
+    state, _answer, overlay, *_, downloads = out
     assert state.result.extra["tsf"]["source"] == "boxes" and state.result.extra["tsf"]["entries"]
     assert [p.split("/")[-1] for p in downloads] == ["masks.zip", "result.json", "coco.json", "boxes.csv", "preview.gif"]
     assert "/sessions/alice/run/" in overlay
