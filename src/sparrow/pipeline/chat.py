@@ -7,8 +7,8 @@ the whole conversation so far (``VLMSample.history``) and generates the next ans
 for masks (``masks=True``: ``[BOX] [SEG]`` is appended and read by teacher forcing, as in ``segment``).
 
 Grounded captions (GCG style): each ``[SEG]`` is tied to the phrase before it, the text in ``<p>...</p>`` when
-the answer tags it, else the words since the previous ``[SEG]`` or punctuation (the question, when that is
-empty, as in "Sure, [BOX] [SEG]."). :meth:`ChatSession.to_json` writes every turn, and under ``"gcg"`` the file
+the answer tags it, else the last words (at most 8) since the previous ``[SEG]`` or punctuation (the question,
+when that is empty, as in "Sure, [BOX] [SEG].", or when the ``[SEG]`` was forced). :meth:`ChatSession.to_json` writes every turn, and under ``"gcg"`` the file
 format ``sparrow eval gcg`` reads (``{video: {"caption", "phrases", "masks": [tube per phrase]}}``).
 """
 
@@ -31,6 +31,7 @@ from sparrow.pipeline.segment import SegmentationPipeline
 
 _TOKEN = re.compile(r"(?:\[BOX\]\s*)?\[SEG\]")
 _TAGGED = re.compile(r"<p>(.*?)</p>\s*$", re.DOTALL)
+MAX_PHRASE_WORDS = 8  # an untagged phrase is at most the last 8 words before its [SEG]
 
 
 def grounded_phrases(answer: str, question: str) -> list[str]:
@@ -45,7 +46,7 @@ def grounded_phrases(answer: str, question: str) -> list[str]:
         else:
             phrase = re.split(r"[.,;:!?]", before)[-1]
             phrase = re.sub(r"^\s*(it is|it's|this is|that is|here is|here it is|sure)\b", "", phrase, flags=re.IGNORECASE)
-        phrase = " ".join(re.sub(r"<[^>]*>", " ", phrase).split())
+        phrase = " ".join(re.sub(r"<[^>]*>", " ", phrase).split()[-MAX_PHRASE_WORDS:])
         phrases.append(phrase or " ".join(question.split()))
         start = match.end()
     return phrases
@@ -108,7 +109,8 @@ class ChatSession:
                 choices = [choose_key(model, answer.prompts, k, features, self.vlm_indices) for k in range(len(answer.prompts.seg))]
                 plan = Plan(answer, choices)
                 turn.targets = [self._target(plan, k) for k in range(len(choices))]
-                turn.phrases = grounded_phrases(answer.text, question)
+                # a forced [BOX] [SEG] grounds the question, not words the model wrote
+                turn.phrases = [question] if answer.forced else grounded_phrases(answer.text, question)
         self.turns.append(turn)
         return turn
 
