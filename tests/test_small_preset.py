@@ -76,7 +76,7 @@ def test_transplant_logits_equal_smollm2(small, base):
     assert small.vlm.model.config.vision_config.out_hidden_size == HIDDEN
     lm = small.vlm.model.model.language_model
     assert small.vlm.model.lm_head.weight is lm.embed_tokens.weight  # tied
-    assert all(float(lm.layers[i].self_attn.q_proj.bias.abs().max()) == 0 for i in (0, 29))
+    assert all(float(lm.layers[i].self_attn.q_proj.bias.detach().abs().max()) == 0 for i in (0, 29))
     tok = small.vlm.tokenizer
     worst = 0.0
     for messages in PROMPTS:
@@ -186,10 +186,12 @@ def test_folder_saves_only_the_difference_and_loads_strictly(trained, tmp_path):
     emb = "vlm.model.model.language_model.embed_tokens.weight"
     assert saved[emb].shape == (6, HIDDEN)  # only the added rows
     assert not any("language_model.layers." in k and "lora_" not in k for k in saved)  # no base weight of the text tower
-    assert (folder / "vlm" / "adapter_config.json").exists()
+    assert (folder / "vlm" / "adapter_config.json").exists() and not (folder / "vlm" / "tokenizer.json").exists()
     loaded = from_pretrained(folder)
     ours, theirs = model.state_dict(), loaded.state_dict()
     assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    text = "<|im_start|>user\nthe red circle<|im_end|>\n<|im_start|>assistant\nSure, it is [BOX] [SEG]."
+    assert loaded.vlm.tokenizer.encode(text) == model.vlm.tokenizer.encode(text)  # rebuilt from the base
     batch = model.vlm.collate([VLMSample(_frames(seed=3), "the red circle", "Sure, it is [BOX] [SEG].")])
     with torch.no_grad():
         assert torch.equal(model.vlm(batch)[1], loaded.vlm(batch)[1])
@@ -200,7 +202,7 @@ def test_folder_saves_only_the_difference_and_loads_strictly(trained, tmp_path):
         from_pretrained(folder)
     saved["seg_head.fc2.bias"], saved["extra.weight"] = ours["seg_head.fc2.bias"], torch.zeros(2)
     save_file(saved, str(folder / "model.safetensors"))
-    with pytest.raises(SparrowError, match="does not have .*extra.weight"):
+    with pytest.raises(SparrowError, match="does not have: .*extra.weight"):
         from_pretrained(folder)
     reference = json.loads((folder / "vlm" / "base.json").read_text())
     (folder / "vlm" / "base.json").write_text(json.dumps({**reference, "fingerprint": "0" * 32}))

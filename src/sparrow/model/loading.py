@@ -9,9 +9,11 @@ Folder layout written by :func:`save_pretrained`::
 
 A model built on an external base (the ``small`` preset: SmolLM2-135M-Instruct, resolved by
 :func:`sparrow.model.small_backbones.resolve_base`) saves only what differs from that base
-(:mod:`sparrow.model.base_delta`); its folder adds::
+(:mod:`sparrow.model.base_delta`); its ``vlm/`` holds no tokenizer files (the tokenizer is rebuilt from the base,
+:func:`sparrow.model.small_backbones.small_tokenizer`, and checked against the saved token list) but adds::
 
-    <dir>/vlm/base.json            the base (repo, source, fingerprint) and the row offsets of partly saved tensors
+    <dir>/vlm/base.json            the base (repo, source, fingerprint), the tokens added to its vocabulary and the
+                                   row offsets of partly saved tensors
     <dir>/vlm/adapter_config.json  the peft LoRA config when the VLM carries (unmerged) adapters
 
 Presets: ``tiny`` builds random tiny backbones locally (no download) and goes through :func:`build_model`, the same
@@ -33,6 +35,8 @@ from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 from transformers import (
     AutoTokenizer,
+    LlamaConfig,
+    PreTrainedTokenizerBase,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Sam2VideoConfig,
@@ -46,10 +50,12 @@ from sparrow.model.config import SparrowConfig
 from sparrow.model.sam2_backbone import load_sam2
 from sparrow.model.small_backbones import (
     BASE_REPO,
+    BaseWeights,
     base_language_state,
     build_small_vlm,
     load_base_state,
     resolve_base,
+    small_tokenizer,
 )
 from sparrow.model.sparrow_model import SparrowModel
 from sparrow.model.tiny_backbones import write_tiny_sam2, write_tiny_vlm
@@ -141,8 +147,8 @@ def build_tiny(seed: int = 0, config: SparrowConfig | None = None, sam_image_siz
         return build_model(config or tiny_config(), vlm_dir, sam_dir, seed=seed)
 
 
-def _base_tensors(reference: dict, folder: Path | None = None) -> dict[str, torch.Tensor]:
-    """The base weights a model refers to, by canonical SparrowModel name; the fingerprint must match."""
+def _base_tensors(reference: dict, folder: Path | None = None) -> tuple[BaseWeights, dict[str, torch.Tensor]]:
+    """The base a model refers to and its weights by canonical SparrowModel name; the fingerprint must match."""
     base = resolve_base(prefer=reference["source"])
     config, state, fingerprint = load_base_state(base)
     if fingerprint != reference["fingerprint"]:
@@ -151,7 +157,11 @@ def _base_tensors(reference: dict, folder: Path | None = None) -> dict[str, torc
             f"the base this model was built on ({reference['source']}, fingerprint {reference['fingerprint']})",
             folder,
         )
-    return {"vlm.model." + k: v for k, v in base_language_state(state, config.num_hidden_layers).items()}
+    return base, {"vlm.model." + k: v for k, v in base_language_state(state, config.num_hidden_layers).items()}
+
+
+def _added_tokens(tokenizer: PreTrainedTokenizerBase, base_vocab: int) -> list[str]:
+    return tokenizer.convert_ids_to_tokens(list(range(base_vocab, len(tokenizer))))
 
 
 def save_pretrained(model: SparrowModel, path: str | Path) -> Path:
@@ -165,16 +175,18 @@ def save_pretrained(model: SparrowModel, path: str | Path) -> Path:
     with atomic_dir(path) as tmp:
         model.config.save(tmp / "config.json")
         model.vlm.model.config.save_pretrained(tmp / "vlm")
-        model.vlm.tokenizer.save_pretrained(tmp / "vlm")
         model.sam.config.save_pretrained(tmp / "sam2")
         if reference is None:
+            model.vlm.tokenizer.save_pretrained(tmp / "vlm")
             with atomic_path(tmp / WEIGHTS_NAME) as weights:  # safetensors alone leaves the file owner-only (0600)
                 save_safetensors_model(model, str(weights))
             return Path(path)
-        tensors, offsets = split_from_base(model, _base_tensors(reference))
+        base, base_state = _base_tensors(reference)
+        tensors, offsets = split_from_base(model, base_state)
         if isinstance(model.vlm.model, PeftModel):
             model.vlm.model.peft_config["default"].save_pretrained(tmp / "vlm")
-        (tmp / "vlm" / BASE_FILE).write_text(json.dumps({**reference, "row_offsets": offsets}, indent=1))
+        added = _added_tokens(model.vlm.tokenizer, LlamaConfig.from_pretrained(str(base.path)).vocab_size)
+        (tmp / "vlm" / BASE_FILE).write_text(json.dumps({**reference, "added_tokens": added, "row_offsets": offsets}, indent=1))
         with atomic_path(tmp / WEIGHTS_NAME) as weights:
             save_file(tensors, str(weights), metadata={"format": "pt"})
     return Path(path)
@@ -217,23 +229,26 @@ def _from_pretrained_on_base(path: Path, config: SparrowConfig) -> SparrowModel:
     try:
         reference = json.loads((path / "vlm" / BASE_FILE).read_text())
         offsets = {k: int(v) for k, v in reference["row_offsets"].items()}
+        added = list(reference["added_tokens"])
         saved = load_file(str(weights))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise SparrowError(f"not a valid base reference ({exc})", path / "vlm" / BASE_FILE) from exc
     except Exception as exc:  # safetensors raises its own error type on a truncated/corrupt file
         raise SparrowError(f"cannot load weights: {str(exc).splitlines()[0]}", weights) from exc
-    base = _base_tensors(reference, path)
-    tokenizer = AutoTokenizer.from_pretrained(str(path / "vlm"), local_files_only=True)
+    base, base_state = _base_tensors(reference, path)
+    tokenizer = small_tokenizer(base)
+    if _added_tokens(tokenizer, len(tokenizer) - len(added)) != added:
+        raise SparrowError(f"the model's added tokens {added} differ from the small preset's tokenizer", path / "vlm" / BASE_FILE)
     with no_init_weights():  # every tensor is filled below (and checked), so skip the random init
         vlm_model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_pretrained(str(path / "vlm")))
     vlm_model.tie_weights()  # the output layer shares the input embedding (tie_word_embeddings)
     vlm = QwenVLAdapter(vlm_model, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
     vlm.base = {k: reference[k] for k in ("repo", "source", "fingerprint")}
     model = SparrowModel(config, vlm, Sam2VideoModel(Sam2VideoConfig.from_pretrained(str(path / "sam2"))))
-    filled = fill_plain(model, saved, offsets, base, weights)
+    filled = fill_plain(model, saved, offsets, base_state, weights)
     if (path / "vlm" / ADAPTER_FILE).exists():
         model.vlm.model = get_peft_model(model.vlm.model, LoraConfig.from_pretrained(str(path / "vlm")))
-    fill_adapters(model, saved, offsets, base, filled, weights)
+    fill_adapters(model, saved, offsets, base_state, filled, weights)
     return model
 
 
