@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +21,18 @@ from transformers import LlamaForCausalLM
 
 from sparrow.errors import SparrowError
 from sparrow.model.batching import make_batch
-from sparrow.model.loading import build_small, from_pretrained, save_pretrained, small_config
+from sparrow.model.loading import (
+    BUNDLED_DIR,
+    build_small,
+    from_pretrained,
+    graft_segmenter,
+    save_pretrained,
+    small_config,
+)
 from sparrow.model.prompt_tokens import teacher_forced_pairs
 from sparrow.model.small_backbones import INSTALL_HINT, resolve_base
 from sparrow.model.vlm_qwen2_5 import BOX_TOKEN, SEG_TOKEN, SYSTEM_PROMPT, VLMBatch, VLMSample
-from sparrow.train.config import LoraSettings, StageConfig
+from sparrow.train.config import LoraSettings, StageConfig, load_train_config
 from sparrow.train.stages import apply_stage, set_train_mode
 
 HIDDEN, BASE_VOCAB = 576, 49152
@@ -208,3 +216,16 @@ def test_folder_saves_only_the_difference_and_loads_strictly(trained, tmp_path):
     (folder / "vlm" / "base.json").write_text(json.dumps({**reference, "fingerprint": "0" * 32}))
     with pytest.raises(SparrowError, match="not the base this model was built on"):
         from_pretrained(folder)
+
+
+def test_small_training_config_and_segmenter_graft(small):
+    config = load_train_config(Path(__file__).resolve().parent.parent / "configs" / "small_stage_vlm.yaml", check_paths=False)
+    assert config.model.init == "small" and config.model.segmenter_from.endswith("runs/bundled/proposer/final")
+    assert config.stage.lora.prompt_tokens and config.model.config["vlm_frames"] == config.data.num_vlm_frames
+    donor = from_pretrained(BUNDLED_DIR)  # a trained tiny-chain model
+    model = graft_segmenter(small_config(), small.vlm, donor, seed=0)
+    assert model.config.proposer_fine == donor.config.proposer_fine and model.config.base_vlm == small.config.base_vlm
+    for part in ("pixel_decoder", "proposer", "selector"):
+        theirs = getattr(donor, part).state_dict()
+        assert all(torch.equal(v, theirs[k]) for k, v in getattr(model, part).state_dict().items())
+    assert model.seg_head.fc1.in_features == HIDDEN and model.seg_head.fc2.out_features == donor.pixel_decoder.hidden_size

@@ -116,7 +116,7 @@ def build_small(
     vlm = QwenVLAdapter(qwen, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
     vlm.base = reference
     if segmenter_from is not None:
-        return _graft_segmenter(config, vlm, segmenter_from, seed)
+        return graft_segmenter(config, vlm, segmenter_from, seed)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         sam = load_sam2(str(write_tiny_sam2(Path(tmp) / "sam2", seed=seed, image_size=sam_image_size)))
     return compose(config, vlm, sam, seed)
@@ -128,7 +128,7 @@ ARCHITECTURE_FROM_SEGMENTER = (
 )
 
 
-def _graft_segmenter(config: SparrowConfig, vlm: QwenVLAdapter, donor: SparrowModel, seed: int) -> SparrowModel:
+def graft_segmenter(config: SparrowConfig, vlm: QwenVLAdapter, donor: SparrowModel, seed: int) -> SparrowModel:
     """A model with ``vlm`` and fresh L->V heads around ``donor``'s SAM2, proposer and selector (strict copies)."""
     data = config.to_dict()
     data.update({k: getattr(donor.config, k) for k in ARCHITECTURE_FROM_SEGMENTER})
