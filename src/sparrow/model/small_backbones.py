@@ -22,6 +22,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def _hf_cache_base(hf_cache_dir: str | Path | None) -> Path | None:
 
     try:
         path = Path(snapshot_download(BASE_REPO, local_files_only=True, cache_dir=hf_cache_dir))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError):  # absent from the cache: try the next source
+    except LocalEntryNotFoundError:  # absent from the cache: try the next source
         return None
     return path if (path / WEIGHTS).exists() and (path / "config.json").exists() else None
 
@@ -96,6 +97,7 @@ def convert_gguf(package_dir: Path, out: Path) -> Path:
 
     if importlib.util.find_spec("gguf") is None:
         raise SparrowError(f"reading the SmolLM2 GGUF in {package_dir} needs the `gguf` package: {INSTALL_HINT}")
+    print(f"converting {GGUF_FILE} once into {out} (about a minute)", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(str(package_dir), gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(str(package_dir), gguf_file=GGUF_FILE, dtype=torch.float32)
     config = LlamaConfig.from_dict({k: v for k, v in model.config.to_dict().items() if k != "quantization_config"})
