@@ -89,7 +89,7 @@ def _check_annotations(rec: VideoRecord, report: CheckReport) -> None:
             report.add(str(exc))
     if rec.foreground is not None:
         try:
-            rec.foreground[0]  # noqa: B018
+            rec.foreground[0]
         except SparrowError as exc:
             report.add(str(exc))
 
@@ -138,14 +138,14 @@ def dataset_sheet(records: list[VideoRecord], out: str | Path, clips: int = 6, f
         raise SparrowError("no video with an expression that refers to an object", out)
     rows = []
     for rec, exp in chosen:
-        idx = sorted({int(round(x)) for x in np.linspace(0, rec.num_frames - 1, frames)})
+        idx = sorted({round(float(x)) for x in np.linspace(0, rec.num_frames - 1, frames)})
         try:
             imgs = rec.load_frames(idx)
             masks = rec.target_masks(exp, idx)
         except SparrowError:
             continue  # the check already names the broken file
         boxes = rec.target_boxes(exp, idx)
-        height = max(1, round(rec.height * cell / rec.width))
+        height = max(1, int(rec.height * cell // rec.width))
         cells = [overlay(imgs[i], masks[i], boxes[i]).resize((cell, height), Image.BILINEAR) for i in range(len(idx))]
         rows.append((f"{rec.video_id}: \"{exp.text[:80]}\"", cells, height))
     if not rows:

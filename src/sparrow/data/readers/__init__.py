@@ -53,7 +53,7 @@ def eval_splits(format: str) -> tuple[str, ...]:
     return tuple(reader_module(format).EVAL_SPLITS)
 
 
-def read_dataset(root: str | Path, format: str, split: str | None = None) -> list["VideoRecord"]:
+def read_dataset(root: str | Path, format: str, split: str | None = None) -> list[VideoRecord]:
     """Records of one split of a dataset in ``format`` (``split`` None: the only split present, else an error)."""
     module = reader_module(format)
     if split is None:
