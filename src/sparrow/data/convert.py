@@ -12,6 +12,7 @@ of box-only sources (tracking, grounding), whose masks are null. ReVOS foregroun
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,13 +54,21 @@ class _MapWriter:
         self.handle.write("}")
 
 
-def _write_video_frames(rec: VideoRecord, folder: Path) -> None:
+def write_record_frames(rec: VideoRecord, folder: Path, link: bool = False) -> None:
+    """The record's frames as ``folder/<name>.jpg``: JPEG files copied (hard-linked with ``link`` where the file
+    system allows), anything else decoded in chunks of ``CHUNK`` frames and encoded."""
     if rec.frame_dir is not None and rec.frame_ext.lower() == ".jpg":
         folder.mkdir(parents=True, exist_ok=True)
         for t, name in enumerate(rec.frames):
             src = rec.frame_path(t)
             if not src.is_file():
                 raise SparrowError(f"missing frame of video {rec.video_id}", src)
+            if link:
+                try:
+                    os.link(src, folder / f"{name}.jpg")
+                    continue
+                except OSError:
+                    pass  # another file system: copy instead
             shutil.copyfile(src, folder / f"{name}.jpg")
         return
     for start in range(0, rec.num_frames, CHUNK):
@@ -67,8 +76,11 @@ def _write_video_frames(rec: VideoRecord, folder: Path) -> None:
         write_frames(folder, [rec.frames[t] for t in idx], rec.load_frames(idx), atomic=False)
 
 
-def convert_to_mevis(records: Iterable[VideoRecord], out: str | Path, frames: bool = True) -> ConvertStats:
-    """Write ``records`` as the MeViS-layout split folder ``out`` (replaced atomically); see the module doc."""
+def convert_to_mevis(
+    records: Iterable[VideoRecord], out: str | Path, frames: bool = True, link: bool = False
+) -> ConvertStats:
+    """Write ``records`` as the MeViS-layout split folder ``out`` (replaced atomically); see the module doc.
+    ``link`` hard-links JPEG frames instead of copying them."""
     stats = ConvertStats()
     meta: dict[str, Any] = {}
     foreground: dict[str, Any] = {}
@@ -80,7 +92,7 @@ def convert_to_mevis(records: Iterable[VideoRecord], out: str | Path, frames: bo
                 if rec.video_id in meta:
                     raise SparrowError(f"video id {rec.video_id!r} appears twice")
                 if frames:
-                    _write_video_frames(rec, tmp / "JPEGImages" / rec.video_id)
+                    write_record_frames(rec, tmp / "JPEGImages" / rec.video_id, link)
                 ids: dict[int, int] = {}
                 objects_meta = {}
                 for obj in rec.objects.values():
