@@ -40,8 +40,7 @@ def make_split(folder: Path, videos: int, frames: int, objects: int, size: tuple
         f.write("{")
         for v in range(videos):
             ids = list(range(anno, anno + objects))
-            for a in ids:
-                f.write(("," if a else "") + json.dumps(str(a)) + ":" + json.dumps(rles))
+            f.writelines(("," if a else "") + json.dumps(str(a)) + ":" + json.dumps(rles) for a in ids)
             anno += objects
             meta[f"video_{v:05d}"] = {"frames": names, "height": H, "width": W, "expressions": {
                 "0": {"exp": "the object moving right", "anno_id": [str(ids[0])], "obj_id": [0]},

@@ -20,28 +20,33 @@ import numpy as np
 
 from sparrow.errors import SparrowError
 
-BLOCK = 1 << 24  # bytes scanned per step (16 MiB)
-_OPEN = np.frombuffer(b"{[", dtype=np.uint8)
-_CLOSE = np.frombuffer(b"}]", dtype=np.uint8)
+BLOCK = 1 << 22  # bytes scanned per step (4 MiB)
+_STRUCTURAL = np.zeros(256, dtype=bool)  # byte -> is one of {}[]:,
+_STRUCTURAL[list(b"{}[]:,")] = True
+_DELTA = np.zeros(256, dtype=np.int8)  # byte -> nesting change
+_DELTA[list(b"{[")] = 1
+_DELTA[list(b"}]")] = -1
 
 
 class JsonMapIndex:
     """Lazy ``key -> value`` access to one JSON file whose top level is an object.
 
     ``get(key)`` returns the parsed value or None when the key is absent; ``keys()`` lists the keys in file order.
-    The file must not change while the index is used.
+    The index holds two offsets and a dict slot per key (about 150 bytes), nothing per value. The file must not
+    change while the index is used.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._spans: dict[str, tuple[int, int]] | None = None
+        self._rows: dict[str, int] | None = None
+        self._spans = np.zeros((0, 2), dtype=np.int64)
 
-    def _index(self) -> dict[str, tuple[int, int]]:
-        if self._spans is None:
+    def _index(self) -> dict[str, int]:
+        if self._rows is None:
             if not self.path.is_file():
                 raise SparrowError("missing annotation file", self.path)
-            self._spans = _scan(self.path)
-        return self._spans
+            self._rows, self._spans = _scan(self.path)
+        return self._rows
 
     def keys(self) -> list[str]:
         return list(self._index())
@@ -53,69 +58,72 @@ class JsonMapIndex:
         return len(self._index())
 
     def get(self, key: str) -> Any:
-        span = self._index().get(key)
-        if span is None:
+        row = self._index().get(key)
+        if row is None:
             return None
+        start, end = (int(v) for v in self._spans[row])
         with open(self.path, "rb") as handle:
-            handle.seek(span[0])
-            raw = handle.read(span[1] - span[0])
+            handle.seek(start)
+            raw = handle.read(end - start)
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
             raise SparrowError(f"entry {key!r} is not valid JSON ({exc.msg})", self.path) from exc
 
 
-def _scan(path: Path) -> dict[str, tuple[int, int]]:
-    """Byte spans ``[start, end)`` of every top-level value of the JSON object in ``path``."""
+def _scan(path: Path) -> tuple[dict[str, int], np.ndarray]:
+    """``({key: row}, spans [N, 2])``: byte spans ``[start, end)`` of every top-level value of the JSON object."""
     size = path.stat().st_size
     if size == 0:
         raise SparrowError("empty file where a JSON object was expected", path)
-    spans: dict[str, tuple[int, int]] = {}
+    colons, key_open, key_close, separators = [], [], [], []
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        first = mm[: min(size, 4096)].lstrip()
-        if not first.startswith(b"{"):
+        if not mm[: min(size, 4096)].lstrip().startswith(b"{"):
             raise SparrowError("not a JSON object (expected '{' first)", path)
-        in_string = False
-        depth = 0
-        last_quotes: list[int] = []  # global positions of the last two real quotes seen
-        pending: tuple[str, int] | None = None  # key and value start waiting for the value's end
+        in_string, depth, carried = False, 0, np.zeros(0, dtype=np.int64)  # carried: last two real quotes
         pos = 0
         while pos < size:
             end = min(size, pos + BLOCK)
             while end < size and mm[end - 1] == 0x5C:  # never split a run of backslashes
                 end += 1
             buf = np.frombuffer(mm[pos:end], dtype=np.uint8)
-            quotes = _real_quotes(buf)
-            structural = np.flatnonzero(np.isin(buf, np.frombuffer(b"{}[]:,", dtype=np.uint8)))
+            quotes = _real_quotes(buf) + pos
+            structural = np.flatnonzero(_STRUCTURAL[buf]) + pos
+            del buf
             before = np.searchsorted(quotes, structural)
             outside = ((before + int(in_string)) % 2) == 0
             structural, before = structural[outside], before[outside]
-            chars = buf[structural]
-            delta = np.isin(chars, _OPEN).astype(np.int64) - np.isin(chars, _CLOSE).astype(np.int64)
-            after = depth + np.cumsum(delta)
-            depth_before = after - delta
-            top = np.flatnonzero((depth_before == 1) & np.isin(chars, np.frombuffer(b":,}", dtype=np.uint8)))
-            for i in top:
-                at, char = int(structural[i]), chars[i]
-                if char == 0x3A:  # ':' after a key
-                    n = int(before[i])
-                    pair = [pos + int(q) for q in quotes[max(0, n - 2) : n]]
-                    pair = (last_quotes + pair)[-2:]
-                    if len(pair) != 2:
-                        raise SparrowError(f"malformed JSON object near byte {pos + at}", path)
-                    key = json.loads(mm[pair[0] : pair[1] + 1])
-                    pending = (key, pos + at + 1)
-                elif pending is not None:  # ',' or the closing '}' ends the pending value
-                    spans[pending[0]] = (pending[1], pos + at)
-                    pending = None
-            if len(quotes):
-                last_quotes = (last_quotes + [pos + int(q) for q in quotes[-2:]])[-2:]
+            chars = np.frombuffer(mm[pos:end], dtype=np.uint8)[structural - pos]
+            delta = _DELTA[chars]
+            after = depth + np.cumsum(delta, dtype=np.int64)
+            top = (after - delta) == 1
+            is_colon = top & (chars == 0x3A)
+            allq = np.concatenate([carried, quotes])
+            n = before[is_colon] + len(carried)
+            if np.any(n < 2):
+                raise SparrowError(f"malformed JSON object near byte {int(structural[is_colon][0])}", path)
+            colons.append(structural[is_colon])
+            key_open.append(allq[n - 2])
+            key_close.append(allq[n - 1])
+            separators.append(structural[top & ((chars == 0x2C) | (chars == 0x7D))])
+            carried = allq[-2:]
             in_string = bool((int(in_string) + len(quotes)) % 2)
             depth = int(after[-1]) if len(after) else depth
             pos = end
-        if depth != 0 or in_string or pending is not None:
+        if depth != 0 or in_string:
             raise SparrowError("not valid JSON (truncated or unbalanced)", path)
-    return spans
+        colon = np.concatenate(colons)
+        opened, closed = np.concatenate(key_open), np.concatenate(key_close)
+        seps = np.concatenate(separators)
+        nxt = np.searchsorted(seps, colon)
+        if len(colon) and nxt.max() >= len(seps):
+            raise SparrowError("not valid JSON (truncated or unbalanced)", path)
+        spans = np.stack([colon + 1, seps[nxt]], axis=1) if len(colon) else np.zeros((0, 2), dtype=np.int64)
+        rows: dict[str, int] = {}
+        for i, (a, b) in enumerate(zip(opened.tolist(), closed.tolist(), strict=True)):
+            raw = mm[a + 1 : b]
+            rows[json.loads(mm[a : b + 1]) if 0x5C in raw else raw.decode("utf-8")] = i
+    return rows, spans
 
 
 def _real_quotes(buf: np.ndarray) -> np.ndarray:
@@ -128,5 +136,6 @@ def _real_quotes(buf: np.ndarray) -> np.ndarray:
     run_start[1:] = slashes[1:] != slashes[:-1] + 1
     starts = slashes[run_start]
     offset = slashes - starts[np.cumsum(run_start) - 1]
-    escaped = slashes[offset % 2 == 0] + 1  # each escaping backslash escapes the byte after it
-    return quotes[~np.isin(quotes, escaped)]
+    escaped = slashes[offset % 2 == 0] + 1  # each escaping backslash escapes the byte after it (sorted)
+    at = np.minimum(np.searchsorted(escaped, quotes), len(escaped) - 1)
+    return quotes[escaped[at] != quotes]
