@@ -10,6 +10,7 @@ its type and message. Ray is optional (``pip install sparrow-video[ray]``); the 
 
 from __future__ import annotations
 
-from sparrow.engine.base import EngineOptions, ItemResult, call_with_retries, run_items
+from sparrow.engine.base import EngineOptions, ItemResult, call_with_retries
+from sparrow.engine.runner import run_items
 
 __all__ = ["EngineOptions", "ItemResult", "call_with_retries", "run_items"]

@@ -48,27 +48,3 @@ def call_with_retries(fn: Callable[[Any], Any], item: Any, retries: int) -> Item
             if attempts > retries:
                 last = traceback.format_exception_only(type(exc), exc)[-1].strip()
                 return ItemResult(item, "failed", reason=f"after {attempts} attempts: {last}", attempts=attempts)
-
-
-def run_items(
-    fn: Callable[[Any], Any],
-    items: Iterable[Any],
-    options: EngineOptions | None = None,
-    on_result: Callable[[ItemResult], None] | None = None,
-) -> list[ItemResult]:
-    """Run ``fn`` over ``items`` with the engine of ``options``; results in completion order."""
-    options = options or EngineOptions()
-    items = list(items)
-    if options.engine == "local":
-        results = []
-        for item in items:
-            result = call_with_retries(fn, item, options.retries)
-            if on_result is not None:
-                on_result(result)
-            results.append(result)
-        return results
-    if options.engine == "ray":
-        from sparrow.engine.ray_engine import run_on_ray
-
-        return run_on_ray(fn, items, options, on_result)
-    raise SparrowError(f"unknown engine {options.engine!r} (use local or ray)")
