@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "src" / "sparrow"
 # Layer of each top-level part of the package; a module may import its own part or a strictly lower layer.
 LAYERS = {
     "errors": 0, "atomic": 0,
+    "engine": 1,                    # run a function over many items, locally or on Ray
     "data": 1,
     "eval": 2, "tsf": 2,            # eval scores files; tsf builds target tracks: neither uses the model
     "model": 3,
