@@ -14,6 +14,14 @@ from sparrow.data.video_io import write_video
 N = 20
 
 
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """The tiny preset with a 64-pixel SAM2 (a saved folder, as `--model PATH` takes it): faster than `tiny`."""
+    from sparrow.model.loading import build_tiny, save_pretrained
+
+    return str(save_pretrained(build_tiny(seed=0, sam_image_size=64), tmp_path_factory.mktemp("model") / "tiny64"))
+
+
 @pytest.fixture()
 def manifest(tmp_path):
     rng = np.random.default_rng(0)
@@ -31,13 +39,13 @@ def manifest(tmp_path):
     return path
 
 
-def test_batch_finishes_the_good_lines_reports_the_bad_and_reruns_for_free(manifest, monkeypatch, capsys):
+def test_batch_finishes_the_good_lines_reports_the_bad_and_reruns_for_free(manifest, small_model, monkeypatch, capsys):
     import sparrow.pipeline.segment as segment_module
 
     loads = []
     real_load = segment_module.load
     monkeypatch.setattr(segment_module, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
-    argv = ["segment", "--batch", str(manifest), "--model", "tiny", "--mode", "framewise", "--quiet"]
+    argv = ["segment", "--batch", str(manifest), "--model", small_model, "--mode", "framewise", "--quiet"]
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "18 written, 0 already finished, 2 failed (lines 8, 15)" in out  # manifest line = pair + 2 (comment)

@@ -21,9 +21,10 @@ T = 20
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from sparrow.pipeline import load
+    from sparrow.model.loading import build_tiny
+    from sparrow.pipeline import SegmentationPipeline
 
-    return load("tiny", device="cpu")
+    return SegmentationPipeline(build_tiny(seed=0, sam_image_size=64))  # the tiny preset with a 64-pixel SAM2: fast
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def uninterrupted(pipeline, clip, tmp_path_factory):
     outs = {}
     for mode in ("track", "framewise"):
         out = tmp_path_factory.mktemp("full") / "out"
-        report = segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny", mode=mode, checkpoint_every=4)
+        report = segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny-64", mode=mode, checkpoint_every=4)
         assert report.status == "written" and report.reused == 0
         outs[mode] = out
     return outs
@@ -72,18 +73,18 @@ def test_interrupted_run_resumes_to_the_uninterrupted_masks(pipeline, clip, unin
 
     monkeypatch.setattr(stream._Records, "add", add_then_die)
     with pytest.raises(KeyboardInterrupt):
-        segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny", mode=mode, checkpoint_every=4)
+        segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny-64", mode=mode, checkpoint_every=4)
     monkeypatch.setattr(stream._Records, "add", add)
     assert not out.exists() and not list(tmp_path.rglob("result.json"))  # nothing looks finished
     assert len((partial_dir(out) / "records.jsonl").read_text().splitlines()) == 10
 
-    report = segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny", mode=mode, checkpoint_every=4, resume=True)
+    report = segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny-64", mode=mode, checkpoint_every=4, resume=True)
     assert report.status == "written" and report.reused == 8 and not partial_dir(out).exists()
     doc, pngs = _read(out)
     want_doc, want_pngs = _read(uninterrupted[mode])
     assert doc == want_doc and np.array_equal(pngs, want_pngs)
 
-    again = segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny", mode=mode, resume=True)
+    again = segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny-64", mode=mode, resume=True)
     assert again.status == "finished" and again.result is None
 
 
@@ -91,8 +92,8 @@ def test_resume_refuses_a_partial_run_of_other_settings(pipeline, clip, tmp_path
     out = tmp_path / "out"
     monkeypatch.setattr(stream._Records, "add", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny", mode="framewise")
+        segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny-64", mode="framewise")
     monkeypatch.undo()
     with pytest.raises(SparrowError, match="different query"):
-        segment_to_folder(pipeline, clip, "the blue disc", out, model_id="tiny", mode="framewise", resume=True)
+        segment_to_folder(pipeline, clip, "the blue disc", out, model_id="tiny-64", mode="framewise", resume=True)
     assert partial_dir(out).exists() and not out.exists()
