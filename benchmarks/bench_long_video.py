@@ -1,7 +1,7 @@
 """Long videos: peak memory of a streamed `sparrow segment` vs video length, I/O throughput, and kill + resume.
 
-Command (CPU, tiny preset with a 64-pixel SAM2; the 20,000-frame run takes about 20 minutes on a busy 2-core
-machine, so run it in the background):
+Command (CPU, tiny preset with a 64-pixel SAM2; at 10-14 masks/s on a busy 2-core machine the whole script takes
+about 40 minutes, the 20,000-frame run 33 of them, so run it in the background):
 
     PYTHONPATH=src python benchmarks/bench_long_video.py [--lengths 2000 20000] [--kill-frames 240]
 
