@@ -22,6 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--expressions", type=int, default=4, help="expressions per video, at most (default 4)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace OUT/<split> even if it holds files sparrow synth did not write (they are deleted)",
+    )
     p.add_argument("--stats", type=Path, metavar="SPLIT_DIR", help="print tag/motion/kind statistics of a split and exit")
     p.add_argument("--sheet", type=Path, metavar="PNG", help="with --stats: also write a contact sheet of a few clips")
     p.set_defaults(func=run)
@@ -46,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise SparrowError("--out is required (or --stats SPLIT_DIR)")
     from sparrow.data.synthref import SynthConfig, generate_split
+    from sparrow.output import check_output
+
+    if args.out.exists() and not args.out.is_dir():
+        raise SparrowError("--out must be a folder, not a file", args.out)
+    check_output(args.out / args.split, "synth", mode="replace", overwrite=args.overwrite)
 
     config = SynthConfig(size=args.size, num_frames=args.frames, expressions_per_video=args.expressions)
     records = generate_split(

@@ -37,22 +37,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--geometry-weight", type=float, default=1.0, help="weight of box geometry vs appearance (0: appearance only)"
     )
     b.add_argument("--margin", type=float, default=0.1, help="context margin around the box (fraction of its size)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--seed", type=int, default=0, help="seed of the K-means initialisation (default 0)")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N, for the GroundingDINO / SAM2 / encoder models")
     b.add_argument("--limit", type=int, help="stop after this many new records")
     b.add_argument("--retry-failed", action="store_true", help="redo records recorded as failed")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument(
+        "--overwrite", action="store_true", help="write into an existing --out folder that is not a TSF cache"
+    )
+    b.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: see sparrow.threads)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # the old name
     b.set_defaults(func=_build)
 
     s = sub.add_parser("show", help="counts by status and source of a TSF cache (file or folder)")
-    s.add_argument("cache")
+    s.add_argument("cache", help="a TSF cache folder or one of its tsf-<i>-of-<n>.jsonl files")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_show)
 
 
 def _build(args: argparse.Namespace) -> int:
+    from sparrow.checks import check_device, check_threads
     from sparrow.data.mevis import read_mevis
     from sparrow.errors import SparrowError
+    from sparrow.output import check_output, claim_folder
+    from sparrow.threads import configure_threads
     from sparrow.tsf.build import BuildConfig, build_tsf, parse_shard
     from sparrow.tsf.detect import GDINO_HINT, GroundingDinoDetector, GtDetector
     from sparrow.tsf.features import HandcraftedEncoder, load_vision_encoder
@@ -61,20 +69,28 @@ def _build(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     if args.k < 1:
         raise SparrowError(f"--k must be at least 1, got {args.k}")
+    device = check_device(args.device)
+    configure_threads(check_threads(args.threads))
+    check_output(
+        args.out, "tsf build", mode="update", inputs=[args.data], overwrite=args.overwrite,
+        recognise=lambda folder: any(folder.glob("tsf-*-of-*.jsonl")),
+    )
+    records = read_mevis(args.data, check_frames=False)  # a bad split fails before any model loads
+    claim_folder(args.out, "tsf build")
     if args.detector == "gdino":
         if not args.detector_model:
             raise SparrowError(f"--detector gdino needs --detector-model DIR: {GDINO_HINT}")
-        detector = GroundingDinoDetector(args.detector_model, box_threshold=args.box_threshold, device=args.device)
+        detector = GroundingDinoDetector(args.detector_model, box_threshold=args.box_threshold, device=device)
     else:
         detector = GtDetector()
     if args.tracker == "sam2":
         if not args.sam2_model:
             raise SparrowError(f"--tracker sam2 needs --sam2-model DIR: {SAM2_HINT}")
-        tracker = Sam2Tracker(args.sam2_model, device=args.device)
+        tracker = Sam2Tracker(args.sam2_model, device=device)
     else:
         tracker = CsrtTracker() if args.tracker == "csrt" else GtTracker()
     encoder = (
-        load_vision_encoder(args.encoder_model, device=args.device) if args.encoder_model else HandcraftedEncoder()
+        load_vision_encoder(args.encoder_model, device=device) if args.encoder_model else HandcraftedEncoder()
     )
     config = BuildConfig(
         k=args.k,
@@ -89,7 +105,6 @@ def _build(args: argparse.Namespace) -> int:
         geometry_weight=args.geometry_weight,
         margin=args.margin,
     )
-    records = read_mevis(args.data, check_frames=False)
     stats = build_tsf(
         records,
         args.out,
@@ -100,7 +115,7 @@ def _build(args: argparse.Namespace) -> int:
         shard=shard,
         limit=args.limit,
         retry_failed=args.retry_failed,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     rate = stats.written / stats.seconds if stats.seconds > 0 else 0.0
     print(
