@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output folder; the split goes to OUT/<split>/")
     p.add_argument("--videos", type=int, default=100, help="number of videos (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default 0)")
-    p.add_argument("--split", choices=("train", "valid", "test"), default="train")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="train", help="which split (default train)")
     p.add_argument("--size", type=int, default=128, help="frame side in pixels (default 128)")
     p.add_argument("--frames", type=int, default=24, help="frames per video (default 24)")
     p.add_argument("--expressions", type=int, default=4, help="expressions per video, at most (default 4)")

@@ -188,7 +188,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--pred", required=True, help="<pred>/<video>/<exp_id>/<frame>.png (DAVIS: <pred>/<seq>/<frame>.png)"
     )
     p.add_argument("--gt", required=True, help="MeViS-layout split folder (DAVIS: DAVIS root or <seq>/<frame>.png)")
-    p.add_argument("--format", required=True, choices=["mevis", "davis", "ytvos", "revos"])
+    p.add_argument(
+        "--format", required=True, choices=["mevis", "davis", "ytvos", "revos"],
+        help="protocol: mevis (also SynthRef), ytvos (Ref-YouTube-VOS, local GT), revos, davis (DAVIS 2017)",
+    )
     p.add_argument(
         "--missing",
         choices=["error", "zero"],
