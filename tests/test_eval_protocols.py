@@ -65,7 +65,7 @@ def test_davis_unsupervised_row_order_official_vs_gt(tmp_path: Path) -> None:
 
 
 def test_prediction_headers_are_checked_before_anything_is_scored(tmp_path: Path, monkeypatch) -> None:
-    import sparrow.eval.rvos as rvos
+    from sparrow.eval import rvos
 
     rec = mevis_split(tmp_path)
     a, b = two_boxes()

@@ -10,19 +10,47 @@ is named), and raises :class:`~sparrow.errors.SparrowError` with one line naming
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 import re
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sparrow.errors import SparrowError
 
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda)(:(\d+))?$")
+_GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")  # NVIDIA, WSL2, ROCm
+
+
+def _no_gpu_reason() -> str | None:
+    """Why no GPU can be used, found without importing torch (seconds); None if a GPU may be there.
+
+    A build without CUDA/HIP (torch/version.py) or a machine without GPU device nodes cannot run on a GPU.
+    """
+    if "torch" in sys.modules:
+        return None
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return "PyTorch is not installed"
+    try:
+        version = (Path(spec.origin).parent / "version.py").read_text()
+    except OSError:
+        return None
+    builds = re.findall(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(\S+)", version, flags=re.MULTILINE)
+    if builds and all(value == "None" for _, value in builds):
+        return "this PyTorch build has no CUDA support"
+    if not any(os.path.exists(node) for node in _GPU_DEVICE_NODES):
+        return "no GPU is visible (no NVIDIA device node in /dev)"
+    return None
 
 
 def check_device(device: str | None, flag: str = "--device") -> str | None:
     """Validate a device name and that the device exists; returns it normalised (None stays None: the default).
 
-    ``cuda`` / ``cuda:N`` import torch to ask for the GPU count; ``cpu`` does not.
+    ``cpu`` imports nothing; ``cuda`` / ``cuda:N`` first look for a CUDA build and GPU device nodes without torch,
+    and import torch for the GPU count only when a GPU may be there.
     """
     if device is None:
         return None
@@ -33,7 +61,12 @@ def check_device(device: str | None, flag: str = "--device") -> str | None:
     kind, index = match.group(1), match.group(3)
     if kind == "cpu":
         return "cpu"
-    import torch  # only for a GPU device: asking torch costs seconds, a CPU run does not pay it
+    if kind == "mps" and sys.platform != "darwin":
+        raise SparrowError(f"{flag} mps: Apple GPUs (MPS) exist only on macOS; use --device cpu")
+    reason = _no_gpu_reason() if kind == "cuda" else None
+    if reason is not None:
+        raise SparrowError(f"{flag} {device!r}: {reason}; use --device cpu (or leave --device out)")
+    import torch  # only when a GPU may be there: importing torch costs seconds
 
     if kind == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

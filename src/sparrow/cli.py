@@ -16,8 +16,8 @@ import sys
 import threading
 from types import FrameType
 
-from sparrow import __version__
 from sparrow.errors import SparrowError, Terminated
+from sparrow.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

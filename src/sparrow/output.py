@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from sparrow import __version__
 from sparrow.atomic import atomic_file, remove_stale_temps
 from sparrow.errors import SparrowError
 
@@ -66,7 +65,7 @@ def write_marker(folder: str | Path, command: str, files: Iterable[str] | None =
     """
     folder = Path(folder)
     listed = sorted(files) if files is not None else _listing(folder)
-    payload = {"written_by": "sparrow", "version": __version__, "command": command, "files": listed}
+    payload = {"written_by": "sparrow", "command": command, "files": listed}
     with atomic_file(folder / MARKER) as handle:
         json.dump(payload, handle, indent=0)
     return folder / MARKER

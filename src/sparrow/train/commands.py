@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from sparrow.checks import check_threads
     from sparrow.errors import SparrowError
     from sparrow.output import check_output, claim_folder
-    from sparrow.threads import configure_threads
+    from sparrow.threads import configure_threads, prefer_passive_wait
+
+    prefer_passive_wait()  # before anything imports torch
     from sparrow.train.config import load_train_config
 
     config = load_train_config(args.config)

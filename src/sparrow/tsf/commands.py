@@ -60,7 +60,9 @@ def _build(args: argparse.Namespace) -> int:
     from sparrow.data.mevis import read_mevis
     from sparrow.errors import SparrowError
     from sparrow.output import check_output, claim_folder
-    from sparrow.threads import configure_threads
+    from sparrow.threads import configure_threads, prefer_passive_wait
+
+    prefer_passive_wait()  # before anything imports torch
     from sparrow.tsf.build import BuildConfig, build_tsf, parse_shard
     from sparrow.tsf.detect import GDINO_HINT, GroundingDinoDetector, GtDetector
     from sparrow.tsf.features import HandcraftedEncoder, load_vision_encoder
