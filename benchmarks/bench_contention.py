@@ -50,9 +50,9 @@ def _worker(args: argparse.Namespace) -> None:
                     frame.to_ndarray(format="rgb24")
         print(json.dumps({"seconds": (time.perf_counter() - start) / args.repeats, "threads": torch.get_num_threads()}))
         return
-    from sparrow.model.loading import load_model
+    from sparrow.pipeline import load
 
-    model = load_model("default", device="cpu")
+    model = load("default", device="cpu")
     best = float("inf")
     for _ in range(args.repeats):
         start = time.perf_counter()

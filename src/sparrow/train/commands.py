@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_steps is not None and args.max_steps < 1:
         raise SparrowError(f"--max-steps must be >= 1, got {args.max_steps}")
     check_threads(args.threads)
+    from sparrow.train.model_init import check_initial_config
+
+    check_initial_config(config.model, config.source)  # a bad model.config fails before any folder is made
     check_output(
         config.output_dir, "train", mode="update", inputs=[args.config], overwrite=args.overwrite,
         recognise=_is_training_folder, flag="--out" if args.out is not None else "output_dir",
