@@ -106,6 +106,16 @@ def _bad_model_config(s: Path) -> list[str]:
     return ["segment", "v/clip.mp4", "the red square", "--out", "res", "--model", "model", "--quiet"]
 
 
+def _broken_model_config(s: Path) -> list[str]:
+    (_model_copy(s, "model") / "config.json").write_text("{ not json")
+    return ["segment", "v/clip.mp4", "the red square", "--out", "res", "--model", "model", "--quiet"]
+
+
+def _foreign_weights(s: Path) -> list[str]:
+    (_model_copy(s, "model") / "model.safetensors").write_bytes(b"PK\x03\x04 a zip, not weights")
+    return ["infer", "--data", "v", "--out", "pred", "--model", "model", "--quiet"]
+
+
 def _train_config(s: Path, extra: str) -> list[str]:
     (s / "data").mkdir()
     (s / "bad.yaml").write_text(
@@ -218,6 +228,8 @@ CASES = [
     Case("frames_folder_empty", _with(lambda s: (s / "frames").mkdir(), _seg(video="frames")), r"folder holds no frames"),
     Case("weights_corrupt", _corrupt_weights, r"model.safetensors: cannot load weights"),
     Case("model_config_bad_value", _bad_model_config, r"config.json: proposer_queries must be a positive whole number, got 0"),
+    Case("model_config_not_json", _broken_model_config, r"config.json: not valid JSON"),
+    Case("weights_not_safetensors", _foreign_weights, r"model.safetensors: cannot load weights: not a safetensors file"),
     Case("model_missing", _seg("--model", "no_such_model"), r"no_such_model: no such model folder"),
     # bad training configs
     Case("train_config_bad_value", lambda s: _train_config(s, ", config: {proposer_queries: -3}"), r"bad.yaml: proposer_queries must be a positive whole number, got -3"),

@@ -6,11 +6,14 @@ is named), and raises :class:`~sparrow.errors.SparrowError` with one line naming
   ``x1 > x0``, ``y1 > y0`` and a box that overlaps the frame.
 - :func:`check_key_frame`: ``auto`` or an integer frame index inside the video.
 - :func:`check_threads`: a positive thread count.
+- :func:`check_model_source`: a preset, or a model folder whose files are all there and whose weights are complete
+  (:func:`check_safetensors` reads the header only).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -150,3 +153,55 @@ def check_threads(value: int | None, flag: str = "--threads") -> int | None:
     if value is not None and value < 1:
         raise SparrowError(f"{flag} must be at least 1, got {value}")
     return value
+
+
+def check_safetensors(path: str | Path) -> None:
+    """A complete safetensors file: its JSON header parses and the tensor data it describes is all there.
+
+    Reads the header only (8-byte length, JSON), so a truncated or foreign file is found in milliseconds, before
+    a model is built around it. Does not verify tensor values (a flipped bit inside the data is not detected).
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            if length < 2 or 8 + length > size:
+                raise SparrowError("cannot load weights: not a safetensors file, or truncated (header)", path)
+            header = json.loads(handle.read(length))
+    except OSError as exc:
+        raise SparrowError(f"cannot read weights: {exc.strerror or exc}", path) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SparrowError("cannot load weights: the safetensors header is not valid JSON", path) from exc
+    if not isinstance(header, dict):
+        raise SparrowError("cannot load weights: the safetensors header is not a mapping", path)
+    ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    need = 8 + length + max(ends, default=0)
+    if size < need:
+        raise SparrowError(f"cannot load weights: the file is truncated ({size} of {need} bytes)", path)
+
+
+MODEL_PRESETS = ("default", "tiny", "real")
+MODEL_FILES = ("config.json", "vlm/config.json", "sam2/config.json", "model.safetensors")  # what save_pretrained writes
+
+
+def check_model_source(name: str, flag: str = "--model") -> None:
+    """A preset name, or a model folder with every file ``save_pretrained`` writes, readable config JSON and
+    complete weights. The values inside config.json are checked when the model loads."""
+    if name in MODEL_PRESETS:
+        return
+    folder = Path(name)
+    if not folder.is_dir():
+        raise SparrowError(f"no such model folder (or {flag} {' | '.join(MODEL_PRESETS)})", folder)
+    if not (folder / MODEL_FILES[3]).is_file():
+        raise SparrowError(f"model folder has no weights ({MODEL_FILES[3]})", folder)
+    missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
+    if missing:
+        raise SparrowError(f"model folder lacks {', '.join(missing)} (written by save_pretrained)", folder)
+    for config in MODEL_FILES[:3]:
+        try:
+            json.loads((folder / config).read_text())
+        except (OSError, ValueError) as exc:
+            raise SparrowError(f"not valid JSON ({exc})", folder / config) from exc
+    check_safetensors(folder / MODEL_FILES[3])

@@ -93,7 +93,7 @@ def check_frame_folder(folder: Path) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from sparrow.checks import check_device, check_key_frame, check_threads, parse_tsf_boxes
+    from sparrow.checks import check_device, check_key_frame, check_model_source, check_threads, parse_tsf_boxes
     from sparrow.data.video_io import Video
     from sparrow.output import check_output
     from sparrow.threads import configure_threads, prefer_passive_wait
@@ -105,6 +105,7 @@ def run_segment(args: argparse.Namespace) -> int:
     parse_tsf_boxes(args.tsf_box)
     check_threads(args.threads)
     device = check_device(args.device)
+    check_model_source(args.model)
     if Path(args.video).is_dir():
         check_frame_folder(Path(args.video))
     with Video.open(Path(args.video)) as video:  # a missing/corrupt/empty video fails here, before the model loads
@@ -133,7 +134,7 @@ def _holds_predictions(folder: Path) -> bool:
 
 
 def run_infer(args: argparse.Namespace) -> int:
-    from sparrow.checks import check_device, check_threads
+    from sparrow.checks import check_device, check_model_source, check_threads
     from sparrow.data.mevis import read_mevis
     from sparrow.output import check_output, claim_folder
     from sparrow.threads import configure_threads, prefer_passive_wait
@@ -143,6 +144,7 @@ def run_infer(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise SparrowError(f"--limit must be at least 1, got {args.limit}")
     device = check_device(args.device)
+    check_model_source(args.model)
     check_output(args.out, "infer", mode="update", inputs=[args.data], overwrite=args.overwrite,
                  recognise=_holds_predictions)
     records = read_mevis(args.data)
@@ -158,7 +160,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from sparrow.checks import check_device, check_threads
+    from sparrow.checks import check_device, check_model_source, check_threads
     from sparrow.output import check_output
     from sparrow.threads import configure_threads, prefer_passive_wait
 
@@ -167,6 +169,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise SparrowError(f"--seed must be >= 0, got {args.seed}")
     device = check_device(args.device)
+    check_model_source(args.model)
     out = check_output(args.out, "demo", mode="replace", overwrite=args.overwrite)
     configure_threads(args.threads)
     from sparrow.model.loading import BUNDLED_DIR, WEIGHTS_NAME

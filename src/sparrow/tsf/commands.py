@@ -63,21 +63,22 @@ def _build(args: argparse.Namespace) -> int:
     from sparrow.threads import configure_threads, prefer_passive_wait
 
     prefer_passive_wait()  # before anything imports torch
+    if args.k < 1:
+        raise SparrowError(f"--k must be at least 1, got {args.k}")
+    device = check_device(args.device)
+    check_threads(args.threads)
+    check_output(
+        args.out, "tsf build", mode="update", inputs=[args.data], overwrite=args.overwrite,
+        recognise=lambda folder: any(folder.glob("tsf-*-of-*.jsonl")),
+    )
+    records = read_mevis(args.data, check_frames=False)  # a bad split fails before any model loads
+    configure_threads(args.threads)
     from sparrow.tsf.build import BuildConfig, build_tsf, parse_shard
     from sparrow.tsf.detect import GDINO_HINT, GroundingDinoDetector, GtDetector
     from sparrow.tsf.features import HandcraftedEncoder, load_vision_encoder
     from sparrow.tsf.track import SAM2_HINT, CsrtTracker, GtTracker, Sam2Tracker
 
     shard = parse_shard(args.shard)
-    if args.k < 1:
-        raise SparrowError(f"--k must be at least 1, got {args.k}")
-    device = check_device(args.device)
-    configure_threads(check_threads(args.threads))
-    check_output(
-        args.out, "tsf build", mode="update", inputs=[args.data], overwrite=args.overwrite,
-        recognise=lambda folder: any(folder.glob("tsf-*-of-*.jsonl")),
-    )
-    records = read_mevis(args.data, check_frames=False)  # a bad split fails before any model loads
     claim_folder(args.out, "tsf build")
     if args.detector == "gdino":
         if not args.detector_model:
