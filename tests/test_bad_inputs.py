@@ -141,6 +141,15 @@ def _eval_case(s: Path, damage: str) -> list[str]:
     return ["eval", "rvos", "--pred", "pred", "--gt", "gt", "--format", "mevis", "--workers", "2"]
 
 
+def _davis_corrupt_annotation(s: Path) -> list[str]:
+    _davis_rgb(s)
+    (s / "pred" / "seq" / "00004.png").unlink()
+    write_index_sequence(s / "pred2" / "seq", np.zeros(two_boxes()[0].shape, np.uint8))  # a complete, valid prediction
+    bad = s / "gt" / "seq" / "00003.png"
+    bad.write_bytes(bad.read_bytes()[:30])
+    return ["eval", "rvos", "--pred", "pred2", "--gt", "gt", "--format", "davis", "--workers", "2"]
+
+
 def _davis_rgb(s: Path) -> list[str]:
     a, b = two_boxes()
     gt = np.zeros(a.shape, np.uint8)
@@ -240,6 +249,7 @@ CASES = [
     Case("eval_wrong_mask_size", lambda s: _eval_case(s, "size"), r"00005.png: mask is 43x24 \(WxH\) but the annotation is 40x24 \(nothing was scored\)"),
     Case("eval_truncated_png", lambda s: _eval_case(s, "truncated"), r"00005.png: unreadable image .*nothing was scored"),
     Case("eval_rgb_index_png", _davis_rgb, r"00004.png: an index image .* is required, got mode 'RGB'"),
+    Case("eval_corrupt_annotation", _davis_corrupt_annotation, r"gt/seq/00003.png: unreadable image .*nothing was scored"),
 ]
 
 

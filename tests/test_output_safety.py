@@ -288,6 +288,21 @@ def test_passive_wait_policy_is_asked_for_before_torch_loads():
     assert proc.stdout.split() == ["False", "ACTIVE", "False"], proc.stderr
 
 
+def test_open_progress_bars_end_their_line_before_an_error():
+    import io
+
+    from tqdm import tqdm
+
+    from sparrow.cli import _close_progress_bars
+
+    stream = io.StringIO()
+    bar = tqdm(total=3, desc="davis", file=stream, leave=False)
+    bar.update(1)
+    _close_progress_bars()
+    assert not bar.disable and stream.getvalue().endswith("\n")  # the next message starts a line of its own
+    assert "1/3" in stream.getvalue().rsplit("\r", 1)[-1]
+
+
 def test_version_flag():
     proc = subprocess.run([sys.executable, "-m", "sparrow", "--version"], check=False, capture_output=True, text=True, timeout=60)
     import sparrow

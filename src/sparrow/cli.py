@@ -44,11 +44,13 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _close_progress_bars() -> None:
-    """Close every open tqdm bar (a bar left open would glue the next message to its carriage-return line)."""
+    """Close every open tqdm bar, ending its line (a bar left open would glue the next message to its
+    carriage-return line)."""
     tqdm_module = sys.modules.get("tqdm")
     if tqdm_module is None:
         return
     for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+        bar.leave = True  # keep the last state and end the line, instead of blanking it with carriage returns
         bar.close()
 
 

@@ -201,6 +201,7 @@ def prepare_davis(
         seqs.append(DavisSequence(name, files, pred / name, task, legacy_decay, object_order))
     check_missing(expected, "error", pred)
     sizes = {seq.name: image_size(seq.gt_files[0]) for seq in seqs}
+    check_headers({p: sizes[seq.name] for seq in seqs for p in seq.gt_files}, index=True, what="annotation")
     check_headers({p: sizes[name] for name, paths in expected.items() for p in paths}, index=True)
     return seqs
 

@@ -108,7 +108,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise SparrowError(f"unreadable image ({type(exc).__name__}: {exc})", path) from exc
 
 
-def _header_problem(path: Path, size: tuple[int, int], index: bool) -> str | None:
+def _header_problem(path: Path, size: tuple[int, int], index: bool, what: str) -> str | None:
     try:
         with Image.open(path) as img:
             mode, (width, height) = img.mode, img.size
@@ -122,12 +122,15 @@ def _header_problem(path: Path, size: tuple[int, int], index: bool) -> str | Non
     if not index and mode not in _SINGLE_CHANNEL + _LUMA_READABLE:
         return f"unsupported image mode {mode!r} for a mask"
     if (height, width) != tuple(size):
+        if what == "annotation":
+            return f"annotation is {width}x{height} (WxH) but the sequence's first one is {size[1]}x{size[0]}"
         return f"mask is {width}x{height} (WxH) but the annotation is {size[1]}x{size[0]}"
     return None
 
 
-def check_headers(files: dict[Path, tuple[int, int]], index: bool = False) -> None:
-    """Check every prediction file before scoring: readable PNG, a mask mode, the expected ``(H, W)``.
+def check_headers(files: dict[Path, tuple[int, int]], index: bool = False, what: str = "prediction") -> None:
+    """Check every prediction (or annotation: ``what``) file before scoring: readable PNG, a mask mode, the
+    expected ``(H, W)``.
 
     ``files`` maps a path to the annotation size; ``index`` asks for index images (DAVIS). Files that do not exist
     are skipped (see :func:`check_missing`). Raises one :class:`SparrowError` naming the first bad file and how many
@@ -135,12 +138,12 @@ def check_headers(files: dict[Path, tuple[int, int]], index: bool = False) -> No
     """
     bad: list[tuple[Path, str]] = []
     for path, size in files.items():
-        problem = _header_problem(Path(path), size, index)
+        problem = _header_problem(Path(path), size, index, what)
         if problem is not None:
             bad.append((Path(path), problem))
     if bad:
         path, problem = bad[0]
-        more = f" ({len(bad) - 1} more prediction files have problems; nothing was scored)" if len(bad) > 1 else " (nothing was scored)"
+        more = f" ({len(bad) - 1} more {what} files have problems; nothing was scored)" if len(bad) > 1 else " (nothing was scored)"
         raise SparrowError(problem + more, path)
 
 
