@@ -303,6 +303,28 @@ def test_open_progress_bars_end_their_line_before_an_error():
     assert "1/3" in stream.getvalue().rsplit("\r", 1)[-1]
 
 
+def test_every_flag_has_help_and_no_bar_is_called_quiet():
+    import argparse
+
+    from sparrow.cli import build_parser
+
+    missing, progress_flags = [], set()
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(sub, f"{name} {sub_name}")
+            elif action.help is None:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+            elif action.help is not argparse.SUPPRESS:
+                progress_flags.update(o for o in action.option_strings if o in ("--quiet", "--no-progress"))
+
+    walk(build_parser(), "sparrow")
+    assert missing == []
+    assert progress_flags == {"--quiet"}  # --no-progress survives only as a hidden alias
+
+
 def test_version_flag():
     proc = subprocess.run([sys.executable, "-m", "sparrow", "--version"], check=False, capture_output=True, text=True, timeout=60)
     import sparrow
