@@ -27,7 +27,9 @@ video length so that look-up stays as in HF.
 
 **Reading.** Key frames are read first, then the forward pass in order; backwards, ``Video.iter_backward`` reads
 ``reverse_chunk`` frames at a time (never across a keyframe of a video file) and holds them resized
-(``3 x S x S`` bytes each), so each frame is decoded about once per direction: O(T), not O(k0²).
+(``3 x S x S`` bytes each). By default the chunk is what ``REVERSE_BUFFER_BYTES`` (256 MiB) holds: 85 frames at
+S = 1024, 5,461 at S = 128; when keyframes are at most that far apart each frame is decoded once per direction:
+O(T), not O(k0²).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from sparrow.model.sam2_backbone import Sam2Preprocessor
 OBJ_ID = 1
 DIRECTIONS = ("forward", "backward", "both")
 NO_OBJECT_SCORE = -1024.0  # SAM2's logit for "object absent"
+REVERSE_BUFFER_BYTES = 256 * 2**20  # resized frames held for the backward pass (sets the default reverse_chunk)
 _POINTER_FIELDS = ("object_pointer", "object_score_logits")
 _MASK_FIELDS = ("pred_masks", "high_res_masks")
 
@@ -90,7 +93,8 @@ class MaskPropagator:
 
     ``sam`` is shared with the pixel decoder (it is put in eval mode during propagation and restored after);
     ``offload_to_cpu`` keeps the memory bank and frames on the CPU while SAM2 runs on its own device;
-    ``reverse_chunk`` frames are read at a time for the backward pass (a video file is decoded forwards).
+    ``reverse_chunk`` frames are read at a time for the backward pass (a video file is decoded forwards; default:
+    as many resized frames as ``REVERSE_BUFFER_BYTES`` holds).
     """
 
     def __init__(
@@ -99,7 +103,7 @@ class MaskPropagator:
         preprocessor: Sam2Preprocessor,
         max_cond_frames: int = 4,
         offload_to_cpu: bool = True,
-        reverse_chunk: int = 64,
+        reverse_chunk: int | None = None,
     ) -> None:
         if max_cond_frames < 1:
             raise SparrowError(f"max_cond_frames must be at least 1, got {max_cond_frames}")
@@ -111,7 +115,9 @@ class MaskPropagator:
         self.preprocessor = preprocessor
         self.max_cond_frames = int(max_cond_frames)
         self.offload_to_cpu = offload_to_cpu
-        self.reverse_chunk = max(1, int(reverse_chunk))
+        size = int(sam.config.image_size)
+        default_chunk = max(32, REVERSE_BUFFER_BYTES // (3 * size * size))
+        self.reverse_chunk = default_chunk if reverse_chunk is None else max(1, int(reverse_chunk))
         self.session: BoundedInferenceSession | None = None  # the last run's session, for inspection
 
     # ------------------------------------------------------------------ public API

@@ -41,7 +41,7 @@ def upsampled_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 def track_masks(
     model: SparrowModel, video: Video, choice: KeyChoice, prompts: PromptEmbeddings, target: int, progress: bool,
-    reverse_chunk: int = 64,
+    reverse_chunk: int | None = None,
 ) -> list[FrameOutput]:
     """SAM2 memory propagation from the key-frame mask, forward then backward through ``video``."""
     size = (video.info.height, video.info.width)
