@@ -298,8 +298,9 @@ def test_open_progress_bars_end_their_line_before_an_error():
     stream = io.StringIO()
     bar = tqdm(total=3, desc="davis", file=stream, leave=False)
     bar.update(1)
+    assert not bar.disable and not stream.getvalue().endswith("\n")  # a live bar: its line is open
     _close_progress_bars()
-    assert not bar.disable and stream.getvalue().endswith("\n")  # the next message starts a line of its own
+    assert stream.getvalue().endswith("\n")  # the next message starts a line of its own
     assert "1/3" in stream.getvalue().rsplit("\r", 1)[-1]
 
 

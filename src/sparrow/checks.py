@@ -182,7 +182,7 @@ def check_safetensors(path: str | Path) -> None:
         raise SparrowError(f"cannot load weights: the file is truncated ({size} of {need} bytes)", path)
 
 
-MODEL_PRESETS = ("default", "tiny", "real")
+MODEL_PRESETS = ("default", "tiny", "small", "real")  # the names sparrow.model.loading.load_model knows
 MODEL_FILES = ("config.json", "vlm/config.json", "sam2/config.json", "model.safetensors")  # what save_pretrained writes
 
 

@@ -49,11 +49,11 @@ def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime
 
 def check_initial_config(init: ModelInit, source: str | None = None) -> SparrowConfig:
     """The model config a run would start from, validated without building the model (one-line errors)."""
-    from sparrow.model.loading import real_config, tiny_config
+    from sparrow.model.loading import real_config, small_config, tiny_config
 
-    if init.init in ("tiny", "real"):
-        base = tiny_config() if init.init == "tiny" else real_config()
-        return _overrides(base, init.config, source, runtime_only=False)
+    presets = {"tiny": tiny_config, "small": small_config, "real": real_config}
+    if init.init in presets:
+        return _overrides(presets[init.init](), init.config, source, runtime_only=False)
     base = SparrowConfig.load(f"{init.init}/config.json")
     return _overrides(base, init.config, source, runtime_only=True) if init.config else base
 
