@@ -9,7 +9,7 @@ thread, and PyAV decoding alone with ``thread_type="AUTO"`` vs one decoder threa
 result writer, so its thread pool is not involved.
 
 Run (a few minutes on 2 cores):
-    PYTHONPATH=src python benchmarks/bench_contention.py [--frames 40] [--repeats 2]
+    PYTHONPATH=src python benchmarks/bench_contention.py [--frames 30] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TIMEOUT_S = 900.0
+TIMEOUT_S = 600.0
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -84,7 +84,7 @@ def _fmt(seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=40, help="clip length (default 40)")
+    parser.add_argument("--frames", type=int, default=30, help="clip length (default 30)")
     parser.add_argument("--repeats", type=int, default=2, help="idle runs per measurement, best kept (default 2)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--clip", default=None, help=argparse.SUPPRESS)
