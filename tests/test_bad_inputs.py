@@ -197,6 +197,8 @@ CASES = [
     Case("out_contains_input_video_overwrite", _seg("--overwrite", out="v"), r"--out contains the input file"),
     Case("out_foreign_folder", _with(_foreign("old", "notes.txt"), _seg(out="old")),
          r"old: folder exists and holds files sparrow segment did not write \(notes.txt\); pass --overwrite"),
+    Case("out_old_result_plus_user_file", _with(_foreign("old", "result.json", "overlay.mp4", "thesis.tex"), _seg(out="old")),
+         r"holds files sparrow segment did not write \(overlay.mp4, result.json, thesis.tex\)"),
     Case("out_is_a_file", _seg(out="v/notes.txt"), r"notes.txt: exists and is a file; sparrow never turns a file into a folder"),
     Case("out_dot", _seg(out="."), r"--out '.' must name a new folder"),
     Case("out_unwritable_parent", _seg(out=UNWRITABLE), r"cannot write in /proc"),

@@ -333,3 +333,23 @@ def test_version_flag():
 
     assert __version__ == sparrow.__version__  # one version string (sparrow/__init__ may import it from here)
     assert proc.returncode == 0 and proc.stdout.strip() == f"sparrow {__version__}"
+
+
+def test_results_of_versions_without_a_marker_are_recognised_but_not_a_users_folder(tmp_path):
+    from sparrow.pipeline.commands import _is_old_demo, _is_old_segment_result
+
+    old = tmp_path / "out"
+    (old / "result" / "masks").mkdir(parents=True)
+    (old / "result" / "masks" / "00000.png").write_bytes(b"png")
+    (old / "result" / "result.json").write_text("{}")
+    (old / "result" / "overlay.mp4").write_bytes(b"mp4")
+    (old / "input.mp4").write_bytes(b"mp4")
+    (old / "query.txt").write_text("q")
+    assert check_output(old, "demo", recognise=_is_old_demo) == old
+    assert check_output(old / "result", "segment", recognise=_is_old_segment_result) == old / "result"
+    (old / "result" / "masks" / "notes.txt").write_text("mine")
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(SparrowError, match="did not write"):
+        check_output(old / "result", "segment", recognise=_is_old_segment_result)
+    with pytest.raises(SparrowError, match="did not write"):
+        check_output(old, "demo", recognise=_is_old_demo)

@@ -112,7 +112,8 @@ def run_segment(args: argparse.Namespace) -> int:
         key = check_key_frame(args.key_frame, video.num_frames)
         size = (video.info.height, video.info.width)
         tsf_boxes = parse_tsf_boxes(args.tsf_box, video.num_frames, size) if args.tsf_box else None
-        out = check_output(args.out, "segment", mode="replace", inputs=[args.video], overwrite=args.overwrite)
+        out = check_output(args.out, "segment", mode="replace", inputs=[args.video], overwrite=args.overwrite,
+                           recognise=_is_old_segment_result)
         configure_threads(args.threads)
         from sparrow.pipeline import load
         from sparrow.pipeline.writer import write_segmentation
@@ -126,6 +127,24 @@ def run_segment(args: argparse.Namespace) -> int:
     print(f"answer: {result.answer}")
     print(f"wrote {result.num_frames} masks, result.json and overlay.mp4 to {args.out}")
     return 0
+
+
+def _is_old_segment_result(folder: Path) -> bool:
+    """A result written before folders were marked: only masks/*.png, result.json and overlay.mp4."""
+    names = {p.name for p in folder.iterdir()}
+    masks = folder / "masks"
+    return (
+        "result.json" in names and names <= {"masks", "result.json", "overlay.mp4"}
+        and (not masks.exists() or all(p.suffix == ".png" and p.is_file() for p in masks.iterdir()))
+    )
+
+
+def _is_old_demo(folder: Path) -> bool:
+    """A demo written before folders were marked: input.mp4, query.txt and a segment result in result/."""
+    names = {p.name for p in folder.iterdir()}
+    return names <= {"input.mp4", "query.txt", "result"} and (
+        "result" not in names or (folder / "result").is_dir() and _is_old_segment_result(folder / "result")
+    )
 
 
 def _holds_predictions(folder: Path) -> bool:
@@ -170,7 +189,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise SparrowError(f"--seed must be >= 0, got {args.seed}")
     device = check_device(args.device)
     check_model_source(args.model)
-    out = check_output(args.out, "demo", mode="replace", overwrite=args.overwrite)
+    out = check_output(args.out, "demo", mode="replace", overwrite=args.overwrite, recognise=_is_old_demo)
     configure_threads(args.threads)
     from sparrow.model.loading import BUNDLED_DIR, WEIGHTS_NAME
     from sparrow.pipeline import load
