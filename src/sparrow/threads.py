@@ -4,9 +4,12 @@ Why (``benchmarks/bench_contention.py``): torch's CPU kernels run on OpenMP thre
 each parallel region GNU OpenMP's idle threads keep *spinning* on the CPU for a while (the "active" wait policy)
 before they sleep. On a machine where another process keeps one core busy, the spinning threads and the busy
 process crowd out the thread that has the work, and every one of the thousands of small parallel regions of a
-forward pass waits for a descheduled thread: on 2 shared cores a track-mode run took ~100x longer with one busy
-core (the issue saw 66 s -> 19 min). With the *passive* policy idle threads sleep at once and the slowdown is the
-expected ~2x.
+forward pass waits for a descheduled thread. Measured on 2 shared cores, bundled model, track mode: a 60-frame
+clip took 1.0 s on a quiet machine and 97 s with one busy core (spinning wait); 2.7 s and 5.9 s with the *passive*
+policy (idle threads sleep at once), 0.9 s and 5.7 s with one thread. Under heavy load from other processes (load
+average 13-16), 30 frames: 58 s -> 1.3 s without the busy core, 104 s -> 3.7 s with it
+(``benchmarks/bench_contention.py``). The price: passive waiting wakes threads through the kernel, which cost up to
+~2x on a quiet machine in the one sample above.
 
 :func:`configure_threads` therefore (1) asks OpenMP for the passive policy (``OMP_WAIT_POLICY=PASSIVE``, only
 possible before torch is imported, and only if the user has not set it), and (2) caps torch's intra-op threads at
