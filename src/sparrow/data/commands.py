@@ -1,4 +1,4 @@
-"""``sparrow synth``: generate a SynthRef split, or print the statistics of one (``--stats``)."""
+"""``sparrow synth`` (generate a SynthRef split, or print its statistics) and ``sparrow data check|convert``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stats", type=Path, metavar="SPLIT_DIR", help="print tag/motion/kind statistics of a split and exit")
     p.add_argument("--sheet", type=Path, metavar="PNG", help="with --stats: also write a contact sheet of a few clips")
     p.set_defaults(func=run)
+    add_data_parser(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,4 +64,60 @@ def run(args: argparse.Namespace) -> int:
     )
     n_exp = sum(len(r.expressions) for r in records)
     print(f"wrote {len(records)} videos, {n_exp} expressions to {Path(args.out) / args.split}")
+    return 0
+
+
+def add_data_parser(subparsers: argparse._SubParsersAction) -> None:
+    """``sparrow data check|convert``."""
+    from sparrow.data.readers import FORMATS
+
+    data = subparsers.add_parser("data", help="check a dataset in its official layout, or convert it to the MeViS layout")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    c = sub.add_parser(
+        "check", help="counts, broken files (one per line), split overlap, contact sheet",
+        description="Read every split of DIR with the reader of --format; print counts, then every missing or "
+        "corrupt file on its own line, and any video shared by an evaluation and a training split. Exit 1 when a "
+        "problem was found.",
+    )
+    c.add_argument("dir", type=Path, help="dataset root (as released)")
+    c.add_argument("--format", required=True, choices=sorted(FORMATS), help="dataset layout")
+    c.add_argument("--split", action="append", help="check only this split (repeatable; default: all present)")
+    c.add_argument("--sheet", type=Path, metavar="PNG", help="also write a contact sheet of a few clips")
+    c.add_argument("--quick", action="store_true", help="open frame headers only (no full decode)")
+    c.set_defaults(func=run_check)
+    v = sub.add_parser(
+        "convert", help="write one split of any reader's records in the MeViS layout",
+        description="Read --split of DIR with the reader of --format and write OUT (JPEGImages/, "
+        "meta_expressions.json, mask_dict.json, boxes.json); OUT appears only when complete.",
+    )
+    v.add_argument("dir", type=Path, help="dataset root (as released)")
+    v.add_argument("--format", required=True, choices=sorted(FORMATS), help="dataset layout")
+    v.add_argument("--split", help="split to convert (default: the only one present)")
+    v.add_argument("--out", required=True, type=Path, help="output split folder (MeViS layout)")
+    v.add_argument("--no-frames", action="store_true", help="annotations only (no JPEGImages/)")
+    v.set_defaults(func=run_convert)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from sparrow.data.check import check_dataset, dataset_sheet
+
+    report = check_dataset(args.dir, args.format, decode=not args.quick, splits=args.split)
+    for split, counts in report.counts.items():
+        print(f"{split}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for problem in report.problems:
+        print(problem)
+    if args.sheet is not None:
+        records = [r for recs in report.records.values() for r in recs]
+        print(f"contact sheet: {dataset_sheet(records, args.sheet)}")
+    print(f"{len(report.problems)} problem(s)" if report.problems else "no problems")
+    return 1 if report.problems else 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from sparrow.data.convert import convert_to_mevis
+    from sparrow.data.readers import read_dataset
+
+    stats = convert_to_mevis(read_dataset(args.dir, args.format, args.split), args.out, frames=not args.no_frames)
+    print(f"wrote {stats.videos} videos, {stats.expressions} expressions, {stats.objects} objects, "
+          f"{stats.frames} frames to {args.out}")
     return 0

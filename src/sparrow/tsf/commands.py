@@ -1,4 +1,5 @@
-"""``sparrow tsf build`` (the offline TSF builder) and ``sparrow tsf show`` (what a cache holds)."""
+"""``sparrow tsf build`` (the offline TSF builder), ``sparrow tsf show`` (what a cache holds) and ``sparrow curate``
+(the referential data pipeline over a mixture of sources, ``sparrow.tsf.curate``)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("cache", help="a TSF cache folder or one of its tsf-<i>-of-<n>.jsonl files")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_show)
+    _add_curate(subparsers)
+
+
+def _add_curate(subparsers: argparse._SubParsersAction) -> None:
+    c = subparsers.add_parser(
+        "curate", help="the referential data pipeline over a mixture of sources -> one curated dataset",
+        description="Sources -> detector -> tracker -> masks (SAM2 from boxes) -> K-means TSF -> OUT/dataset "
+        "(MeViS layout), OUT/tsf, OUT/manifest.json. Resumable: finished items are skipped. See sparrow.tsf.curate.",
+    )
+    c.add_argument("--config", required=True, help="mixture config (YAML)")
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--engine", default="local", choices=["local", "ray"])
+    c.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    c.add_argument("--workers", type=int, default=2, help="local Ray instance: CPUs / concurrent items (default 2)")
+    c.add_argument("--gpus-per-item", type=float, default=0.0, help="Ray: GPUs each item reserves (detector/SAM2)")
+    c.add_argument("--retries", type=int, default=2, help="retries of an item after a transient failure")
+    c.add_argument("--retry-failed", action="store_true", help="redo items recorded as failed")
+    c.add_argument("--limit", type=int, help="stop after this many new items (no merge)")
+    c.set_defaults(func=_curate)
+
+
+def _curate(args: argparse.Namespace) -> int:
+    from sparrow.engine import EngineOptions
+    from sparrow.tsf.curate import curate, load_mixture
+
+    options = EngineOptions(engine=args.engine, address=args.address, workers=args.workers, retries=args.retries,
+                            gpus_per_item=args.gpus_per_item)
+    stats = curate(load_mixture(args.config), args.out, options, retry_failed=args.retry_failed, limit=args.limit)
+    print(f"curate: {stats.ok} items done, {stats.failed} failed, {stats.skipped} already done "
+          f"({stats.seconds:.1f} s) -> {args.out}")
+    for key, reason in stats.failures:
+        print(f"  failed {key}: {reason}")
+    return 0
 
 
 def _build(args: argparse.Namespace) -> int:
