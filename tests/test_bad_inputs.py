@@ -207,6 +207,8 @@ CASES = [
     Case("demo_out_foreign_folder", _with(_foreign("old", "a.txt"), lambda s: ["demo", "--out", "old", "--quiet"]),
          r"holds files sparrow demo did not write \(a.txt\)"),
     Case("infer_out_is_the_data", _synth_split, r"--out contains the input folder gt"),
+    Case("data_convert_onto_its_input", lambda s: ["data", "convert", "v", "--format", "mevis", "--out", "v"],
+         r"--out contains the input folder v"),
     Case("synth_out_foreign_split", _with(_foreign("data/test", "keep.jpg"), lambda s: ["synth", "--out", "data", "--split", "test", "--quiet"]),
          r"data/test: folder exists and holds files sparrow synth did not write \(keep.jpg\)"),
     Case("tsf_out_foreign_folder", _with(_foreign("cache", "x.txt"), _tsf_build),

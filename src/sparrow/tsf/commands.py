@@ -65,23 +65,32 @@ def _add_curate(subparsers: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--config", required=True, help="mixture config (YAML)")
     c.add_argument("--out", required=True, help="output folder")
-    c.add_argument("--engine", default="local", choices=["local", "ray"])
+    c.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: items in this process; ray: items as Ray tasks (default local)")
     c.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     c.add_argument("--workers", type=int, default=2, help="local Ray instance: CPUs / concurrent items (default 2)")
     c.add_argument("--gpus-per-item", type=float, default=0.0, help="Ray: GPUs each item reserves (detector/SAM2)")
     c.add_argument("--retries", type=int, default=2, help="retries of an item after a transient failure")
     c.add_argument("--retry-failed", action="store_true", help="redo items recorded as failed")
     c.add_argument("--limit", type=int, help="stop after this many new items (no merge)")
+    c.add_argument("--overwrite", action="store_true", help="write into an existing --out folder that is not a curate output")
     c.set_defaults(func=_curate)
 
 
 def _curate(args: argparse.Namespace) -> int:
     from sparrow.engine import EngineOptions
+    from sparrow.output import check_output, claim_folder
     from sparrow.tsf.curate import curate, load_mixture
 
+    check_output(
+        args.out, "curate", mode="update", inputs=[args.config], overwrite=args.overwrite,
+        recognise=lambda folder: any((folder / name).exists() for name in ("manifest.json", "dataset", "tsf")),
+    )
+    mixture = load_mixture(args.config)
+    claim_folder(args.out, "curate")
     options = EngineOptions(engine=args.engine, address=args.address, workers=args.workers, retries=args.retries,
                             gpus_per_item=args.gpus_per_item)
-    stats = curate(load_mixture(args.config), args.out, options, retry_failed=args.retry_failed, limit=args.limit)
+    stats = curate(mixture, args.out, options, retry_failed=args.retry_failed, limit=args.limit)
     print(f"curate: {stats.ok} items done, {stats.failed} failed, {stats.skipped} already done "
           f"({stats.seconds:.1f} s) -> {args.out}")
     for key, reason in stats.failures:
