@@ -1,4 +1,4 @@
-"""The DAVIS 2017 protocol: semi-supervised and unsupervised scoring of index-PNG predictions (docs/peers.md §2.1).
+"""The DAVIS 2017 protocol: semi-supervised and unsupervised scoring of index-PNG predictions.
 
 - GT: ``<gt>/Annotations[_unsupervised]/480p/<seq>/<frame>.png`` with ``<gt>/ImageSets/2017/<set>.txt`` (the DAVIS
   root), or directly ``<gt>/<seq>/<frame>.png``. 255 is void; objects are 1..max of the first frame.

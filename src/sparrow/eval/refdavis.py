@@ -1,4 +1,4 @@
-"""Ref-DAVIS17: the DAVIS 2017 **unsupervised** protocol run once per annotation set, then averaged (peers.md §2.4).
+"""Ref-DAVIS17: the DAVIS 2017 **unsupervised** protocol run once per annotation set, then averaged.
 
 Predictions: ``<pred>/anno_0 .. anno_3/<seq>/<frame>.png`` index images (the four annotation runs: two annotators ×
 first-frame / full-video expressions). GT: a DAVIS root (``Annotations_unsupervised/480p``) or ``<seq>/<frame>.png``.

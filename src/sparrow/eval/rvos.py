@@ -2,7 +2,7 @@
 
 GT is a MeViS-layout split folder (``sparrow.data.mevis.read_mevis``); predictions are
 ``<pred>/<video>/<exp_id>/<frame>.png`` binary masks (nonzero = foreground). Per expression, over **all** frames and
-without void (docs/peers.md §2.2-2.3):
+without void:
 
 - the target is the **union** of the expression's objects; J and F per frame; j = mean J, f = mean F;
 - ReVOS adds A (pixel accuracy, mean over frames) and R (robustness, mean over frames of

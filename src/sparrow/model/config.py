@@ -19,7 +19,7 @@ MODES = ("track", "framewise", "perframe")  # how frames after the key frame get
 
 @dataclass
 class SelectionConfig:
-    """How the ``[BOX]`` embedding picks proposals (method.md §5.3, §11 rows 6-7)."""
+    """How the ``[BOX]`` embedding picks proposals."""
 
     top_k: int = 100              # proposals scored per frame
     threshold: float = 0.4        # sigmoid score needed to keep a proposal (argmax fallback when none passes)
@@ -52,7 +52,7 @@ class SparrowConfig:
     proposer_fine: bool = False             # the proposer also reads SAM2's stride-8 map (small images: tiny preset)
     selector_appearance: bool = True        # the selector also sees ROI-pooled SAM2 features and the box of a proposal
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    loss: LossWeights = field(default_factory=LossWeights)  # method.md §6.1 (release values) + paper filter loss
+    loss: LossWeights = field(default_factory=LossWeights)  # the authors' release values + the paper's filter loss
     mode: str = "track"                     # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
                                             # release's default) or "perframe" (the [BOX] selects a box on every frame)
     key_frame: str = "auto"                 # "auto": VLM frame with the best [BOX] selection score; or an index
