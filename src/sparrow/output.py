@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from sparrow.atomic import atomic_file, remove_stale_temps
+from sparrow.atomic import atomic_file, remove_stale_temps, temp_owner
 from sparrow.errors import SparrowError
 
 MARKER = ".sparrow-output.json"
@@ -35,13 +35,15 @@ _SHOWN = 3  # how many entry names an error lists
 
 
 def _listing(folder: Path) -> list[str]:
-    """Relative paths (POSIX) of every file and empty folder under ``folder``, the marker excluded."""
+    """Relative paths (POSIX) of every file and empty folder under ``folder``; the marker and atomic temporaries
+    (of this or a concurrent run, e.g. another rank writing the marker) are left out."""
     out: list[str] = []
     for root, dirs, files in os.walk(folder):
         rel_root = Path(root).relative_to(folder)
+        dirs[:] = [d for d in dirs if temp_owner(d) is None]
         for name in files:
             rel = (rel_root / name).as_posix()
-            if rel != MARKER:
+            if rel != MARKER and temp_owner(name) is None:
                 out.append(rel)
         if not dirs and not files and Path(root) != folder:
             out.append(rel_root.as_posix() + "/")
