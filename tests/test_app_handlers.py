@@ -59,9 +59,9 @@ def test_user_mistakes_are_messages(handlers, clip, tmp_path):
     with pytest.raises(gr.Error, match="Upload a video"):
         handlers.on_run("q", "tiny", "track", "", False, "", state, _request("bob"), progress=lambda *a, **k: None)
     state, *_ = handlers.on_upload(str(clip), state, _request("bob"))
-    with pytest.raises(gr.Error, match="key frame must be 'auto' or a frame index"):
+    with pytest.raises(gr.Error, match="key-frame must be 'auto' or a frame index"):
         handlers.on_run("q", "tiny", "track", "first", False, "", state, _request("bob"), progress=lambda *a, **k: None)
-    with pytest.raises(gr.Error, match="TSF box on frame 99, but the video has 8 frames"):
+    with pytest.raises(gr.Error, match="frame 99 is out of range, the video has 8 frames"):
         handlers.on_run("q", "tiny", "track", "", False, "99:1,1,5,5", state, _request("bob"), progress=lambda *a, **k: None)
     long = write_video(tmp_path / "long.mp4", (np.zeros((16, 16, 3), np.uint8) for _ in range(40)), fps=4)
     state, _, image, status, _ = handlers.on_upload(str(long), state, _request("bob"))

@@ -26,9 +26,9 @@ from sparrow.app.models import ModelPool
 from sparrow.app.render import RunFiles, describe, format_boxes, frame_view, write_run
 from sparrow.app.session import SessionStore, UploadLimits, VideoView
 from sparrow.atomic import atomic_file
+from sparrow.checks import check_key_frame, parse_tsf_boxes
 from sparrow.errors import SparrowError
 from sparrow.pipeline.chat import ChatSession, ChatTurn
-from sparrow.pipeline.commands import parse_tsf_boxes
 from sparrow.pipeline.results import SegmentationResult
 
 MODES = ["model default", "track", "framewise", "perframe"]
@@ -61,22 +61,15 @@ def _message(exc: SparrowError, view: VideoView | None) -> str:
     return text.replace(str(view.path), view.path.name) if view is not None else text
 
 
-def _parse_key(text: str) -> int | str | None:
-    text = (text or "").strip()
-    if not text:
-        return None
-    if text == "auto" or text.isdigit():
-        return text if text == "auto" else int(text)
-    raise SparrowError(f"key frame must be 'auto' or a frame index, got {text!r}")
+def _parse_key(text: str, view: VideoView) -> int | str | None:
+    """The key-frame field: empty (the model's setting), ``auto`` or a frame of the video (the CLI's checks)."""
+    return check_key_frame((text or "").strip() or None, view.info.num_frames)
 
 
 def _parse_boxes(text: str, view: VideoView) -> dict[int, list[float]]:
+    """The TSF boxes field, one ``FRAME:X0,Y0,X1,Y1`` a line (the ``--tsf-box`` syntax and checks)."""
     lines = [line.strip() for line in (text or "").replace(";", "\n").splitlines() if line.strip()]
-    boxes = parse_tsf_boxes(lines) if lines else {}
-    for t in boxes:
-        if not 0 <= t < view.info.num_frames:
-            raise SparrowError(f"TSF box on frame {t}, but the video has {view.info.num_frames} frames")
-    return boxes
+    return parse_tsf_boxes(lines, view.info.num_frames, (view.info.height, view.info.width)) if lines else {}
 
 
 class AppHandlers:
@@ -123,7 +116,7 @@ class AppHandlers:
         if not (query or "").strip():
             raise gr.Error("Type what to find in the video.")
         try:
-            key_frame = _parse_key(key)
+            key_frame = _parse_key(key, view)
             tsf_boxes = _parse_boxes(boxes_text, view) or None
             progress(0.0, desc=f"loading model {model}")
             pipeline = self.pool.get(model)

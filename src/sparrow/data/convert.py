@@ -23,6 +23,7 @@ from sparrow.atomic import atomic_dir
 from sparrow.data.mevis import write_frames
 from sparrow.data.schema import VideoRecord
 from sparrow.errors import SparrowError
+from sparrow.output import write_marker
 
 CHUNK = 32  # frames decoded at a time from a video file
 
@@ -126,4 +127,5 @@ def convert_to_mevis(
         (tmp / "meta_expressions.json").write_text(_dump({"videos": meta}))
         if foreground:
             (tmp / "mask_dict_foreground.json").write_text(_dump(foreground))
+        write_marker(tmp, "data convert")  # a later run may replace this folder, not a user's (sparrow.output)
     return stats

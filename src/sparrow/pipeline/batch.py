@@ -20,6 +20,7 @@ from typing import Any
 from sparrow.atomic import atomic_file
 from sparrow.data.video_io import Video
 from sparrow.errors import SparrowError
+from sparrow.output import check_output
 from sparrow.pipeline.stream import is_finished, segment_to_folder
 
 
@@ -93,11 +94,13 @@ def run_batch(
     options: dict[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    recognise: Callable[[Path], bool] | None = None,
 ) -> BatchReport:
     """Run every line of ``manifest``; ``load_pipeline()`` is called once, and only if some line has work to do.
 
-    ``options`` go to :func:`segment_to_folder` (mode, key_frame, self_tsf, checkpoint_every). Returns the report,
-    also written to ``<manifest>.report.json``."""
+    ``options`` go to :func:`segment_to_folder` (mode, key_frame, self_tsf, checkpoint_every). Each ``out`` must
+    pass :func:`sparrow.output.check_output` (``recognise``: an older result layout); a line whose ``out`` is a
+    user's folder fails. Returns the report, also written to ``<manifest>.report.json``."""
     manifest = Path(manifest)
     items, bad = read_manifest(manifest)
     report = BatchReport(failed=dict(bad))
@@ -108,8 +111,9 @@ def run_batch(
         if is_finished(item.out):
             report.finished.append(item.line)
             continue
-        try:  # unreadable videos fail here, before (and without) a model load
+        try:  # unreadable videos and forbidden outputs fail here, before (and without) a model load
             Video.open(item.video).close()
+            check_output(item.out, "segment", mode="replace", inputs=[item.video], recognise=recognise)
         except SparrowError as exc:
             report.failed[item.line] = str(exc)
             log(f"line {item.line}: {exc}")

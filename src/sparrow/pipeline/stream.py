@@ -13,8 +13,9 @@ While running, everything lives in ``<parent>/.<name>.partial/``, so nothing tha
                     memory state (``track``) or the frames done (``framewise``/``perframe``)
     masks/<t>.png   palette PNG of frame t, written as soon as every target of frame t is known
 
-At the end ``result.json`` and ``overlay.mp4`` are written and the folder is renamed to ``<out>`` (the layout of
-``pipeline/writer.py``). ``resume=True`` continues a partial folder made with the same video, query, model and
+At the end ``result.json`` and ``overlay.mp4`` are written, the finished files are moved into ``<out>`` (swapped in
+whole by :func:`sparrow.atomic.atomic_dir`, with the marker of ``sparrow.output``: the layout of
+``pipeline/writer.py``) and the partial folder is removed. ``resume=True`` continues a partial folder made with the same video, query, model and
 options from its checkpoint, and yields exactly the masks of an uninterrupted run (records after the checkpoint
 are dropped and recomputed; SAM2 restarts from the saved state, framewise chunks restart on a chunk boundary).
 """
@@ -33,13 +34,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sparrow.atomic import atomic_file, atomic_path
+from sparrow.atomic import atomic_dir, atomic_file, atomic_path
 from sparrow.data.exports import overlay_frame
 from sparrow.data.palette import index_png
 from sparrow.data.rle import decode_rle
 from sparrow.data.video_io import Video, write_video
 from sparrow.errors import SparrowError
 from sparrow.model.propagator import PropagationCheckpoint
+from sparrow.output import write_marker
 from sparrow.pipeline.masks import FRAMEWISE_CHUNK, FrameOutput
 from sparrow.pipeline.prompting import Plan
 from sparrow.pipeline.results import SegmentationResult, TargetResult
@@ -192,20 +194,14 @@ def segment_to_folder(
         plan, header = _plan(pipeline, work, source, query, mode, key_frame, tsf_boxes, self_tsf, progress)
         reused = _masks(pipeline, work, source, plan, mode, checkpoint_every, progress)
         result = _finish(work, source, plan, header, query, mode, progress)
-    _publish(work.folder, out)
+    with atomic_dir(out) as tmp:  # whether out may be replaced was decided before the run (sparrow.output)
+        # hard links: nothing is copied, and the partial folder stays whole until the swap has succeeded
+        shutil.copytree(work.folder / "masks", tmp / "masks", copy_function=os.link)
+        for name in ("result.json", "overlay.mp4"):
+            os.link(work.folder / name, tmp / name)
+        write_marker(tmp, "segment")
+    shutil.rmtree(work.folder, ignore_errors=True)
     return StreamReport("written", result, reused)
-
-
-def _publish(folder: Path, out: Path) -> None:
-    """Rename the finished folder to ``out`` (an older ``out`` is moved aside first, then removed)."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(folder, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(folder, out)
 
 
 def _plan(
@@ -307,13 +303,11 @@ def _finish(
         width=info.width, fps=info.fps, mode=mode, forced_prompt=plan.answer.forced,
         orphan_boxes=plan.answer.orphan_boxes, extra=dict(header["extra"]),
     )
-    if targets == 0:
-        for t in range(info.num_frames):
-            _write_png(work.folder, t, [], video)
+    for t in range(info.num_frames):  # PNGs not there yet (no target, or lost in an interrupted finish)
+        if not (work.folder / "masks" / f"{t:05d}.png").exists():
+            _write_png(work.folder, t, [outputs[k][t] for k in range(targets)], video)
     with atomic_file(work.folder / "result.json") as handle:
         json.dump(result.to_json(), handle)
     frames = tqdm(video.iter(), total=info.num_frames, disable=not progress, desc="overlay", unit="frame")
     write_video(work.folder / "overlay.mp4", (overlay_frame(result, t, f) for t, f in frames), fps=info.fps or 10.0)
-    for name in ("run.json", "plan.pt", "records.jsonl", "checkpoint.pt"):
-        (work.folder / name).unlink(missing_ok=True)
     return result

@@ -1,5 +1,5 @@
 """The curated sequence layout of the SPARROW authors' release (``RISys-Lab/SPARROW`` ``util/got10k_dataset.py``
-and siblings; the layout of the curated TSF dataset, docs/method.md §7.1)::
+and siblings; the layout of the curated TSF dataset of the authors' release)::
 
     <root>/<split>/<sequence>/<clip>/img/<frame>.jpg
     <root>/<split>/<sequence>/<clip>/mask/<obj:03d>/<frame>.png   per-object binary PNG (value > 127), or
