@@ -56,7 +56,7 @@ def test_stream_writes_what_segment_computes(pipeline, clip, uninterrupted):
     assert doc == json.loads(json.dumps(result.to_json()))
     assert np.array_equal(pngs == 1, result.masks)
     assert probe_video(uninterrupted["track"] / "overlay.mp4").num_frames == T
-    assert sorted(p.name for p in uninterrupted["track"].iterdir()) == ["masks", "overlay.mp4", "result.json"]
+    assert sorted(p.name for p in uninterrupted["track"].iterdir()) == [".sparrow-output.json", "masks", "overlay.mp4", "result.json"]
 
 
 @pytest.mark.parametrize("mode", ["track", "framewise"])
