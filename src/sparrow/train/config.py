@@ -11,7 +11,8 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
     steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
 
-Relative paths (data sources, ``model.init`` folders, ``model.segmenter_from``, ``output_dir``) are resolved against the config file's folder.
+Relative paths (data sources, ``model.init`` folders, ``model.segmenter_from``, ``output_dir``, and the backbone
+folders ``model.config.base_vlm`` / ``base_sam2`` of ``init: real``) are resolved against the config file's folder.
 Any problem (unknown key, wrong type, missing data path, unknown stage) is a one-line :class:`SparrowError`
 naming the file.
 """
@@ -241,6 +242,10 @@ def load_train_config(path: str | Path, check_paths: bool = True) -> TrainConfig
             src.tsf_cache = _resolve(base, src.tsf_cache)
     if config.model.init not in PRESETS:
         config.model.init = _resolve(base, config.model.init)
+    for key in ("base_vlm", "base_sam2"):  # init real: backbone folders (or hub ids in the local cache)
+        value = config.model.config.get(key)
+        if isinstance(value, str) and (value.startswith((".", "~")) or (base / value).is_dir()):
+            config.model.config[key] = _resolve(base, value)
     if config.model.segmenter_from:
         config.model.segmenter_from = _resolve(base, config.model.segmenter_from)
     if config.output_dir:
