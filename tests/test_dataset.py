@@ -157,3 +157,18 @@ def test_custom_templates(records):
     s = ReferringVideoDataset(records, templates=t)[0]
     assert s.question == f"Where is {records[0].expressions[0].text}?"
     assert s.answer == "Here: [BOX] [SEG]."
+
+
+def test_load_records_reads_any_layout_into_training_samples(tmp_path):
+    import reader_fixtures as fx
+
+    root = fx.lasot(tmp_path / "lasot")
+    records = load_records(root, format="lasot", split="train")
+    assert [r.video_id for r in records] == ["car-1", "dog-1"]
+    dataset = ReferringVideoDataset(records, num_vlm_frames=3, num_sam_frames=2, sampling="uniform")
+    sample = dataset[1]
+    assert sample.video_id == "dog-1" and sample.text == "the red dog moving right"
+    assert sample.vlm_frames.shape == (3, 24, 32, 3) and sample.sam_frames.shape == (2, 24, 32, 3)
+    assert sample.sam_indices[0] == 0 and sample.boxes[0, 0].tolist() == fx.box(1, 0)  # the key frame's box
+    with pytest.raises(SparrowError, match="choose a split"):
+        load_records(root, format="lasot")

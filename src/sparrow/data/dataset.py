@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from sparrow.data.readers import read_dataset
 from sparrow.data.schema import Expression, VideoRecord
 from sparrow.data.templates import ReferringTemplates
 from sparrow.errors import SparrowError
@@ -60,13 +61,12 @@ class ReferringSample:
     tsf_crops: np.ndarray | None = None  # [K, s, s, 3] uint8 target crops (TSF) when a TSF cache is given
 
 
-def load_records(path: str | Path, format: str = "mevis") -> list[VideoRecord]:
-    """Read a split folder into schema records (``format``: ``mevis``, which SynthRef also uses)."""
-    if format == "mevis":
-        from sparrow.data.mevis import read_mevis
-
-        return read_mevis(path)
-    raise SparrowError(f"unknown dataset format {format!r}; supported: mevis", path)
+def load_records(path: str | Path, format: str = "mevis", split: str | None = None) -> list[VideoRecord]:
+    """Read one split of a dataset in any layout into schema records, through
+    :func:`sparrow.data.readers.read_dataset` (``format``: ``mevis`` (MeViS, SynthRef), ``refytvos``, ``revos``,
+    ``lasot``, ... see ``sparrow.data.readers.FORMATS``; ``split`` None: the only split present, e.g. a MeViS-layout
+    split folder)."""
+    return read_dataset(path, format, split)
 
 
 def _even(start: int, stop: int, count: int) -> list[int]:

@@ -51,7 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_segment)
 
     i = sub.add_parser("infer", help="run a model over a benchmark split; writes <out>/<video>/<exp_id>/<frame>.png")
-    i.add_argument("--data", required=True, help="a split folder in the MeViS layout (SynthRef, MeViS, ReVOS)")
+    i.add_argument("--data", required=True, help="the dataset folder (for --format mevis: a split folder or the root)")
+    i.add_argument("--format", default="mevis", help="dataset layout: mevis (MeViS, SynthRef), refytvos, refdavis, "
+                   "revos, a2d, lasot, got10k, hcstvg, vidstg, vidsentence, refsav, curated (default mevis)")
+    i.add_argument("--split", default=None, help="which split of --data (default: the only one present)")
     i.add_argument("--out", required=True, help="prediction folder (resumable: finished expressions are skipped)")
     i.add_argument("--overwrite", action="store_true",
                    help="write into an existing --out folder that does not hold sparrow infer predictions")
@@ -63,6 +66,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--device", default=None, help=DEVICE_HELP)
     i.add_argument("--dtype", choices=DTYPES, default=None, help=DTYPE_HELP)
     i.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    i.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: one task per expression on a Ray cluster (pip install 'sparrow-video[ray]')")
+    i.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    i.add_argument("--workers", type=int, default=2, help="local Ray instance: CPUs / concurrent expressions (default 2)")
+    i.add_argument("--gpus-per-item", type=float, default=0.0, help="Ray: GPUs each expression reserves (e.g. 1 or 0.5)")
+    i.add_argument("--retries", type=int, default=2, help="retries of an expression after a transient failure")
     i.add_argument("--quiet", action="store_true", help="no progress bars")
     i.set_defaults(func=run_infer)
 
@@ -219,28 +228,51 @@ def _holds_predictions(folder: Path) -> bool:
 
 def run_infer(args: argparse.Namespace) -> int:
     from sparrow.checks import check_device, check_model_source, check_threads
-    from sparrow.data.mevis import read_mevis
+    from sparrow.data.readers import FORMATS
+    from sparrow.engine import EngineOptions
     from sparrow.output import check_output, claim_folder
+    from sparrow.pipeline.infer import FAILURES, InferJob, infer_split
     from sparrow.threads import configure_threads, prefer_passive_wait
 
     prefer_passive_wait()
     check_threads(args.threads)
+    if args.format not in FORMATS:
+        raise SparrowError(f"unknown dataset format {args.format!r}; supported: {', '.join(FORMATS)}")
     if args.limit is not None and args.limit < 1:
         raise SparrowError(f"--limit must be at least 1, got {args.limit}")
+    if args.workers < 1 or args.retries < 0:
+        raise SparrowError(f"--workers must be >= 1 and --retries >= 0, got {args.workers} and {args.retries}")
     device = check_device(args.device)
     check_model_source(args.model)
     check_output(args.out, "infer", mode="update", inputs=[args.data], overwrite=args.overwrite,
                  recognise=_holds_predictions)
-    records = read_mevis(args.data)
+    job = InferJob(
+        data=str(Path(args.data).resolve()), format=args.format, split=args.split, model=_model_name(args.model),
+        device=device, dtype=args.dtype, mode=args.mode, tsf=args.tsf, out=str(Path(args.out).resolve()),
+    )
+    options = EngineOptions(engine=args.engine, address=args.address, workers=args.workers, retries=args.retries,
+                            gpus_per_item=args.gpus_per_item)
     claim_folder(args.out, "infer")
     configure_threads(args.threads)
-    from sparrow.pipeline import load
-    from sparrow.pipeline.infer import predict_split
-
-    pipeline = load(args.model, device=device, dtype=args.dtype)
-    counts = predict_split(pipeline, records, args.out, mode=args.mode, limit=args.limit, progress=not args.quiet, tsf=args.tsf)
-    print(f"wrote {counts['written']} expressions ({counts['skipped']} already done, {counts['forced']} without a generated [SEG]) to {args.out}")
+    stats = infer_split(job, options, limit=args.limit, progress=not args.quiet)
+    print(f"wrote {stats.written} expressions ({stats.skipped} already done, {stats.forced} without a generated [SEG], "
+          f"{stats.failed} failed) to {args.out}")
+    for key, reason in stats.failures:
+        print(f"  failed {key}: {reason}")
+    if stats.failed:
+        print(f"{stats.failed} expressions failed (listed in {Path(args.out) / FAILURES}); run the command again to retry them")
+        return 1
     return 0
+
+
+def _model_name(name: str) -> str:
+    """A preset name as it is, a model folder as an absolute path (Ray workers may run elsewhere)."""
+    if name in ("default", "tiny", "small", "real"):
+        return name
+    path = Path(name)
+    if not (path / "config.json").is_file():
+        raise SparrowError("not a model folder (no config.json) and not a preset (default, tiny, small, real)", path)
+    return str(path.resolve())
 
 
 def run_demo(args: argparse.Namespace) -> int:

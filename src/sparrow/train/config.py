@@ -4,14 +4,15 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
 
     model:     {init: tiny | small | real | <saved model folder>, seed, sam_image_size, segmenter_from,
                 config: {SparrowConfig fields}}
-    data:      {sources: [{path, weight, format, tsf_cache}], num_vlm_frames, num_sam_frames, sampling, with_tsf,
+    data:      {sources: [{path, weight, format, split, tsf_cache}], num_vlm_frames, num_sam_frames, sampling, with_tsf,
                 epoch_size, num_workers}
     stage:     {name: segmenter | proposer | vlm | selection, seg_only, train: [...], freeze: [...],
                 lora: {r, alpha, dropout, target_modules}}
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
     steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
 
-Relative paths (data sources, ``model.init`` folders, ``model.segmenter_from``, ``output_dir``) are resolved against the config file's folder.
+Relative paths (data sources, ``model.init`` folders, ``model.segmenter_from``, ``output_dir``, and the backbone
+folders ``model.config.base_vlm`` / ``base_sam2`` of ``init: real``) are resolved against the config file's folder.
 Any problem (unknown key, wrong type, missing data path, unknown stage) is a one-line :class:`SparrowError`
 naming the file.
 """
@@ -25,6 +26,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from sparrow.data.readers import FORMATS
 from sparrow.errors import SparrowError
 
 STAGES = ("segmenter", "proposer", "vlm", "selection")
@@ -48,11 +50,13 @@ class ModelInit:
 
 @dataclass
 class DataSource:
-    """One dataset folder (MeViS layout, e.g. a SynthRef split) and its mixing weight."""
+    """One dataset (a MeViS-layout split folder such as a SynthRef split, or any reader's layout with ``format`` and
+    ``split``) and its mixing weight."""
 
     path: str = ""
     weight: float = 1.0
-    format: str = "mevis"
+    format: str = "mevis"  # a sparrow.data.readers format: mevis, refytvos, revos, lasot, got10k, curated, ...
+    split: str = ""  # the split of `path` to read ("": the only one present)
     tsf_cache: str = ""  # a `sparrow tsf build` output (file or folder of shards); crops go to samples with data.with_tsf
 
 
@@ -206,6 +210,8 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
             raise SparrowError(f"data.sources[{i}].path is required", path)
         if src.weight <= 0:
             raise SparrowError(f"data.sources[{i}].weight must be > 0, got {src.weight}", path)
+        if src.format not in FORMATS:
+            raise SparrowError(f"data.sources[{i}].format {src.format!r} is unknown; supported: {', '.join(FORMATS)}", path)
         if check_paths and not Path(src.path).is_dir():
             raise SparrowError(f"data.sources[{i}].path does not exist: {src.path}", path)
         if check_paths and src.tsf_cache and not Path(src.tsf_cache).exists():
@@ -241,6 +247,10 @@ def load_train_config(path: str | Path, check_paths: bool = True) -> TrainConfig
             src.tsf_cache = _resolve(base, src.tsf_cache)
     if config.model.init not in PRESETS:
         config.model.init = _resolve(base, config.model.init)
+    for key in ("base_vlm", "base_sam2"):  # init real: backbone folders (or hub ids in the local cache)
+        value = config.model.config.get(key)
+        if isinstance(value, str) and (value.startswith((".", "~")) or (base / value).is_dir()):
+            config.model.config[key] = _resolve(base, value)
     if config.model.segmenter_from:
         config.model.segmenter_from = _resolve(base, config.model.segmenter_from)
     if config.output_dir:

@@ -121,15 +121,15 @@ def micro_batch_loader(stream: MixtureStream, start: int, num_workers: int = 0) 
 def build_sources(
     sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int, tsf_crop_size: int = 56
 ) -> list[Dataset]:
-    """ReferringVideoDataset per configured source (``DataSource`` entries with ``path``, ``format`` and an optional
-    ``tsf_cache`` whose crops, ``tsf_crop_size`` px, the samples then carry)."""
+    """ReferringVideoDataset per configured source (``DataSource`` entries with ``path``, ``format``, ``split`` and an
+    optional ``tsf_cache`` whose crops, ``tsf_crop_size`` px, the samples then carry)."""
     from sparrow.data.dataset import ReferringVideoDataset, load_records
     from sparrow.tsf.cache import read_tsf_cache
     from sparrow.tsf.crops import CachedCrops
 
     out = []
     for k, src in enumerate(sources):
-        records = load_records(src.path, format=src.format)
+        records = load_records(src.path, format=getattr(src, "format", "mevis"), split=getattr(src, "split", "") or None)
         cache = read_tsf_cache(src.tsf_cache) if getattr(src, "tsf_cache", "") else None
         out.append(
             ReferringVideoDataset(

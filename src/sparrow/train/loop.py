@@ -189,7 +189,9 @@ def train(
     writer, log_path = None, None
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        world = {"processes": accelerator.num_processes, "distributed_type": accelerator.distributed_type.value,
+                 "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)}
+        (out / "train_config.json").write_text(json.dumps({**config.to_dict(), "world": world}, indent=1))
         log_path = _log_file(out, start)
         from torch.utils.tensorboard import SummaryWriter
 
