@@ -113,6 +113,10 @@ def test_uncompressed_counts_by_hand() -> None:
         ({"size": [2, 3], "counts": "0"}, "do not cover"),
         ({"size": [2, 3], "counts": "6\x7f"}, "do not cover"),  # a character outside the alphabet
         ({"size": [2, 3], "counts": "\\"}, "do not cover"),  # 0x2c: "more follows", then the string ends
+        ({"size": [1, 6], "counts": "6p"}, "do not cover"),  # 'p' = 48 + 64: one past the alphabet
+        ({"size": [1, 15], "counts": "\u00e9"}, "do not cover"),  # not ASCII (was a UnicodeEncodeError)
+        ({"size": [1, 6], "counts": "6" + "P" * 12 + "0"}, "do not cover"),  # a value of 13 groups (65 bits)
+        (["size", "counts"], "need 'size' and 'counts'"),  # holds both names, yet is no mapping
     ],
 )
 def test_malformed_rles_are_one_line_errors_naming_the_source(rle, message) -> None:
@@ -124,8 +128,8 @@ def test_malformed_rles_are_one_line_errors_naming_the_source(rle, message) -> N
 def test_size_must_match_the_frames() -> None:
     rle = encode_mask(np.zeros((4, 5), bool))
     assert decode_rle(rle, expected_size=(4, 5)).shape == (4, 5)
-    with pytest.raises(SparrowError, match=r"RLE of size \[4, 5\] where the frames are \[5, 4\]"):
-        decode_rle(rle, expected_size=(5, 4))
+    with pytest.raises(SparrowError, match=r"^m.json: RLE of size \[4, 5\] where the frames are \[5, 4\]$"):
+        decode_rle(rle, expected_size=(5, 4), source="m.json")
     with pytest.raises(ValueError, match=r"\[H, W\]"):
         encode_mask(np.zeros((2, 4, 5), bool))
 
@@ -138,3 +142,21 @@ def test_string_counts_decode_long_runs_and_differences() -> None:
     rle = encode_mask(mask)
     assert _string_counts(rle["counts"]).tolist() == plain_runs(mask)
     assert _string_counts("") is None and _string_counts("0" * 13 + "\\") is None
+    twelve = _string_counts("6" + "P" * 11 + "0")  # 0 written in 12 groups (60 bits): the longest allowed value
+    assert twelve.tolist() == [6, 0] and twelve.dtype == np.int64
+    assert _string_counts(encode_mask(mask)["counts"]).dtype == np.int64
+    np.testing.assert_array_equal(decode_rle({"size": [1, 6], "counts": "6" + "P" * 11 + "0"}), np.zeros((1, 6), bool))
+
+
+def test_empty_frames_and_the_decoded_type() -> None:
+    """A zero-sized frame decodes from empty counts; every decode is boolean."""
+    assert decode_rle({"size": [0, 3], "counts": []}).shape == (0, 3)
+    for rle in ({"size": [2, 3], "counts": [1, 2, 2, 1]}, encode_mask(np.eye(3, dtype=bool))):
+        assert decode_rle(rle).dtype == bool
+
+
+def test_malformed_message_quotes_the_start_of_the_rle() -> None:
+    rle = {"size": [2, 3], "note": "x" * 200}
+    with pytest.raises(SparrowError) as err:
+        decode_rle(rle)
+    assert str(err.value).endswith(str(rle)[:80])

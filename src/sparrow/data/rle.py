@@ -60,7 +60,9 @@ def _string_counts(counts: str) -> np.ndarray | None:
     bit 0x20 marks "more groups follow"; bit 0x10 of the last group is the sign; from the fourth value on, the
     value is a difference to the value two places earlier. Vectorised over the whole string.
     """
-    c = np.frombuffer(counts.encode("ascii", errors="replace"), dtype=np.uint8).astype(np.int64) - 48
+    if not counts.isascii():
+        return None  # the alphabet is 48..111
+    c = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
     if len(c) == 0 or c.min() < 0 or c.max() > 63:
         return None
     ends = np.flatnonzero((c & 0x20) == 0)  # the last character of each value
