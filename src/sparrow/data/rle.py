@@ -46,7 +46,7 @@ def decode_rle(rle: RLE, expected_size: tuple[int, int] | None = None, source: s
         raise SparrowError(f"malformed RLE counts of type {type(counts).__name__}", source)
     if runs is None or min(runs, default=0) < 0 or int(np.sum(runs)) != size[0] * size[1]:
         raise SparrowError(f"RLE counts do not cover its size {list(size)}", source)
-    coded = {"size": list(size), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    coded = {"size": list(size), "counts": counts}  # pycocotools takes the string as it is (validated above)
     if isinstance(counts, list):  # uncompressed RLE
         coded = mask_utils.frPyObjects(coded, size[0], size[1])
     return mask_utils.decode(coded).astype(bool)
