@@ -54,20 +54,23 @@ def test_pairing_by_hand() -> None:
 
 
 @SETTINGS
-@given(st.lists(tokens, min_size=1, max_size=4), st.booleans())
-def test_teacher_forced_pairs_index_states_for_either_padding(rows: list[list[int]], left: bool) -> None:
-    """Position j reads the state whose next token is the prompt token; pads (even if their id is [SEG]) never count."""
+@given(st.lists(tokens, min_size=1, max_size=4), st.booleans(), st.sampled_from([(BOX, SEG), (0, 1), (1, 0)]))
+def test_teacher_forced_pairs_index_states_for_either_padding(rows: list[list[int]], left: bool, ids_of) -> None:
+    """Position j reads the state whose next token is the prompt token; pads (even if their id is [SEG]) never count,
+    whatever (non-negative) ids the two prompt tokens have."""
+    box_id, seg_id = ids_of
+    swap = {BOX: box_id, SEG: seg_id, 1: 2 if 1 in ids_of else 1, 2: 3 if 2 in ids_of else 2}
     length = max(len(r) for r in rows) + 1
-    ids = torch.full((len(rows), length), SEG)  # padding with the [SEG] id: only the mask may hide it
+    ids = torch.full((len(rows), length), seg_id)  # padding with the [SEG] id: only the mask may hide it
     mask = torch.zeros(len(rows), length, dtype=torch.long)
     offsets = []
     for b, row in enumerate(rows):
-        full = [1, *row]  # a first token, then the answer tokens
+        full = [swap[1], *(swap[t] for t in row)]  # a first token, then the answer tokens
         start = length - len(full) if left else 0
         ids[b, start : start + len(full)] = torch.tensor(full)
         mask[b, start : start + len(full)] = 1
         offsets.append(start)
-    got = teacher_forced_pairs(ids, mask, BOX, SEG)
+    got = teacher_forced_pairs(ids, mask, box_id, seg_id)
     for b, row in enumerate(rows):
         boxes, segs, orphans = reference_pairs(row)
         shift = offsets[b]  # state j of the unpadded row sits at j + shift; its next token is row[j]
@@ -75,7 +78,7 @@ def test_teacher_forced_pairs_index_states_for_either_padding(rows: list[list[in
         assert got[b].box_positions == [None if x is None else x + shift for x in boxes]
         assert got[b].orphan_boxes == orphans
         for pos in got[b].seg_positions:
-            assert int(ids[b, pos + 1]) == SEG and int(mask[b, pos + 1]) == 1
+            assert int(ids[b, pos + 1]) == seg_id and int(mask[b, pos + 1]) == 1
 
 
 def test_gather_states_zero_for_missing_positions() -> None:
@@ -85,6 +88,9 @@ def test_gather_states_zero_for_missing_positions() -> None:
     torch.testing.assert_close(picked, torch.stack([states[2], torch.zeros(3), states[0], states[3]]))
     empty, none = gather_states(states, [])
     assert empty.shape == (0, 3) and none.shape == (0,) and none.dtype == torch.bool
+    one, flags = gather_states(states[:1], [None, 0, None])  # a missing position needs no second state
+    torch.testing.assert_close(one, torch.stack([torch.zeros(3), states[0], torch.zeros(3)]))
+    assert flags.tolist() == [False, True, False]
     grad = states.clone().requires_grad_(True)
     gather_states(grad, [1, None])[0].sum().backward()
     assert grad.grad[:, 0].tolist() == [0.0, 1.0, 0.0, 0.0]  # the None row sends no gradient to state 0
