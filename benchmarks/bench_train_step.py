@@ -3,11 +3,14 @@
 Run from the repository root::
 
     PYTHONPATH=src python benchmarks/bench_train_step.py [--stage vlm] [--steps 10] [--threads 1]
+    PYTHONPATH=src python benchmarks/bench_train_step.py --config configs/small_stage_vlm.yaml --steps 3 [--batch-size 1]
 
-It builds the tiny model as the tiny chain does (SAM2 at 128 px, 8 VLM frames), applies the stage's freezing from the
-config, and times whole optimiser steps (collate + forward + backward + clip + AdamW) on synthetic 128-px clips of the
-config's shape (batch 4, 2 SAM frames), after 2 warm-up steps. Prints mean / median / min seconds per step and the
-split between collate and forward+backward+step.
+It builds the model as the chain does (tiny: SAM2 at 128 px, 8 VLM frames; a ``small`` config: the SmolLM2 VLM with
+a random tiny SAM2 at 128 px instead of ``segmenter_from``, which does not change the cost), applies the stage's
+freezing (and LoRA) from the config, and times whole optimiser steps (collate + forward + backward + clip + AdamW) on
+synthetic 128-px clips of the config's shape (batch 4, 2 SAM frames), after 2 warm-up steps. Prints mean / median /
+min wall-clock seconds per step, the process CPU seconds per step (unaffected by other jobs on a shared machine) and
+the split between collate and forward+backward+step.
 """
 
 from __future__ import annotations
@@ -56,11 +59,17 @@ def main() -> None:
     parser.add_argument("--stage", default="vlm", choices=("segmenter", "proposer", "vlm", "selection"))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--config", type=Path, default=None, help="a training config (default: the tiny chain's --stage)")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the config's batch size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = load_train_config(CONFIGS / f"tiny_stage_{args.stage}.yaml", check_paths=False)
-    config.model.init = "tiny"  # the chain's earlier stages have the same architecture; weights do not change the cost
+    config = load_train_config(args.config or CONFIGS / f"tiny_stage_{args.stage}.yaml", check_paths=False)
+    args.stage = config.stage.name
+    if config.model.init != "small":
+        config.model.init = "tiny"  # the chain's earlier stages have the same architecture; weights do not change the cost
+    config.model.segmenter_from = ""
     config.model.sam_image_size = 128
+    config.batch_size = args.batch_size or config.batch_size
     config.model.config = {
         "vlm_frames": config.data.num_vlm_frames,
         **{k: v for k, v in config.model.config.items() if k != "vlm_frames"},
@@ -71,12 +80,12 @@ def main() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optimizer.lr, betas=tuple(config.optimizer.betas))
     rng = np.random.default_rng(0)
-    collate, compute = [], []
+    collate, compute, cpu = [], [], []
     for step in range(args.steps + 2):
         samples = [
             clip_sample(rng, config.data.num_vlm_frames, config.data.num_sam_frames) for _ in range(config.batch_size)
         ]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = make_batch(model, prepare_samples(samples, config.stage.seg_only)).to(device)
         t1 = time.perf_counter()
         set_train_mode(model, plan)
@@ -91,6 +100,7 @@ def main() -> None:
         if step >= 2:
             collate.append(t1 - t0)
             compute.append(t2 - t1)
+            cpu.append(time.process_time() - c0)
     total = [a + b for a, b in zip(collate, compute)]
     n_train = sum(p.numel() for p in params)
     print(
@@ -99,7 +109,8 @@ def main() -> None:
     )
     print(
         f"seconds/step over {args.steps} steps: mean {statistics.mean(total):.3f}, median {statistics.median(total):.3f}, "
-        f"min {min(total):.3f}; collate {statistics.mean(collate):.3f}, forward+backward+step {statistics.mean(compute):.3f}"
+        f"min {min(total):.3f}; collate {statistics.mean(collate):.3f}, forward+backward+step {statistics.mean(compute):.3f}; "
+        f"process CPU seconds/step {statistics.mean(cpu):.3f}"
     )
     print(
         f"last loss {float(losses['loss'].detach()):.4f}; load average {Path('/proc/loadavg').read_text().split()[:3]}"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from sparrow.data.synthref import SynthConfig, make_video
-from sparrow.model.loading import BUNDLED_DIR, load_model
+from sparrow.model.loading import BUNDLED_DIR
+from sparrow.pipeline import load
 
 
 def test_bundled_default_loads_and_segments():
     assert (BUNDLED_DIR / "model.safetensors").stat().st_size < 30 * 2**20  # small enough to ship
-    model = load_model("default", device="cpu")
+    model = load("default", device="cpu")
     assert model.config.mode == "perframe"
     record, frames = make_video("test", 0, 0, SynthConfig(size=128, num_frames=24))  # the `sparrow demo` clip
     result = model.segment(frames, record.expressions[0].text)

@@ -8,6 +8,7 @@ from helpers_clips import mask_iou, training_sample, two_object_clip
 from sparrow.model.batching import make_batch
 from sparrow.model.config import SparrowConfig
 from sparrow.model.loading import build_tiny
+from sparrow.pipeline import SegmentationPipeline
 
 STEPS = 150
 
@@ -37,7 +38,7 @@ def test_overfit_one_clip_reaches_high_iou_and_emits_dual_prompt():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
     model.eval()
-    result = model.segment(frames, "the red square", mode="framewise")
+    result = SegmentationPipeline(model).segment(frames, "the red square", mode="framewise")
     assert "[BOX] [SEG]" in result.answer.replace("[BOX][SEG]", "[BOX] [SEG]") and not result.forced_prompt
     assert result.vlm_frame_indices == vlm_idx
     ious = [mask_iou(p, g) for p, g in zip(result.masks, masks)]

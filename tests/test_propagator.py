@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Sam2VideoInferenceSession
 
-from sparrow.data.video_io import read_frames, write_video
+from sparrow.data.video_io import Video, read_frames, write_video
 from sparrow.errors import SparrowError
 from sparrow.model.propagator import MaskPropagator, select_cond_frames
 from sparrow.model.sam2_backbone import Sam2Preprocessor, build_sam2, tiny_sam2_config
@@ -167,7 +167,7 @@ def test_video_file_is_streamed_and_gives_the_same_masks(sam, clip, tmp_path) ->
     path = write_video(tmp_path / "clip.mp4", frames, fps=10)
     decoded = read_frames(path)
     prop = make(sam, reverse_chunk=7)
-    from_file = prop.propagate_all(path, {12: gt[12]})
+    from_file = prop.propagate_all(Video.open(path), {12: gt[12]})
     from_array = make(sam).propagate_all(decoded, {12: gt[12]})
     assert from_file.shape == (30, H, W) and from_file.dtype == bool
     assert np.array_equal(from_file, from_array)
@@ -198,7 +198,7 @@ def test_bad_input_raises_before_running(sam, clip) -> None:
         prop.propagate(frames, {"3": gt[3]})
     with pytest.raises(SparrowError, match="direction"):
         prop.propagate(frames, {3: gt[3]}, direction="sideways")
-    with pytest.raises(SparrowError, match="no such video"):
+    with pytest.raises(SparrowError, match="opened Video"):
         prop.propagate("/nonexistent/video.mp4", {0: gt[0]})
     with pytest.raises(SparrowError, match="image size"):
         MaskPropagator(sam, Sam2Preprocessor(2 * S))

@@ -15,13 +15,19 @@ from sparrow.data.rle import decode_rle
 from sparrow.errors import SparrowError
 from sparrow.model.batching import make_batch
 from sparrow.model.config import SparrowConfig
-from sparrow.model.loading import build_tiny, from_pretrained
+from sparrow.model.loading import build_tiny, from_pretrained, save_pretrained
+from sparrow.pipeline import SegmentationPipeline
 
 
 @pytest.fixture(scope="module")
 def model():
     m = build_tiny(seed=0, config=SparrowConfig(vlm_frames=4, vlm_max_frame_pixels=56 * 56))
     return m.eval()
+
+
+@pytest.fixture(scope="module")
+def pipe(model):
+    return SegmentationPipeline(model)
 
 
 def test_training_forward_returns_each_weighted_loss(model):
@@ -47,7 +53,7 @@ def test_answer_slot_mismatch_is_an_error(model):
 
 def test_save_load_round_trip_gives_identical_outputs(model, tmp_path):
     frames, masks, boxes = two_object_clip(t=4)
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors", "vlm", "sam2"}
     umask = os.umask(0)
     os.umask(umask)
@@ -62,12 +68,13 @@ def test_save_load_round_trip_gives_identical_outputs(model, tmp_path):
         b = loaded(batch)
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    ra, rb = model.segment(frames, "the red square", mode="framewise"), loaded.segment(frames, "the red square", mode="framewise")
+    ra = SegmentationPipeline(model).segment(frames, "the red square", mode="framewise")
+    rb = SegmentationPipeline(loaded).segment(frames, "the red square", mode="framewise")
     assert ra.answer == rb.answer and np.array_equal(ra.masks, rb.masks)
 
 
 def test_loading_a_folder_without_weights_fails_clearly(model, tmp_path):
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").unlink()
     with pytest.raises(SparrowError, match="has no weights"):
         from_pretrained(tmp_path / "m")
@@ -77,9 +84,9 @@ def test_loading_a_folder_without_weights_fails_clearly(model, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["track", "framewise", "perframe"])
-def test_modes_on_a_30_frame_clip(model, mode):
+def test_modes_on_a_30_frame_clip(pipe, mode):
     frames, _, _ = two_object_clip(t=30, h=64, w=80)
-    result = model.segment(frames, "the red square", mode=mode, key_frame="auto")
+    result = pipe.segment(frames, "the red square", mode=mode, key_frame="auto")
     assert result.mode == mode and result.num_frames == 30 and result.masks.shape == (30, 64, 80)
     target = result.targets[0]
     assert len(target.rles) == 30 and len(target.boxes) == 30
@@ -91,8 +98,9 @@ def test_modes_on_a_30_frame_clip(model, mode):
 
 
 def test_perframe_decodes_each_frame_with_the_box_selected_on_it(model):
-    from sparrow.model.inference import _framewise
+    from sparrow.data.video_io import Video
     from sparrow.model.pixel_decoder import PixelDecoder
+    from sparrow.pipeline.masks import decoded_masks
     from sparrow.model.selector import select_boxes
 
     frames, _, _ = two_object_clip(t=7, h=64, w=64)
@@ -100,7 +108,7 @@ def test_perframe_decodes_each_frame_with_the_box_selected_on_it(model):
     c = model.pixel_decoder.hidden_size
     seg, box_embedding = torch.randn(c), torch.randn(c)
     with torch.no_grad():
-        got = _framewise(model, frames, 7, (64, 64), seg, None, False, chunk=3, box_embedding=box_embedding)
+        got = decoded_masks(model, Video.open(frames), seg, None, False, box_embedding=box_embedding, chunk=3)
         feats = model.pixel_decoder.encode(model.preprocessor(frames))
         top = model.candidates(feats)
         assert top.appearance is not None and top.appearance.shape[:2] == top.boxes.shape[:2]
@@ -113,25 +121,25 @@ def test_perframe_decodes_each_frame_with_the_box_selected_on_it(model):
         assert np.array_equal(mask, want[t].numpy()), t
 
 
-def test_fixed_key_frame_and_bad_arguments(model):
+def test_fixed_key_frame_and_bad_arguments(pipe):
     frames, _, _ = two_object_clip(t=8, h=64, w=64)
-    assert model.segment(frames, "the red square", mode="framewise", key_frame=5).targets[0].key_frame == 5
+    assert pipe.segment(frames, "the red square", mode="framewise", key_frame=5).targets[0].key_frame == 5
     with pytest.raises(SparrowError, match="out of range"):
-        model.segment(frames, "the red square", key_frame=8)
+        pipe.segment(frames, "the red square", key_frame=8)
     with pytest.raises(SparrowError, match="query is empty"):
-        model.segment(frames, "  ")
+        pipe.segment(frames, "  ")
     with pytest.raises(SparrowError, match="mode must be"):
-        model.segment(frames, "x", mode="bogus")
+        pipe.segment(frames, "x", mode="bogus")
 
 
-def test_tsf_at_inference_from_user_boxes_and_self(model):
+def test_tsf_at_inference_from_user_boxes_and_self(pipe):
     frames, _, boxes = two_object_clip(t=12, h=64, w=96)
     given = {t: list(boxes[t]) for t in (0, 3, 6, 9, 11)}
-    result = model.segment(frames, "the red square", mode="framewise", tsf_boxes=given)
+    result = pipe.segment(frames, "the red square", mode="framewise", tsf_boxes=given)
     entries = result.extra["tsf"]["entries"]
-    assert result.extra["tsf"]["source"] == "boxes" and len(entries) == model.config.tsf_k
+    assert result.extra["tsf"]["source"] == "boxes" and len(entries) == pipe.config.tsf_k
     assert {e[0] for e in entries} <= set(given) and all(e[1:] == given[e[0]] for e in entries)
-    selfish = model.segment(frames, "the red square", mode="framewise", self_tsf=True)
-    assert selfish.extra["tsf"]["source"] == "self" and len(selfish.extra["tsf"]["entries"]) <= model.config.tsf_k
+    selfish = pipe.segment(frames, "the red square", mode="framewise", self_tsf=True)
+    assert selfish.extra["tsf"]["source"] == "self" and len(selfish.extra["tsf"]["entries"]) <= pipe.config.tsf_k
     with pytest.raises(SparrowError, match="out of range"):
-        model.segment(frames, "the red square", tsf_boxes={40: [0, 0, 5, 5]})
+        pipe.segment(frames, "the red square", tsf_boxes={40: [0, 0, 5, 5]})

@@ -15,6 +15,7 @@ from sparrow.model.prompt_tokens import teacher_forced_pairs
 from sparrow.model.vlm_qwen2_5 import IGNORE_INDEX
 from sparrow.tsf.build import BuildConfig, build_tsf
 from sparrow.tsf.cache import read_tsf_cache
+from sparrow.tsf.crops import CachedCrops
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def split(tmp_path_factory):
 
 def test_samples_carry_tsf_crops_and_object_boxes(split):
     records, cache = split
-    ds = ReferringVideoDataset(records, num_vlm_frames=4, num_sam_frames=2, tsf_cache=cache, tsf_crop_size=32)
+    ds = ReferringVideoDataset(records, num_vlm_frames=4, num_sam_frames=2, tsf_crops=CachedCrops(cache, 32))
     plain = ReferringVideoDataset(records, num_vlm_frames=4, num_sam_frames=2)
     sample = ds[0]
     assert sample.tsf_crops is not None and sample.tsf_crops.shape == (4, 32, 32, 3) and sample.tsf_crops.dtype == np.uint8
@@ -45,7 +46,7 @@ def test_samples_carry_tsf_crops_and_object_boxes(split):
 def test_tsf_batch_trains_and_tsf_positions_are_never_labels(split):
     records, cache = split
     model = build_tiny(seed=0, config=SparrowConfig(vlm_frames=4, vlm_max_frame_pixels=56 * 56, tsf="train"))
-    ds = ReferringVideoDataset(records, num_vlm_frames=4, num_sam_frames=2, tsf_cache=cache, tsf_crop_size=56)
+    ds = ReferringVideoDataset(records, num_vlm_frames=4, num_sam_frames=2, tsf_crops=CachedCrops(cache, 56))
     samples = [ds[0], ds[1]]
     on, off = make_batch(model, samples, with_tsf=True), make_batch(model, samples, with_tsf=False)
     assert on.vlm.image_grid_thw is not None and on.vlm.image_grid_thw.shape[0] == 8 and off.vlm.image_grid_thw is None

@@ -94,3 +94,70 @@ def test_write_video_leaves_nothing_on_error(tmp_path):
     with pytest.raises(RuntimeError):
         write_video(tmp_path / "x.mp4", frames())
     assert list(tmp_path.iterdir()) == []
+
+
+def _gop_clip(path, t: int, gop: int):
+    """A clip whose frame index is readable from its pixels, H.264 with a keyframe every ``gop`` frames."""
+    frames = np.zeros((t, 32, 48, 3), dtype=np.uint8)
+    for i in range(t):
+        frames[i, :, :, 0] = (i * 5) % 256
+        frames[i, 4:12, (i % 36) : (i % 36) + 10] = 255
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream("libx264", rate=Fraction(25))
+    stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+    stream.codec_context.gop_size = gop
+    stream.codec_context.options = {"keyint_min": str(gop), "sc_threshold": "0"}
+    for f in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def test_video_seeks_to_the_right_frames_and_counts_decodes(tmp_path):
+    from sparrow.data.video_io import Video
+
+    path = _gop_clip(tmp_path / "gop.mp4", 60, gop=10)
+    every = read_frames(path)
+    with Video.open(path, cache_size=0) as video:
+        assert video.info.num_frames == 60 and video._keyframes == list(range(0, 60, 10))
+        picked = video.read([57, 3, 31, 32, 3])
+        for row, t in enumerate([57, 3, 31, 32, 3]):
+            assert np.array_equal(picked[row], every[t]), t
+        # sorted reads: 0..3 (4), seek to 30: 30..32 (3), seek to 50: 50..57 (8) = 15 decodes, not 58
+        assert video.decoded == 15
+    with Video.open(path, cache_size=0) as video:
+        back = list(video.iter_backward(59, 0, chunk=16))
+        assert [t for t, _ in back] == list(range(59, -1, -1))
+        assert all(np.array_equal(f, every[t]) for t, f in back)
+        assert video.decoded == 60  # keyframes 10 apart <= chunk: every frame decoded exactly once
+
+
+def test_video_backward_with_a_long_keyframe_interval_still_gives_every_frame(tmp_path):
+    from sparrow.data.video_io import Video
+
+    path = _gop_clip(tmp_path / "long.mp4", 40, gop=40)
+    every = read_frames(path)
+    with Video.open(path, cache_size=0) as video:
+        back = list(video.iter_backward(39, 0, chunk=8))
+    assert [t for t, _ in back] == list(range(39, -1, -1)) and all(np.array_equal(f, every[t]) for t, f in back)
+
+
+def test_video_cache_lists_of_images_and_errors(tmp_path):
+    from sparrow.data.video_io import Video
+
+    frames = _clip(t=6)
+    video = Video.open([Image.fromarray(f) for f in frames], cache_size=2)
+    assert Video.open(video) is video and video.info.num_frames == 6
+    assert np.array_equal(video.frame(4), frames[4]) and video.decoded == 2  # frame 0 (probe) and 4
+    video.frame(4)
+    assert video.decoded == 2  # cached
+    with pytest.raises(SparrowError, match="out of range"):
+        video.frame(6)
+    mixed = Video.open([frames[0], np.zeros((10, 10, 3), np.uint8)])
+    with pytest.raises(SparrowError, match="differ in size"):
+        mixed.read()
+    with pytest.raises(SparrowError, match="empty"):
+        Video.open([])

@@ -3,7 +3,7 @@
 Quick use::
 
     import sparrow
-    model = sparrow.load("tiny")                 # or a folder written by save_pretrained
+    model = sparrow.load("default")              # a SegmentationPipeline; or "tiny", "real", a model folder
     result = model.segment("video.mp4", "the red circle moving left")
     result.masks  # bool [T, H, W]
 
@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 
 
 def load(name_or_path: str = "default", **kwargs: Any):
-    """Load a SPARROW model: ``"default"`` (the bundled model), ``"tiny"`` (random tiny preset) or a folder."""
-    from sparrow.model.loading import load_model
+    """A :class:`~sparrow.pipeline.SegmentationPipeline`: ``"default"`` (the bundled model), ``"tiny"`` (random tiny
+    preset), ``"real"`` or a model folder. Imported on call so that ``import sparrow`` stays light (no torch)."""
+    from sparrow.pipeline import load as load_pipeline
 
-    return load_model(name_or_path, **kwargs)
+    return load_pipeline(name_or_path, **kwargs)

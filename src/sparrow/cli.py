@@ -17,14 +17,14 @@ from sparrow.errors import SparrowError
 def build_parser() -> argparse.ArgumentParser:
     from sparrow.data import commands as data_commands
     from sparrow.eval import commands as eval_commands
-    from sparrow.model import commands as model_commands
+    from sparrow.pipeline import commands as pipeline_commands
     from sparrow.train import commands as train_commands
     from sparrow.tsf import commands as tsf_commands
 
     parser = argparse.ArgumentParser(prog="sparrow", description="Pixel-grounded video understanding (SPARROW).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One line per package that has commands (each module's add_parser registers its sub-commands).
-    model_commands.add_parser(sub)
+    pipeline_commands.add_parser(sub)
     data_commands.add_parser(sub)
     eval_commands.add_parser(sub)
     tsf_commands.add_parser(sub)

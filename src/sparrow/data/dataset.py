@@ -21,10 +21,9 @@ Only the sampled frames are decoded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -86,8 +85,7 @@ class ReferringVideoDataset(Dataset):
         sampling: str = "uniform",
         seed: int = 0,
         templates: ReferringTemplates | None = None,
-        tsf_cache: Mapping[tuple[str, str], Any] | None = None,
-        tsf_crop_size: int = 56,
+        tsf_crops: Callable[[VideoRecord, str], np.ndarray | None] | None = None,
     ) -> None:
         if sampling not in SAMPLING_MODES:
             raise SparrowError(f"sampling must be one of {list(SAMPLING_MODES)}, got {sampling!r}")
@@ -100,8 +98,7 @@ class ReferringVideoDataset(Dataset):
         self.seed = int(seed)
         self.templates = templates or ReferringTemplates()
         self.epoch = 0
-        self.tsf_cache = tsf_cache  # sparrow.tsf.cache.read_tsf_cache(...): (video, exp) -> TSFRecord
-        self.tsf_crop_size = tsf_crop_size
+        self.tsf_crops = tsf_crops  # (record, exp_id) -> TSF crops [K, s, s, 3] or None (e.g. sparrow.tsf.CachedCrops)
         self.items = [(r, e) for r, rec in enumerate(records) for e in range(len(rec.expressions))]
         if not self.items:
             raise SparrowError(f"no (video, expression) pairs in {len(records)} records")
@@ -179,10 +176,8 @@ class ReferringVideoDataset(Dataset):
         )
 
     def _tsf_crops(self, record: VideoRecord, expression: Expression) -> np.ndarray | None:
-        """The cached K crops of the expression's target, or None (no cache, or no usable record for it)."""
-        if self.tsf_cache is None:
+        """The K crops of the expression's target from the ``tsf_crops`` provider, or None (none given or found)."""
+        if self.tsf_crops is None:
             return None
-        from sparrow.tsf.crops import tsf_crops_for
-
-        crops = tsf_crops_for(self.tsf_cache, record, expression.exp_id, self.tsf_crop_size)
-        return crops if len(crops) else None
+        crops = self.tsf_crops(record, expression.exp_id)
+        return crops if crops is not None and len(crops) else None

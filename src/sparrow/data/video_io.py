@@ -1,16 +1,21 @@
 """Video input and output with PyAV (files) and Pillow (frame folders).
 
 A *video source* is a video file path, a folder of frames (``*.jpg``/``*.png``, sorted by name), a list of
-frame paths, or an array ``[T, H, W, 3]`` uint8. Frames are always returned as RGB uint8 ``[H, W, 3]``.
-Long videos are streamed with :func:`iter_frames`; nothing here holds a whole file in memory unless asked.
+frame paths, PIL images or ``[H, W, 3]`` arrays, or an array ``[T, H, W, 3]`` uint8. Frames are always returned as
+RGB uint8 ``[H, W, 3]``. :class:`Video` opens a source once and serves every reader of one call (seeking, a small
+cache); :func:`probe_video`, :func:`iter_frames` and :func:`read_frames` are one-shot conveniences over it.
+Nothing here holds a whole file in memory unless asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -20,7 +25,7 @@ from sparrow.atomic import atomic_path
 from sparrow.errors import SparrowError
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VideoSource = str | Path | Sequence[str | Path] | np.ndarray
+VideoSource = str | Path | Sequence[str | Path | Image.Image | np.ndarray] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -33,9 +38,12 @@ class VideoInfo:
     fps: float
 
 
-def _frame_paths(source: VideoSource) -> list[Path] | None:
+def _frame_items(source: VideoSource) -> list | None:
+    """The frames of a list source or a frame folder (paths, PIL images or arrays), None for a file or array."""
     if isinstance(source, (list, tuple)):
-        return [Path(p) for p in source]
+        if not source:
+            raise SparrowError("the frame list is empty")
+        return [p if isinstance(p, (Image.Image, np.ndarray)) else Path(p) for p in source]
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         paths = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not paths:
@@ -58,7 +66,8 @@ def _open_container(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise SparrowError(f"cannot open video: {exc}", path) from exc
+        message = _ffmpeg_message(exc) if isinstance(exc, av.error.FFmpegError) else str(exc)
+        raise SparrowError(f"cannot open video: {message}", path) from exc
     if not container.streams.video:
         container.close()
         raise SparrowError("file has no video stream", path)
@@ -75,89 +84,252 @@ def _load_image(path: Path) -> np.ndarray:
         raise SparrowError(f"cannot read frame: {exc}", path) from exc
 
 
-def probe_video(source: VideoSource) -> VideoInfo:
-    """Frame count, size and frame rate of a source (frame folders and arrays report 30 fps)."""
-    if isinstance(source, np.ndarray):
-        arr = _check_array(source)
-        return VideoInfo(arr.shape[0], arr.shape[1], arr.shape[2], 30.0)
-    paths = _frame_paths(source)
-    if paths is not None:
-        first = _load_image(paths[0])
-        return VideoInfo(len(paths), first.shape[0], first.shape[1], 30.0)
-    path = Path(source)
-    container = _open_container(path)
-    try:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 30.0)
-        count = stream.frames
-        if count <= 0:  # some containers do not store the count: count the packets instead of decoding
-            count = sum(1 for packet in container.demux(stream) if packet.size > 0)
-        height, width = stream.codec_context.height, stream.codec_context.width
-    except av.error.FFmpegError as exc:
-        raise SparrowError(f"cannot read video: {exc}", path) from exc
-    finally:
-        container.close()
-    if count == 0 or height == 0:
-        raise SparrowError("video has zero frames", path)
-    return VideoInfo(count, height, width, fps)
+class Video:
+    """One video source, opened once: probed once, frames decoded in increasing order, seekable, a small cache.
 
+    Build with :meth:`Video.open`; it accepts a video file, a frame folder, a list of frame paths / PIL images /
+    ``[H, W, 3]`` arrays, an array ``[T, H, W, 3]`` uint8, or a ``Video`` (returned as it is). A pipeline call opens
+    its video once and passes this object down to every reader (VLM sampling, key-frame candidates, propagation,
+    the writer), so the file is probed once and no reader restarts decoding from frame 0.
 
-def iter_frames(source: VideoSource, indices: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(index, frame [H, W, 3] uint8)`` in increasing index order, decoding one frame at a time.
+    Video files: opening demuxes the packets once (no decoding) to learn every frame's timestamp and where the
+    keyframes are. A frame is then reached by continuing the running decoder when it is already at or before the
+    frame and no keyframe lies in between, else by seeking to the keyframe at or before it and decoding forward.
+    :meth:`iter_backward` reads a file backwards one keyframe interval (at most ``chunk`` frames) at a time, so a
+    backward pass decodes each frame once when keyframes are at most ``chunk`` frames apart.
 
-    ``indices`` selects frames (any order and repeats are accepted; frames come out sorted and unique).
+    ``decoded`` counts the frames the codec decoded (files) or the images loaded (folders, lists), for the
+    benchmarks; ``cache_size`` recently read frames are kept (the pipeline sizes it to what its next reader
+    re-reads: the VLM's frames or SAM2's memory window).
     """
-    wanted = None if indices is None else sorted(set(int(i) for i in indices))
-    if isinstance(source, np.ndarray):
-        arr = _check_array(source)
-        for i in wanted if wanted is not None else range(arr.shape[0]):
-            if not 0 <= i < arr.shape[0]:
-                raise SparrowError(f"frame index {i} out of range for {arr.shape[0]} frames")
-            yield i, arr[i]
-        return
-    paths = _frame_paths(source)
-    if paths is not None:
-        for i in wanted if wanted is not None else range(len(paths)):
-            if not 0 <= i < len(paths):
-                raise SparrowError(f"frame index {i} out of range for {len(paths)} frames", source if not isinstance(source, (list, tuple)) else None)
-            yield i, _load_image(paths[i])
-        return
-    path = Path(source)
-    container = _open_container(path)
-    want = None if wanted is None else set(wanted)
-    last = None if wanted is None else wanted[-1]
-    decoded = 0
-    try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for n, frame in enumerate(container.decode(stream)):
-            decoded = n + 1
-            if want is None or n in want:
-                yield n, frame.to_ndarray(format="rgb24")
-            if last is not None and n >= last:
-                break
-    except av.error.FFmpegError as exc:
-        raise SparrowError(f"video is corrupt after frame {decoded}: {exc}", path) from exc
-    finally:
+
+    def __init__(self, source: VideoSource | Video, cache_size: int = 8) -> None:
+        self.source = source
+        self.cache_size = max(0, int(cache_size))
+        self.decoded = 0
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._array: np.ndarray | None = None
+        self._items: list | None = None
+        self.path: Path | None = None
+        self._container: av.container.InputContainer | None = None
+        self._decoder: Iterator[av.VideoFrame] | None = None
+        self._next: int | None = None  # index of the frame the running decoder yields next
+        if isinstance(source, np.ndarray):
+            self._array = _check_array(source)
+            self.info = VideoInfo(*self._array.shape[:3], 30.0)
+            return
+        items = _frame_items(source)
+        if items is not None:
+            self._items = items
+            first = self._load_item(0)
+            self.info = VideoInfo(len(items), first.shape[0], first.shape[1], 30.0)
+            self._remember(0, first)
+            return
+        self.path = Path(source)
+        self._open_file()
+
+    @classmethod
+    def open(cls, source: VideoSource | Video, cache_size: int = 8) -> Video:
+        """A ``Video`` for ``source`` (``source`` itself when it already is one)."""
+        return source if isinstance(source, Video) else cls(source, cache_size=cache_size)
+
+    @property
+    def num_frames(self) -> int:
+        return self.info.num_frames
+
+    @property
+    def name(self) -> Path | None:
+        """The file or folder errors name (None for in-memory sources)."""
+        if self.path is not None:
+            return self.path
+        return Path(self.source) if isinstance(self.source, (str, Path)) else None
+
+    # ------------------------------------------------------------------ reading
+    def frame(self, t: int) -> np.ndarray:
+        """Frame ``t`` as RGB uint8 ``[H, W, 3]``."""
+        return self.read([t])[0]
+
+    def read(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Frames ``[N, H, W, 3]`` uint8 in the order of ``indices`` (repeats allowed; all frames when None)."""
+        if indices is None and self._array is not None:
+            return self._array
+        order = list(range(self.num_frames)) if indices is None else [int(i) for i in indices]
+        got = dict(self.iter(order))
+        shapes = {f.shape for f in got.values()}
+        if len(shapes) > 1:
+            raise SparrowError(f"frames differ in size: {sorted(shapes)}", self.name)
+        return np.stack([got[i] for i in order])
+
+    def iter(self, indices: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(t, frame)`` in increasing ``t`` (unique), all frames when ``indices`` is None."""
+        wanted = range(self.num_frames) if indices is None else sorted(set(int(i) for i in indices))
+        for t in wanted:
+            self._check_index(t)
+            yield t, self._get(t)
+
+    def iter_backward(
+        self, start: int, stop: int, chunk: int = 64, transform: Callable[[np.ndarray], Any] | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        """Yield ``(t, frame)`` for ``t = start, start - 1, ..., stop``; ``transform`` is applied before buffering.
+
+        Files are read forward one block at a time, a block being at most ``chunk`` frames and never crossing a
+        keyframe, then given out in reverse: each frame is decoded once when keyframes are at most ``chunk``
+        apart (a longer keyframe interval re-decodes its head once per block). At most ``chunk`` (transformed)
+        frames are held.
+        """
+        transform = transform or (lambda frame: frame)
+        self._check_index(start)
+        self._check_index(stop)
+        hi = start
+        while hi >= stop:
+            lo = max(stop, hi - max(1, int(chunk)) + 1)
+            if self._keyframes is not None:
+                lo = max(lo, self._keyframe_before(hi))
+            block = [(t, transform(frame)) for t, frame in self.iter(range(lo, hi + 1))]
+            while block:
+                yield block.pop()
+            hi = lo - 1
+
+    def close(self) -> None:
+        """Release the file handle (reading again reopens it)."""
+        if self._container is not None:
+            self._container.close()
+        self._container, self._decoder, self._next = None, None, None
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    _keyframes: list[int] | None = None
+
+    def _check_index(self, t: int) -> None:
+        if not 0 <= t < self.num_frames:
+            raise SparrowError(f"frame index {t} out of range for {self.num_frames} frames", self.name)
+
+    def _remember(self, t: int, frame: np.ndarray) -> None:
+        if self.cache_size:
+            self._cache[t] = frame
+            self._cache.move_to_end(t)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def _get(self, t: int) -> np.ndarray:
+        if self._array is not None:
+            return self._array[t]
+        if t in self._cache:
+            self._cache.move_to_end(t)
+            return self._cache[t]
+        frame = self._load_item(t) if self._items is not None else self._decode(t)
+        self._remember(t, frame)
+        return frame
+
+    def _load_item(self, t: int) -> np.ndarray:
+        item = self._items[t]
+        self.decoded += 1
+        if isinstance(item, np.ndarray):
+            if item.ndim != 3 or item.shape[-1] != 3:
+                raise SparrowError(f"frame {t} must be [H, W, 3], got shape {list(item.shape)}")
+            return item.astype(np.uint8, copy=False)
+        if isinstance(item, Image.Image):
+            return np.asarray(item.convert("RGB"))
+        return _load_image(Path(item))
+
+    def _open_file(self) -> None:
+        """Demux every packet once: frame timestamps in presentation order and the keyframes among them."""
+        container = _open_container(self.path)
+        try:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 30.0)
+            height, width = stream.codec_context.height, stream.codec_context.width
+            stamps, keys = [], set()
+            for packet in container.demux(stream):
+                if packet.size > 0 and packet.pts is not None:
+                    stamps.append(packet.pts)
+                    if packet.is_keyframe:
+                        keys.add(packet.pts)
+        except av.error.FFmpegError as exc:
+            container.close()
+            raise SparrowError(f"cannot read video: {_ffmpeg_message(exc)}", self.path) from exc
         container.close()
-    if decoded == 0:
-        raise SparrowError("video has zero frames", path)
-    if last is not None and decoded <= last:
-        raise SparrowError(f"frame index {last} out of range: the video has {decoded} frames", path)
+        if not stamps or height == 0:
+            raise SparrowError("video has zero frames", self.path)
+        stamps.sort()
+        self._pts = stamps
+        self._index_of = {pts: i for i, pts in enumerate(stamps)}
+        self._keyframes = sorted(self._index_of[p] for p in keys) or [0]
+        if self._keyframes[0] != 0:
+            self._keyframes.insert(0, 0)
+        self.info = VideoInfo(len(stamps), height, width, fps)
+
+    def _keyframe_before(self, t: int) -> int:
+        return self._keyframes[bisect_right(self._keyframes, t) - 1]
+
+    def _decode(self, t: int) -> np.ndarray:
+        """Decode frame ``t`` of the file: continue the running decoder or seek to the keyframe before ``t``."""
+        key = self._keyframe_before(t)
+        if self._decoder is None or self._next is None or not key <= self._next <= t:
+            if self._container is None:
+                self._container = _open_container(self.path)
+                self._container.streams.video[0].thread_type = "AUTO"
+            stream = self._container.streams.video[0]
+            try:
+                self._container.seek(self._pts[key], stream=stream, backward=True, any_frame=False)
+            except av.error.FFmpegError as exc:
+                raise SparrowError(f"cannot seek in video: {_ffmpeg_message(exc)}", self.path) from exc
+            self._decoder = self._container.decode(stream)
+            self._next = key
+        try:
+            for frame in self._decoder:
+                self.decoded += 1
+                index = self._index_of.get(frame.pts)
+                if index is None:
+                    continue
+                self._next = index + 1
+                if index == t:
+                    return frame.to_ndarray(format="rgb24")
+                if index > t:
+                    break
+        except av.error.FFmpegError as exc:
+            self.close()
+            raise SparrowError(f"video is corrupt near frame {t}: {_ffmpeg_message(exc)}", self.path) from exc
+        self.close()
+        raise SparrowError(f"could not decode frame {t} of {self.num_frames}", self.path)
 
 
-def read_frames(source: VideoSource, indices: Sequence[int] | None = None) -> np.ndarray:
+def _ffmpeg_message(exc: av.error.FFmpegError) -> str:
+    """FFmpeg's words without PyAV's ``[Errno N]`` prefix."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def probe_video(source: VideoSource | Video) -> VideoInfo:
+    """Frame count, size and frame rate of a source (frame folders and arrays report 30 fps)."""
+    if isinstance(source, Video):
+        return source.info
+    with Video(source, cache_size=0) as video:
+        return video.info
+
+
+def iter_frames(source: VideoSource | Video, indices: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, frame [H, W, 3] uint8)`` in increasing index order (unique), one frame at a time."""
+    video = Video.open(source, cache_size=0)
+    try:
+        yield from video.iter(indices)
+    finally:
+        if video is not source:
+            video.close()
+
+
+def read_frames(source: VideoSource | Video, indices: Sequence[int] | None = None) -> np.ndarray:
     """Decode frames into one array ``[T, H, W, 3]`` uint8, in the order of ``indices`` (repeats allowed)."""
-    if isinstance(source, np.ndarray) and indices is None:
-        return _check_array(source)
-    decoded = dict(iter_frames(source, indices))
-    if not decoded:
-        raise SparrowError("video has zero frames", source if isinstance(source, (str, Path)) else None)
-    order = sorted(decoded) if indices is None else [int(i) for i in indices]
-    shapes = {decoded[i].shape for i in decoded}
-    if len(shapes) > 1:
-        raise SparrowError(f"frames differ in size: {sorted(shapes)}", source if isinstance(source, (str, Path)) else None)
-    return np.stack([decoded[i] for i in order])
+    video = Video.open(source, cache_size=0)
+    try:
+        return video.read(indices)
+    finally:
+        if video is not source:
+            video.close()
 
 
 def sample_indices(num_frames: int, count: int) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any
 from sparrow.errors import SparrowError
 from sparrow.model.losses import LossWeights
 
-MODES = ("track", "framewise", "perframe")  # how frames after the key frame get their masks (model/inference.py)
+MODES = ("track", "framewise", "perframe")  # how frames after the key frame get their masks (pipeline/masks.py)
 
 
 @dataclass

@@ -7,22 +7,36 @@ Folder layout written by :func:`save_pretrained`::
     <dir>/sam2/config.json       the SAM2 video config
     <dir>/model.safetensors      every weight of the model (strictly loaded: missing/unexpected keys are errors)
 
+A model built on an external base (the ``small`` preset: SmolLM2-135M-Instruct, resolved by
+:func:`sparrow.model.small_backbones.resolve_base`) saves only what differs from that base
+(:mod:`sparrow.model.base_delta`); its ``vlm/`` holds no tokenizer files (the tokenizer is rebuilt from the base,
+:func:`sparrow.model.small_backbones.small_tokenizer`, and checked against the saved token list) but adds::
+
+    <dir>/vlm/base.json            the base (repo, source, fingerprint), the tokens added to its vocabulary and the
+                                   row offsets of partly saved tensors
+    <dir>/vlm/adapter_config.json  the peft LoRA config when the VLM carries (unmerged) adapters
+
 Presets: ``tiny`` builds random tiny backbones locally (no download) and goes through :func:`build_model`, the same
 path as ``real`` (``Qwen/Qwen2.5-VL-3B-Instruct`` + ``facebook/sam2.1-hiera-base-plus`` from the local Hugging
-Face cache). ``default`` is the bundled trained model in ``sparrow/assets/default`` when it exists.
+Face cache). ``small`` transplants SmolLM2-135M-Instruct into Qwen2.5-VL with a small random vision tower and the
+tiny SAM2. ``default`` is the bundled trained model in ``sparrow/assets/default`` when it exists.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 from transformers import (
     AutoTokenizer,
+    LlamaConfig,
+    PreTrainedTokenizerBase,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Sam2VideoConfig,
@@ -31,15 +45,28 @@ from transformers import (
 
 from sparrow.atomic import atomic_dir, atomic_path
 from sparrow.errors import SparrowError
+from sparrow.model.base_delta import fill_adapters, fill_plain, split_from_base
 from sparrow.model.config import SparrowConfig
 from sparrow.model.sam2_backbone import load_sam2
+from sparrow.model.small_backbones import (
+    BASE_REPO,
+    BaseWeights,
+    base_language_state,
+    build_small_vlm,
+    load_base_state,
+    resolve_base,
+    small_tokenizer,
+)
 from sparrow.model.sparrow_model import SparrowModel
+from sparrow.model.tiny_backbones import write_tiny_sam2, write_tiny_vlm
 from sparrow.model.vlm_qwen2_5 import QwenVLAdapter
 
 REAL_VLM = "Qwen/Qwen2.5-VL-3B-Instruct"
 REAL_SAM2 = "facebook/sam2.1-hiera-base-plus"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
 WEIGHTS_NAME = "model.safetensors"
+BASE_FILE = "base.json"  # in <dir>/vlm/: marks a folder saved as the difference from an external base
+ADAPTER_FILE = "adapter_config.json"
 
 
 def real_config() -> SparrowConfig:
@@ -55,33 +82,113 @@ def tiny_config() -> SparrowConfig:
     return SparrowConfig(base_vlm="tiny", base_sam2="tiny", proposer_fine=True)
 
 
-def build_model(config: SparrowConfig, vlm_path: str | Path, sam2_path: str | Path, seed: int = 0) -> SparrowModel:
-    """Compose a model from pretrained backbone folders (or hub ids in the local cache); new parts are seeded."""
-    vlm = QwenVLAdapter.from_pretrained(vlm_path, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
-    sam = load_sam2(str(sam2_path))
+def small_config() -> SparrowConfig:
+    """The small preset: SmolLM2-135M-Instruct as the language model, the tiny SAM2 at SynthRef's 128 px."""
+    return SparrowConfig(base_vlm=BASE_REPO, base_sam2="tiny", proposer_fine=True)
+
+
+def compose(config: SparrowConfig, vlm: QwenVLAdapter, sam: torch.nn.Module, seed: int = 0) -> SparrowModel:
+    """Put backbones and seeded new parts (heads, proposer, selector) together."""
     torch.manual_seed(seed)
     return SparrowModel(config, vlm, sam)
 
 
+def build_model(config: SparrowConfig, vlm_path: str | Path, sam2_path: str | Path, seed: int = 0) -> SparrowModel:
+    """Compose a model from pretrained backbone folders (or hub ids in the local cache); new parts are seeded."""
+    vlm = QwenVLAdapter.from_pretrained(vlm_path, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
+    return compose(config, vlm, load_sam2(str(sam2_path)), seed)
+
+
+def build_small(
+    seed: int = 0,
+    config: SparrowConfig | None = None,
+    sam_image_size: int = 128,
+    workdir: str | Path | None = None,
+    segmenter_from: SparrowModel | None = None,
+) -> SparrowModel:
+    """The small preset: transplanted SmolLM2 VLM (vision tower random, seeded) + tiny SAM2 written locally.
+
+    ``segmenter_from``: a trained (tiny-chain) model whose SAM2, proposer and selector replace the random ones
+    (their architecture fields come from its config; ``config`` is then ignored for them).
+    """
+    config = config or small_config()
+    qwen, tokenizer, reference = build_small_vlm(resolve_base(), seed)
+    vlm = QwenVLAdapter(qwen, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
+    vlm.base = reference
+    if segmenter_from is not None:
+        return graft_segmenter(config, vlm, segmenter_from, seed)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        sam = load_sam2(str(write_tiny_sam2(Path(tmp) / "sam2", seed=seed, image_size=sam_image_size)))
+    return compose(config, vlm, sam, seed)
+
+
+ARCHITECTURE_FROM_SEGMENTER = (
+    "proposer_hidden", "proposer_queries", "proposer_layers", "proposer_heads", "proposer_two_stage", "proposer_fine",
+    "selector_appearance", "base_sam2",
+)
+
+
+def graft_segmenter(config: SparrowConfig, vlm: QwenVLAdapter, donor: SparrowModel, seed: int) -> SparrowModel:
+    """A model with ``vlm`` and fresh L->V heads around ``donor``'s SAM2, proposer and selector (strict copies)."""
+    data = config.to_dict()
+    data.update({k: getattr(donor.config, k) for k in ARCHITECTURE_FROM_SEGMENTER})
+    data["selection"] = {**data["selection"], "top_k": donor.config.selection.top_k}
+    model = compose(SparrowConfig.from_dict(data), vlm, donor.sam, seed)
+    for part in ("pixel_decoder", "proposer", "selector"):
+        getattr(model, part).load_state_dict(getattr(donor, part).state_dict())
+    return model
+
+
 def build_tiny(seed: int = 0, config: SparrowConfig | None = None, sam_image_size: int = 256, workdir: str | Path | None = None) -> SparrowModel:
     """The tiny preset: random tiny backbones written locally, then loaded like real ones."""
-    from sparrow.model.tiny_backbones import write_tiny_sam2, write_tiny_vlm
-
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         vlm_dir = write_tiny_vlm(Path(tmp) / "vlm", seed=seed)
         sam_dir = write_tiny_sam2(Path(tmp) / "sam2", seed=seed, image_size=sam_image_size)
         return build_model(config or tiny_config(), vlm_dir, sam_dir, seed=seed)
 
 
+def _base_tensors(reference: dict, folder: Path | None = None) -> tuple[BaseWeights, dict[str, torch.Tensor]]:
+    """The base a model refers to and its weights by canonical SparrowModel name; the fingerprint must match."""
+    base = resolve_base(prefer=reference["source"])
+    config, state, fingerprint = load_base_state(base)
+    if fingerprint != reference["fingerprint"]:
+        raise SparrowError(
+            f"the {reference['repo']} weights found in {base.path} ({base.source}, fingerprint {fingerprint}) are not "
+            f"the base this model was built on ({reference['source']}, fingerprint {reference['fingerprint']})",
+            folder,
+        )
+    return base, {"vlm.model." + k: v for k, v in base_language_state(state, config.num_hidden_layers).items()}
+
+
+def _added_tokens(tokenizer: PreTrainedTokenizerBase, base_vocab: int) -> list[str]:
+    return tokenizer.convert_ids_to_tokens(list(range(base_vocab, len(tokenizer))))
+
+
 def save_pretrained(model: SparrowModel, path: str | Path) -> Path:
-    """Write the model folder atomically (an existing folder is replaced only once the new one is complete)."""
+    """Write the model folder atomically (an existing folder is replaced only once the new one is complete).
+
+    A model on an external base (``model.vlm.base`` set) stores only what differs from it (module docstring).
+    """
+    from peft import PeftModel
+
+    reference = getattr(model.vlm, "base", None)
     with atomic_dir(path) as tmp:
         model.config.save(tmp / "config.json")
         model.vlm.model.config.save_pretrained(tmp / "vlm")
-        model.vlm.tokenizer.save_pretrained(tmp / "vlm")
         model.sam.config.save_pretrained(tmp / "sam2")
-        with atomic_path(tmp / WEIGHTS_NAME) as weights:  # safetensors alone leaves the file owner-only (0600)
-            save_safetensors_model(model, str(weights))
+        if reference is None:
+            model.vlm.tokenizer.save_pretrained(tmp / "vlm")
+            with atomic_path(tmp / WEIGHTS_NAME) as weights:  # safetensors alone leaves the file owner-only (0600)
+                save_safetensors_model(model, str(weights))
+            return Path(path)
+        base, base_state = _base_tensors(reference)
+        tensors, offsets = split_from_base(model, base_state)
+        if isinstance(model.vlm.model, PeftModel):
+            model.vlm.model.peft_config["default"].save_pretrained(tmp / "vlm")
+        added = _added_tokens(model.vlm.tokenizer, LlamaConfig.from_pretrained(str(base.path)).vocab_size)
+        (tmp / "vlm" / BASE_FILE).write_text(json.dumps({**reference, "added_tokens": added, "row_offsets": offsets}, indent=1))
+        with atomic_path(tmp / WEIGHTS_NAME) as weights:
+            save_file(tensors, str(weights), metadata={"format": "pt"})
     return Path(path)
 
 
@@ -97,6 +204,8 @@ def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Spa
     for sub in ("vlm", "sam2"):
         if not (path / sub / "config.json").exists():
             raise SparrowError(f"model folder lacks {sub}/config.json", path)
+    if (path / "vlm" / BASE_FILE).exists():
+        return _from_pretrained_on_base(path, config).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path / "vlm"), local_files_only=True)
     vlm_model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_pretrained(str(path / "vlm")))
     vlm = QwenVLAdapter(vlm_model, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
@@ -111,11 +220,46 @@ def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Spa
     return model.to(device).eval()
 
 
+def _from_pretrained_on_base(path: Path, config: SparrowConfig) -> SparrowModel:
+    """Load a folder saved as the difference from its base: skeleton, base + saved tensors, adapters (strict)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.initialization import no_init_weights
+
+    weights = path / WEIGHTS_NAME
+    try:
+        reference = json.loads((path / "vlm" / BASE_FILE).read_text())
+        offsets = {k: int(v) for k, v in reference["row_offsets"].items()}
+        added = list(reference["added_tokens"])
+        saved = load_file(str(weights))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise SparrowError(f"not a valid base reference ({exc})", path / "vlm" / BASE_FILE) from exc
+    except Exception as exc:  # safetensors raises its own error type on a truncated/corrupt file
+        raise SparrowError(f"cannot load weights: {str(exc).splitlines()[0]}", weights) from exc
+    base, base_state = _base_tensors(reference, path)
+    tokenizer = small_tokenizer(base)
+    if _added_tokens(tokenizer, len(tokenizer) - len(added)) != added:
+        raise SparrowError(f"the model's added tokens {added} differ from the small preset's tokenizer", path / "vlm" / BASE_FILE)
+    with no_init_weights():  # every tensor is filled below (and checked), so skip the random init
+        vlm_model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_pretrained(str(path / "vlm")))
+    vlm_model.tie_weights()  # the output layer shares the input embedding (tie_word_embeddings)
+    vlm = QwenVLAdapter(vlm_model, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
+    vlm.base = {k: reference[k] for k in ("repo", "source", "fingerprint")}
+    model = SparrowModel(config, vlm, Sam2VideoModel(Sam2VideoConfig.from_pretrained(str(path / "sam2"))))
+    filled = fill_plain(model, saved, offsets, base_state, weights)
+    if (path / "vlm" / ADAPTER_FILE).exists():
+        model.vlm.model = get_peft_model(model.vlm.model, LoraConfig.from_pretrained(str(path / "vlm")))
+    fill_adapters(model, saved, offsets, base_state, filled, weights)
+    return model
+
+
 def load_model(name_or_path: str = "default", device: str | torch.device | None = None) -> SparrowModel:
-    """``"default"`` (bundled), ``"tiny"`` (random tiny preset), ``"real"`` (public backbones, untrained new parts) or a folder."""
+    """``"default"`` (bundled), ``"tiny"`` (random tiny preset), ``"small"`` (SmolLM2 language model, random vision
+    tower and tiny SAM2), ``"real"`` (public backbones, untrained new parts) or a folder."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if name_or_path == "tiny":
         return build_tiny().to(device).eval()
+    if name_or_path == "small":
+        return build_small().to(device).eval()
     if name_or_path == "real":
         return build_model(real_config(), REAL_VLM, REAL_SAM2).to(device).eval()
     if name_or_path == "default":

@@ -5,8 +5,8 @@ what ``Sam2VideoProcessor.add_inputs_to_inference_session(input_masks=...)`` sto
 conditioning frame. Further key frames are re-prompts (drift correction): they are conditioning frames too, and
 propagation takes their mask when it reaches them.
 
-**What is kept.** The HF session keeps every processed frame and every frame's outputs. Here frames are decoded
-lazily (``sparrow.data.video_io.iter_frames``), fed one at a time, and after each frame the session is pruned to
+**What is kept.** The HF session keeps every processed frame and every frame's outputs. Here frames are read
+lazily from an opened :class:`~sparrow.data.video_io.Video`, fed one at a time, and after each frame the session is pruned to
 what SAM2's memory attention can still read:
 
 - processed frames: none (each frame is dropped once processed; SAM2's one-frame feature cache stays);
@@ -25,11 +25,11 @@ through ``add_new_frame(frame, frame_idx)`` and ``model(session, frame_idx=t)`` 
 call, because streaming changes how many object pointers SAM2 reads; :class:`BoundedInferenceSession` reports the
 video length so that look-up stays as in HF.
 
-**Decoding.** Key frames are decoded first (one pass up to the latest key frame), then the forward pass. Backwards,
-``reverse_chunk`` frames are decoded at a time and held resized (``3 x S x S`` bytes each). Arrays and frame folders
-are random access; a video file is decoded from its start for each backward chunk (PyAV has no cheap reverse read
-and ``video_io`` does not seek), which costs about ``k0**2 / (2 * reverse_chunk)`` extra decoded frames for a
-backward pass from frame ``k0``.
+**Reading.** Key frames are read first, then the forward pass in order; backwards, ``Video.iter_backward`` reads
+``reverse_chunk`` frames at a time (never across a keyframe of a video file) and holds them resized
+(``3 x S x S`` bytes each). By default the chunk is what ``REVERSE_BUFFER_BYTES`` (256 MiB) holds: 85 frames at
+S = 1024, 5,461 at S = 128; when keyframes are at most that far apart each frame is decoded once per direction:
+O(T), not O(k0²).
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ import torch
 import torch.nn.functional as F
 from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
-from sparrow.data.video_io import VideoSource, iter_frames, probe_video
+from sparrow.data.video_io import Video
 from sparrow.errors import SparrowError
 from sparrow.model.sam2_backbone import Sam2Preprocessor
 
 OBJ_ID = 1
 DIRECTIONS = ("forward", "backward", "both")
 NO_OBJECT_SCORE = -1024.0  # SAM2's logit for "object absent"
+REVERSE_BUFFER_BYTES = 256 * 2**20  # resized frames held for the backward pass (sets the default reverse_chunk)
 _POINTER_FIELDS = ("object_pointer", "object_score_logits")
 _MASK_FIELDS = ("pred_masks", "high_res_masks")
 
@@ -92,7 +93,8 @@ class MaskPropagator:
 
     ``sam`` is shared with the pixel decoder (it is put in eval mode during propagation and restored after);
     ``offload_to_cpu`` keeps the memory bank and frames on the CPU while SAM2 runs on its own device;
-    ``reverse_chunk`` frames are decoded at a time for the backward pass (a video file cannot be read backwards).
+    ``reverse_chunk`` frames are read at a time for the backward pass (a video file is decoded forwards; default:
+    as many resized frames as ``REVERSE_BUFFER_BYTES`` holds).
     """
 
     def __init__(
@@ -101,7 +103,7 @@ class MaskPropagator:
         preprocessor: Sam2Preprocessor,
         max_cond_frames: int = 4,
         offload_to_cpu: bool = True,
-        reverse_chunk: int = 32,
+        reverse_chunk: int | None = None,
     ) -> None:
         if max_cond_frames < 1:
             raise SparrowError(f"max_cond_frames must be at least 1, got {max_cond_frames}")
@@ -113,13 +115,15 @@ class MaskPropagator:
         self.preprocessor = preprocessor
         self.max_cond_frames = int(max_cond_frames)
         self.offload_to_cpu = offload_to_cpu
-        self.reverse_chunk = max(1, int(reverse_chunk))
+        size = int(sam.config.image_size)
+        default_chunk = max(32, REVERSE_BUFFER_BYTES // (3 * size * size))
+        self.reverse_chunk = default_chunk if reverse_chunk is None else max(1, int(reverse_chunk))
         self.session: BoundedInferenceSession | None = None  # the last run's session, for inspection
 
     # ------------------------------------------------------------------ public API
     def propagate(
         self,
-        frames: VideoSource,
+        frames: Video | np.ndarray,
         prompts: Mapping[int, np.ndarray],
         num_frames: int | None = None,
         direction: str = "both",
@@ -141,7 +145,8 @@ class MaskPropagator:
         """
         if direction not in DIRECTIONS:
             raise SparrowError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        info = probe_video(frames)
+        frames = _as_video(frames)
+        info = frames.info
         total = info.num_frames if num_frames is None else int(num_frames)
         if total < 1:
             raise SparrowError(f"num_frames must be at least 1, got {total}")
@@ -150,14 +155,15 @@ class MaskPropagator:
 
     def propagate_all(
         self,
-        frames: VideoSource,
+        frames: Video | np.ndarray,
         prompts: Mapping[int, np.ndarray],
         num_frames: int | None = None,
         direction: str = "both",
         progress: bool = False,
     ) -> np.ndarray:
         """All masks at once: bool ``[T, H, W]`` (see :meth:`propagate`)."""
-        info = probe_video(frames)
+        frames = _as_video(frames)
+        info = frames.info
         total = info.num_frames if num_frames is None else int(num_frames)
         out = np.zeros((total, info.height, info.width), dtype=bool)
         for t, mask in self.propagate(frames, prompts, num_frames=total, direction=direction, progress=progress):
@@ -220,7 +226,7 @@ class MaskPropagator:
 
     def _run(
         self,
-        frames: VideoSource,
+        frames: Video | np.ndarray,
         prompts: dict[int, np.ndarray],
         total: int,
         height: int,
@@ -272,11 +278,11 @@ class MaskPropagator:
             self.sam.train(was_training)
 
     def _condition(
-        self, session: BoundedInferenceSession, obj_idx: int, frames: VideoSource, prompts: dict[int, np.ndarray]
+        self, session: BoundedInferenceSession, obj_idx: int, frames: Video | np.ndarray, prompts: dict[int, np.ndarray]
     ) -> dict[int, dict]:
         """Run SAM2 on every key frame with its mask input; return the conditioning outputs (frame -> output)."""
         cond = session.output_dict_per_obj[obj_idx]["cond_frame_outputs"]
-        for k, frame in iter_frames(frames, indices=list(prompts)):
+        for k, frame in frames.iter(list(prompts)):
             self._add_frame(session, k, self.preprocessor.resize(frame)[0])
             session.add_mask_inputs(obj_idx, k, self._prompt_mask(prompts[k]))
             session.remove_point_inputs(obj_idx, k)
@@ -287,35 +293,22 @@ class MaskPropagator:
             cond[k].pop("high_res_masks", None)  # 4 MB at 1024²; SAM2 never reads it again
         return dict(cond)
 
-    def _frames_in_order(
-        self, frames: VideoSource, start: int, stop: int, step: int
-    ) -> Iterator[tuple[int, torch.Tensor]]:
-        """Frames ``start, start+step, ..., stop`` as uint8 ``[3, S, S]``, decoded lazily.
-
-        Backwards, ``reverse_chunk`` frames are decoded at a time (already resized, so the chunk costs
-        ``reverse_chunk * 3 * S * S`` bytes whatever the video size). Arrays and frame folders are read at the
-        chunk's indices directly; a video file is decoded from its start for each chunk, about
-        ``start**2 / (2 * reverse_chunk)`` extra decoded frames in all.
-        """
+    def _frames_in_order(self, frames: Video, start: int, stop: int, step: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Frames ``start, start+step, ..., stop`` as uint8 ``[3, S, S]``, read lazily (backwards: ``reverse_chunk``
+        frames at a time, held resized, so a chunk costs ``reverse_chunk * 3 * S * S`` bytes whatever the video)."""
         resize = self.preprocessor.resize
         if step > 0:
-            for t, frame in iter_frames(frames, indices=range(start, stop + 1)):
+            for t, frame in frames.iter(range(start, stop + 1)):
                 yield t, resize(frame)[0]
             return
-        hi = start + 1
-        while hi > stop:
-            lo = max(stop, hi - self.reverse_chunk)
-            block = [(t, resize(frame)[0]) for t, frame in iter_frames(frames, indices=range(lo, hi))]
-            while block:
-                yield block.pop()
-            hi = lo
+        yield from frames.iter_backward(start, stop, self.reverse_chunk, transform=lambda frame: resize(frame)[0])
 
     def _pass(
         self,
         session: BoundedInferenceSession,
         obj_idx: int,
         cond_store: dict[int, dict],
-        frames: VideoSource,
+        frames: Video | np.ndarray,
         start: int,
         stop: int,
         step: int,
@@ -373,6 +366,15 @@ class MaskPropagator:
                     out.pop(key, None)
         for f in [f for f in tracked if f not in outputs]:
             del tracked[f]
+
+
+def _as_video(frames: Video | np.ndarray) -> Video:
+    """The frames as a :class:`Video`: an opened one, or an in-memory array ``[T, H, W, 3]`` (no file I/O here)."""
+    if isinstance(frames, Video):
+        return frames
+    if isinstance(frames, np.ndarray):
+        return Video.open(frames)
+    raise SparrowError(f"propagation reads an opened Video or a frame array, got {type(frames).__name__} (use Video.open)")
 
 
 __all__ = ["BoundedInferenceSession", "MaskPropagator", "select_cond_frames"]

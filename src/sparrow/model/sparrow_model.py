@@ -1,6 +1,6 @@
 """SparrowModel: the VLM adapter, the two L->V heads, the proposer, the selector and SAM2, composed.
 
-Training (``forward``) and inference (``sparrow.model.inference``) share every module:
+Training (``forward``) and inference (the pipeline layer, ``sparrow.pipeline``) share every module:
 
     frames --VLM (+question, + TSF crops)--> hidden states at [BOX], [SEG] --heads--> e_box, e_seg  [N, C]
     SAM frame --SAM2 encoder--> features --proposer--> P boxes + features --selector(e_box)--> box
@@ -67,7 +67,8 @@ class PromptEmbeddings:
 
 
 class SparrowModel(nn.Module):
-    """The SPARROW network. Build with :func:`sparrow.model.loading.build_model` or ``from_pretrained``."""
+    """The SPARROW network. Build with :func:`sparrow.model.loading.build_model`, load with
+    :func:`sparrow.model.loading.from_pretrained`; videos go through :class:`sparrow.pipeline.SegmentationPipeline`."""
 
     def __init__(self, config: SparrowConfig, vlm: QwenVLAdapter, sam: nn.Module) -> None:
         super().__init__()
@@ -102,24 +103,6 @@ class SparrowModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
-
-    # ------------------------------------------------------------------------------------------ use
-    def segment(self, video, query: str, **kwargs):
-        """Answer and per-frame masks; see :func:`sparrow.model.inference.segment` for the options."""
-        from sparrow.model.inference import segment
-
-        return segment(self, video, query, **kwargs)
-
-    def save_pretrained(self, path) -> None:
-        from sparrow.model.loading import save_pretrained
-
-        save_pretrained(self, path)
-
-    @classmethod
-    def from_pretrained(cls, path, device: str | torch.device = "cpu") -> SparrowModel:
-        from sparrow.model.loading import from_pretrained
-
-        return from_pretrained(path, device)
 
     # ------------------------------------------------------------------------------------------ pieces
     def prompt_embeddings(self, states: torch.Tensor, pairs: PromptPairs) -> PromptEmbeddings:

@@ -84,8 +84,8 @@ class VLMGeneration:
 def fit_to_patches(height: int, width: int, max_pixels: int, factor: int) -> tuple[int, int]:
     """Size (h, w), multiples of ``factor``, close to the aspect of (height, width), with h*w <= max_pixels."""
     scale = min(1.0, math.sqrt(max_pixels / float(height * width)))
-    h = max(factor, int(round(height * scale / factor)) * factor)
-    w = max(factor, int(round(width * scale / factor)) * factor)
+    h = max(factor, round(height * scale / factor) * factor)
+    w = max(factor, round(width * scale / factor) * factor)
     while h * w > max_pixels and max(h, w) > factor:
         if h >= w:
             h -= factor
@@ -118,6 +118,7 @@ class QwenVLAdapter(nn.Module):
         self.tokenizer = tokenizer
         self.max_frame_pixels = max_frame_pixels
         self.max_crop_pixels = max_crop_pixels
+        self.base: dict | None = None  # {"repo", "source", "fingerprint"} of an external base (the small preset)
         ensure_prompt_tokens(model, tokenizer)
         cfg = model.config
         vis = cfg.vision_config
@@ -228,7 +229,10 @@ class QwenVLAdapter(nn.Module):
         batch_ids, batch_labels, batch_types, batch_mask = [], [], [], []
         for ids, labels, types in rows:
             pad = length - len(ids)
-            fill = lambda xs, v: ([v] * pad + xs) if padding_side == "left" else (xs + [v] * pad)
+
+            def fill(xs: list[int], v: int, pad: int = pad) -> list[int]:
+                return ([v] * pad + xs) if padding_side == "left" else (xs + [v] * pad)
+
             batch_ids.append(fill(ids, self.pad_id))
             batch_labels.append(fill(labels, IGNORE_INDEX))
             batch_types.append(fill(types, 0))

@@ -2,7 +2,8 @@
 
 Layout of a config file (every key optional except ``stage.name``, ``data.sources`` and ``output_dir``)::
 
-    model:     {init: tiny | real | <saved model folder>, seed, sam_image_size, config: {SparrowConfig fields}}
+    model:     {init: tiny | small | real | <saved model folder>, seed, sam_image_size, segmenter_from,
+                config: {SparrowConfig fields}}
     data:      {sources: [{path, weight, format, tsf_cache}], num_vlm_frames, num_sam_frames, sampling, with_tsf,
                 epoch_size, num_workers}
     stage:     {name: segmenter | proposer | vlm | selection, seg_only, train: [...], freeze: [...],
@@ -10,7 +11,7 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
     steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
 
-Relative paths (data sources, ``model.init`` folders, ``output_dir``) are resolved against the config file's folder.
+Relative paths (data sources, ``model.init`` folders, ``model.segmenter_from``, ``output_dir``) are resolved against the config file's folder.
 Any problem (unknown key, wrong type, missing data path, unknown stage) is a one-line :class:`SparrowError`
 naming the file.
 """
@@ -29,17 +30,20 @@ from sparrow.errors import SparrowError
 STAGES = ("segmenter", "proposer", "vlm", "selection")
 SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("no", "bf16", "fp16")
+PRESETS = ("tiny", "small", "real")  # model.init values that build a model rather than load a folder
 
 
 @dataclass
 class ModelInit:
-    """Where the weights start: ``tiny`` (random tiny backbones), ``real`` (public checkpoints in the local cache)
-    or a folder written by ``save_pretrained`` (e.g. the previous stage's ``final``)."""
+    """Where the weights start: ``tiny`` (random tiny backbones), ``small`` (SmolLM2 transplanted into Qwen2.5-VL,
+    tiny SAM2), ``real`` (public checkpoints in the local cache) or a folder written by ``save_pretrained`` (e.g. the
+    previous stage's ``final``)."""
 
     init: str = "tiny"
     seed: int = 0  # seeds the random parts (tiny backbones, new heads)
-    sam_image_size: int = 256  # tiny preset only: SAM2 input side (multiple of 64)
-    config: dict[str, Any] = field(default_factory=dict)  # SparrowConfig overrides (tiny / real only)
+    sam_image_size: int = 256  # tiny / small presets: SAM2 input side (multiple of 64)
+    segmenter_from: str = ""  # small only: a saved model folder whose SAM2, proposer and selector the model takes
+    config: dict[str, Any] = field(default_factory=dict)  # SparrowConfig overrides (tiny / small / real only)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    prompt_tokens: bool = False  # also train the [BOX]/[SEG] embedding rows (peft trainable tokens; tied output rows follow)
 
 
 @dataclass
@@ -207,8 +212,12 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
             raise SparrowError(f"data.sources[{i}].tsf_cache does not exist: {src.tsf_cache}", path)
     if config.data.with_tsf and not any(src.tsf_cache for src in config.data.sources):
         raise SparrowError("data.with_tsf needs a tsf_cache on at least one data source", path)
-    if config.model.init not in ("tiny", "real") and check_paths and not Path(config.model.init).is_dir():
-        raise SparrowError(f"model.init is not 'tiny', 'real' or an existing model folder: {config.model.init}", path)
+    if config.model.init not in PRESETS and check_paths and not Path(config.model.init).is_dir():
+        raise SparrowError(f"model.init is not 'tiny', 'small', 'real' or an existing model folder: {config.model.init}", path)
+    if config.model.segmenter_from and config.model.init != "small":
+        raise SparrowError("model.segmenter_from applies to model.init: small only", path)
+    if config.model.segmenter_from and check_paths and not Path(config.model.segmenter_from).is_dir():
+        raise SparrowError(f"model.segmenter_from is not an existing model folder: {config.model.segmenter_from}", path)
     return config
 
 
@@ -230,8 +239,10 @@ def load_train_config(path: str | Path, check_paths: bool = True) -> TrainConfig
             src.path = _resolve(base, src.path)
         if src.tsf_cache:
             src.tsf_cache = _resolve(base, src.tsf_cache)
-    if config.model.init not in ("tiny", "real"):
+    if config.model.init not in PRESETS:
         config.model.init = _resolve(base, config.model.init)
+    if config.model.segmenter_from:
+        config.model.segmenter_from = _resolve(base, config.model.segmenter_from)
     if config.output_dir:
         config.output_dir = _resolve(base, config.output_dir)
     config.source = str(path)

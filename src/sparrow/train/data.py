@@ -125,6 +125,7 @@ def build_sources(
     ``tsf_cache`` whose crops, ``tsf_crop_size`` px, the samples then carry)."""
     from sparrow.data.dataset import ReferringVideoDataset, load_records
     from sparrow.tsf.cache import read_tsf_cache
+    from sparrow.tsf.crops import CachedCrops
 
     out = []
     for k, src in enumerate(sources):
@@ -133,7 +134,7 @@ def build_sources(
         out.append(
             ReferringVideoDataset(
                 records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling, seed=seed + k,
-                tsf_cache=cache, tsf_crop_size=tsf_crop_size,
+                tsf_crops=None if cache is None else CachedCrops(cache, tsf_crop_size),
             )
         )
     return out

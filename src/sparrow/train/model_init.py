@@ -48,20 +48,27 @@ def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime
 
 
 def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowModel:
-    """``tiny``: random tiny backbones (seeded); ``real``: public checkpoints from the local cache; else a folder."""
+    """``tiny``: random tiny backbones (seeded); ``small``: SmolLM2 VLM + tiny SAM2 (or the SAM2, proposer and
+    selector of ``init.segmenter_from``); ``real``: public checkpoints from the local cache; else a folder."""
     from sparrow.model.loading import (
         REAL_SAM2,
         REAL_VLM,
         build_model,
+        build_small,
         build_tiny,
         from_pretrained,
         real_config,
+        small_config,
         tiny_config,
     )
 
     if init.init == "tiny":
         config = _overrides(tiny_config(), init.config, source, runtime_only=False)
         return build_tiny(seed=init.seed, config=config, sam_image_size=init.sam_image_size)
+    if init.init == "small":
+        config = _overrides(small_config(), init.config, source, runtime_only=False)
+        donor = from_pretrained(init.segmenter_from) if init.segmenter_from else None
+        return build_small(seed=init.seed, config=config, sam_image_size=init.sam_image_size, segmenter_from=donor)
     if init.init == "real":
         return build_model(
             _overrides(real_config(), init.config, source, runtime_only=False), REAL_VLM, REAL_SAM2, seed=init.seed

@@ -13,7 +13,10 @@ vlm            the VLM (full fine-tuning, or LoRA adapters when ``stage.lora`` i
 selection      the ``[BOX]`` selector and the box head (filtration-head stage); everything else frozen
 =============  ==========================================================================================
 
-``stage.train`` adds prefixes, ``stage.freeze`` removes them (a frozen prefix wins). Frozen modules are put in
+``stage.train`` adds prefixes, ``stage.freeze`` removes them (a frozen prefix wins). Prefixes are matched against
+parameter names without peft's wrapper levels (``vlm.model.model.visual`` names the vision tower with or without
+LoRA). With ``stage.lora`` the VLM trains only its adapters (LoRA, and the ``[BOX]``/``[SEG]`` rows when
+``lora.prompt_tokens``) plus the VLM submodules ``stage.train`` names explicitly. Frozen modules are put in
 ``eval()`` whenever the model is in training mode, so their dropout never fires.
 """
 
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from sparrow.errors import SparrowError
+from sparrow.model.base_delta import canonical
 from sparrow.train.config import LoraSettings, StageConfig
 
 STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
@@ -50,27 +54,41 @@ class StagePlan:
 
 
 def _matches(name: str, prefixes: list[str] | tuple[str, ...]) -> bool:
+    name = canonical(name)
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def add_lora(model: nn.Module, settings: LoraSettings) -> None:
-    """Wrap the VLM's language model in peft LoRA adapters (in place: ``model.vlm.model`` becomes a PeftModel)."""
-    from peft import LoraConfig, get_peft_model
+ADAPTER_MARKS = ("lora_", "trainable_tokens_")  # peft's LoRA matrices and trainable token rows
 
+
+def add_lora(model: nn.Module, settings: LoraSettings) -> None:
+    """Wrap the VLM's language model in peft LoRA adapters (in place: ``model.vlm.model`` becomes a PeftModel).
+
+    A VLM that already carries adapters (a saved small-preset stage) keeps them and trains them further.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if isinstance(model.vlm.model, PeftModel):
+        return
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=rf".*language_model.*\.({'|'.join(settings.target_modules)})",
+        trainable_token_indices=[model.vlm.box_token_id, model.vlm.seg_token_id] if settings.prompt_tokens else None,
     )
     model.vlm.model = get_peft_model(model.vlm.model, config)
 
 
 def merge_lora(model: nn.Module) -> None:
-    """Fold LoRA adapters back into the base weights (export keeps the plain model's parameter names)."""
+    """Fold LoRA adapters back into the base weights (export keeps the plain model's parameter names).
+
+    A model on an external base (the small preset) keeps its adapters: its folder stores only them, not the
+    merged base-sized matrices (model/loading.py).
+    """
     from peft import PeftModel
 
-    if isinstance(model.vlm.model, PeftModel):
+    if isinstance(model.vlm.model, PeftModel) and getattr(model.vlm, "base", None) is None:
         model.vlm.model = model.vlm.model.merge_and_unload()
 
 
@@ -95,7 +113,8 @@ def apply_stage(model: nn.Module, stage: StageConfig) -> StagePlan:
     for name, param in model.named_parameters():
         train = _matches(name, allowed) and not _matches(name, stage.freeze)
         if lora and _matches(name, ["vlm"]):
-            train = train and "lora_" in name
+            explicit = [p for p in stage.train if p != "vlm" and p.startswith("vlm.")]
+            train = train and (any(mark in name for mark in ADAPTER_MARKS) or _matches(name, explicit))
         param.requires_grad_(train)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]

@@ -21,6 +21,7 @@ _EXPORTS = {
     "crop_box": "sparrow.tsf.crops",
     "tsf_crop_images": "sparrow.tsf.crops",
     "tsf_crops_for": "sparrow.tsf.crops",
+    "CachedCrops": "sparrow.tsf.crops",
     "BuildConfig": "sparrow.tsf.build",
     "build_tsf": "sparrow.tsf.build",
 }

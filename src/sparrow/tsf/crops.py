@@ -116,3 +116,15 @@ def tsf_crops_for(
     if entry is None or entry.status != "ok":
         return np.zeros((0, size, size, 3), dtype=np.uint8)
     return tsf_crop_images(record, entry.entries, size, margin)
+
+
+class CachedCrops:
+    """The TSF crops of a cache as a provider for training data: ``(record, exp_id) -> [K, size, size, 3]`` uint8,
+    or None for a missing or failed entry (``ReferringVideoDataset(tsf_crops=CachedCrops(cache, 56))``)."""
+
+    def __init__(self, cache: dict[Key, TSFRecord], size: int, margin: float = 0.1) -> None:
+        self.cache, self.size, self.margin = cache, int(size), margin
+
+    def __call__(self, record: VideoRecord, exp_id: str) -> np.ndarray | None:
+        crops = tsf_crops_for(self.cache, record, exp_id, self.size, self.margin)
+        return crops if len(crops) else None

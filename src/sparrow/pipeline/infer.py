@@ -1,4 +1,4 @@
-"""Run a model over a benchmark split and write predictions in the layout the scorers read.
+"""Run a pipeline over a benchmark split and write predictions in the layout the scorers read.
 
 ``<out>/<video>/<exp_id>/<frame>.png``: one binary PNG per frame (0 / 255, mode "L"), the MeViS / ReVOS /
 Ref-YouTube-VOS layout that ``sparrow eval rvos`` scores. ``<out>/<video>/<exp_id>/answer.json`` keeps the
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -19,16 +18,14 @@ from tqdm.auto import tqdm
 
 from sparrow.atomic import atomic_dir
 from sparrow.data.schema import VideoRecord
-
-if TYPE_CHECKING:
-    from sparrow.model.sparrow_model import SparrowModel
-
+from sparrow.errors import SparrowError
+from sparrow.pipeline.segment import SegmentationPipeline
 
 TSF_SOURCES = ("auto", "off", "self", "boxes")
 
 
 def predict_split(
-    model: SparrowModel,
+    pipeline: SegmentationPipeline,
     records: list[VideoRecord],
     out_dir: str | Path,
     mode: str | None = None,
@@ -42,7 +39,7 @@ def predict_split(
     "boxes" (the annotated target box of every visible frame, standing in for boxes a user draws).
     """
     if tsf not in TSF_SOURCES:
-        raise ValueError(f"tsf must be one of {list(TSF_SOURCES)}, got {tsf!r}")
+        raise SparrowError(f"tsf must be one of {list(TSF_SOURCES)}, got {tsf!r}")
     out_dir = Path(out_dir)
     jobs = [(r, e) for r in records for e in r.expressions]
     if limit is not None:
@@ -58,7 +55,7 @@ def predict_split(
         if tsf == "boxes":
             track = record.target_boxes(expression)
             options["tsf_boxes"] = {t: box for t, box in enumerate(track) if box is not None}
-        result = model.segment(frames, expression.text, mode=mode, **options)
+        result = pipeline.segment(frames, expression.text, mode=mode, **options)
         masks = result.masks
         with atomic_dir(target) as tmp:
             for name, mask in zip(record.frames, masks):

@@ -1,4 +1,7 @@
-"""``sparrow segment``: a video and a sentence in, masks, JSON and an overlay video out."""
+"""The pipeline's commands: ``sparrow segment`` (a video and a sentence in; masks, JSON and an overlay video out),
+``sparrow infer`` (a model over a benchmark split) and ``sparrow demo``. They parse, check what can be checked
+before a model loads, and call the pipeline; heavy imports happen inside the command functions so that
+``sparrow --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -45,25 +48,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from sparrow.data.video_io import probe_video
+    from sparrow.data.video_io import Video
 
     if not args.query.strip():
         raise SparrowError("the query is empty")
-    video = Path(args.video)
-    probe_video(video)  # fail on a missing/corrupt/empty video before importing and loading the model
     key = args.key_frame
     if key is not None and key != "auto" and not key.isdigit():
         raise SparrowError(f"--key-frame must be 'auto' or a frame index, got {key!r}")
     tsf_boxes = parse_tsf_boxes(args.tsf_box) if args.tsf_box else None
+    with Video.open(Path(args.video)) as video:  # a missing/corrupt/empty video fails here, before the model loads
+        if key not in (None, "auto") and int(key) >= video.num_frames:
+            raise SparrowError(f"--key-frame {key} out of range for {video.num_frames} frames")
+        from sparrow.pipeline import load
+        from sparrow.pipeline.writer import write_segmentation
 
-    from sparrow.data.segmentation_writer import write_segmentation
-    from sparrow.model.loading import load_model
-
-    model = load_model(args.model, device=args.device)
-    result = model.segment(
-        video, args.query, mode=args.mode, key_frame=key, tsf_boxes=tsf_boxes, self_tsf=args.self_tsf or None, progress=not args.quiet
-    )
-    write_segmentation(result, video, args.out, progress=not args.quiet)
+        pipeline = load(args.model, device=args.device)
+        result = pipeline.segment(
+            video, args.query, mode=args.mode, key_frame=key, tsf_boxes=tsf_boxes, self_tsf=args.self_tsf or None,
+            progress=not args.quiet,
+        )
+        write_segmentation(result, video, args.out, progress=not args.quiet)
     print(f"answer: {result.answer}")
     print(f"wrote {result.num_frames} masks, result.json and overlay.mp4 to {args.out}")
     return 0
@@ -71,12 +75,12 @@ def run_segment(args: argparse.Namespace) -> int:
 
 def run_infer(args: argparse.Namespace) -> int:
     from sparrow.data.mevis import read_mevis
-    from sparrow.eval.runner import predict_split
-    from sparrow.model.loading import load_model
+    from sparrow.pipeline import load
+    from sparrow.pipeline.infer import predict_split
 
     records = read_mevis(args.data)
-    model = load_model(args.model, device=args.device)
-    counts = predict_split(model, records, args.out, mode=args.mode, limit=args.limit, progress=not args.quiet, tsf=args.tsf)
+    pipeline = load(args.model, device=args.device)
+    counts = predict_split(pipeline, records, args.out, mode=args.mode, limit=args.limit, progress=not args.quiet, tsf=args.tsf)
     print(f"wrote {counts['written']} expressions ({counts['skipped']} already done, {counts['forced']} without a generated [SEG]) to {args.out}")
     return 0
 
@@ -97,35 +101,18 @@ def parse_tsf_boxes(items: list[str]) -> dict[int, list[float]]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from sparrow.atomic import atomic_file
-    from sparrow.data.segmentation_writer import write_segmentation
-    from sparrow.data.synthref.generate import SynthConfig, make_video
-    from sparrow.data.video_io import write_video
-    from sparrow.model.loading import BUNDLED_DIR, WEIGHTS_NAME, load_model
+    from sparrow.model.loading import BUNDLED_DIR, WEIGHTS_NAME
+    from sparrow.pipeline import load
+    from sparrow.pipeline.demo import run_demo as demo
 
     name = args.model
     if name == "default" and not (BUNDLED_DIR / WEIGHTS_NAME).exists():
         print("note: no trained default model is bundled in this install; using the untrained tiny preset, "
               "so the masks show the pipeline running, not a trained result")
         name = "tiny"
-    record, frames = make_video("test", args.seed, 0, SynthConfig(size=128, num_frames=24))
-    expression = record.expressions[0]
-    out = Path(args.out)
-    video = write_video(out / "input.mp4", frames, fps=8)
-    with atomic_file(out / "query.txt") as f:
-        f.write(expression.text + "\n")
-    model = load_model(name, device=args.device)
-    result = model.segment(video, expression.text, mode=args.mode, progress=True)
-    write_segmentation(result, video, out / "result", progress=True)
-    truth = record.target_masks(expression)
-    pred = result.masks
-    union = np.logical_or(pred, truth).sum((1, 2))
-    inter = np.logical_and(pred, truth).sum((1, 2))
-    iou = float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
-    print(f"query : {expression.text}  (tags: {', '.join(expression.tags) or 'none'})")
-    print(f"answer: {result.answer}")
-    print(f"mean mask IoU against the generated ground truth: {iou:.3f}")
-    print(f"wrote {out / 'result'} (masks/, result.json, overlay.mp4) and {video}")
+    report = demo(load(name, device=args.device), args.out, seed=args.seed, mode=args.mode)
+    print(f"query : {report.query}  (tags: {', '.join(report.tags) or 'none'})")
+    print(f"answer: {report.answer}")
+    print(f"mean mask IoU against the generated ground truth: {report.iou:.3f}")
+    print(f"wrote {report.result_dir} (masks/, result.json, overlay.mp4) and {report.video}")
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -20,10 +19,8 @@ from tqdm.auto import tqdm
 
 from sparrow.atomic import atomic_dir
 from sparrow.data.rle import decode_rle
-from sparrow.data.video_io import VideoSource, iter_frames, write_video
-
-if TYPE_CHECKING:
-    from sparrow.model.inference import SegmentationResult
+from sparrow.data.video_io import Video, VideoSource, write_video
+from sparrow.pipeline.results import SegmentationResult
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
@@ -64,23 +61,29 @@ def overlay(frame: np.ndarray, index_mask: np.ndarray, boxes: list[list[float] |
     return out
 
 
-def write_segmentation(result: SegmentationResult, video: VideoSource, out_dir: str | Path, progress: bool = False) -> Path:
+def write_segmentation(
+    result: SegmentationResult, video: VideoSource | Video, out_dir: str | Path, progress: bool = False
+) -> Path:
     """Write masks, JSON and overlay for ``result`` (frames are decoded once, streamed)."""
     size = (result.height, result.width)
+    source = Video.open(video, cache_size=0)
 
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "masks").mkdir()
+    def frames_with_overlay(tmp: Path):
+        for t, frame in tqdm(source.iter(), total=result.num_frames, disable=not progress, desc="writing", unit="frame"):
+            index = np.zeros(size, dtype=np.uint8)
+            for k, target in enumerate(result.targets, start=1):
+                if target.rles[t] is not None:
+                    index[decode_rle(target.rles[t], expected_size=size)] = k
+            index_png(index).save(tmp / "masks" / f"{t:05d}.png")
+            yield overlay(frame, index, [tr.boxes[t] for tr in result.targets])
 
-        def frames_with_overlay():
-            for t, frame in tqdm(iter_frames(video), total=result.num_frames, disable=not progress, desc="writing", unit="frame"):
-                index = np.zeros(size, dtype=np.uint8)
-                for k, target in enumerate(result.targets, start=1):
-                    if target.rles[t] is not None:
-                        index[decode_rle(target.rles[t], expected_size=size)] = k
-                index_png(index).save(tmp / "masks" / f"{t:05d}.png")
-                yield overlay(frame, index, [tr.boxes[t] for tr in result.targets])
-
-        write_video(tmp / "overlay.mp4", frames_with_overlay(), fps=result.fps or 10.0)
-        with open(tmp / "result.json", "w") as handle:
-            json.dump(result.to_json(), handle)
+    try:
+        with atomic_dir(out_dir) as tmp:
+            (tmp / "masks").mkdir()
+            write_video(tmp / "overlay.mp4", frames_with_overlay(tmp), fps=result.fps or 10.0)
+            with open(tmp / "result.json", "w") as handle:
+                json.dump(result.to_json(), handle)
+    finally:
+        if source is not video:
+            source.close()
     return Path(out_dir)

@@ -1,0 +1,99 @@
+"""A target's mask on every frame, once its key frame and prompt are chosen (the three modes).
+
+- ``track``: SAM2 memory propagation from the key-frame mask (and re-prompted masks every ``reprompt_every``
+  frames), forward then backward, in bounded memory (``model/propagator.py``);
+- ``framewise``: every frame decoded independently with ``[SEG]`` and the key-frame box (the authors' mode);
+- ``perframe``: every frame decoded with ``[SEG]`` and the box the ``[BOX]`` embedding selects among that frame's
+  proposals (what training supervises).
+
+Each frame's mask is turned into (RLE, box) as soon as it is computed, so memory does not grow with the video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sparrow.data.rle import RLE, encode_mask, mask_to_box
+from sparrow.data.video_io import Video
+from sparrow.model.pixel_decoder import PixelDecoder
+from sparrow.model.propagator import MaskPropagator
+from sparrow.model.selector import select_boxes
+from sparrow.model.sparrow_model import PromptEmbeddings, SparrowModel
+from sparrow.pipeline.prompting import KeyChoice, choose_key, encode_frames, frame_features
+
+FrameOutput = tuple[RLE | None, list[float] | None]
+FRAMEWISE_CHUNK = 8  # frames encoded per SAM2 batch in framewise/perframe (memory: 8 x SAM2 features)
+
+
+def frame_output(mask: np.ndarray) -> FrameOutput:
+    """A frame's bool mask ``[H, W]`` as (RLE, pixel box xyxy), both None when empty."""
+    return (encode_mask(mask), mask_to_box(mask)) if mask.any() else (None, None)
+
+
+def upsampled_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Low-res logits ``[S/4, S/4]`` -> bool mask ``[H, W]``."""
+    return (PixelDecoder.upsample(logits[None], size)[0] > 0).cpu().numpy()
+
+
+def track_masks(
+    model: SparrowModel, video: Video, choice: KeyChoice, prompts: PromptEmbeddings, target: int, progress: bool,
+    reverse_chunk: int | None = None,
+) -> list[FrameOutput]:
+    """SAM2 memory propagation from the key-frame mask, forward then backward through ``video``."""
+    size = (video.info.height, video.info.width)
+    masks = {choice.frame: upsampled_mask(choice.mask_logits, size)}
+    every = model.config.reprompt_every
+    if every > 0:
+        extra = [t for t in range(video.num_frames) if t != choice.frame and abs(t - choice.frame) % every == 0]
+        if extra:
+            feats = encode_frames(model, video.read(extra))
+            for i, t in enumerate(extra):
+                again = choose_key(model, prompts, target, frame_features(feats, i), [t])
+                masks[t] = upsampled_mask(again.mask_logits, size)
+    propagator = MaskPropagator(model.sam, model.preprocessor, reverse_chunk=reverse_chunk)
+    outputs: list[FrameOutput] = [(None, None)] * video.num_frames
+    seen = 0
+    for t, mask in propagator.propagate(video, masks, direction="both", progress=progress):
+        outputs[t] = frame_output(mask)
+        seen += 1
+    if seen != video.num_frames:
+        raise RuntimeError(f"propagation returned {seen} of {video.num_frames} frames")
+    return outputs
+
+
+def decoded_masks(
+    model: SparrowModel, video: Video, seg: torch.Tensor, box: torch.Tensor | None, progress: bool,
+    box_embedding: torch.Tensor | None = None, chunk: int = FRAMEWISE_CHUNK,
+) -> list[FrameOutput]:
+    """Decode every frame independently with ``[SEG]`` ``[C]`` and a box: the key-frame box ``[4]`` (framewise),
+    or, given the ``[BOX]`` embedding ``[C]``, the box it selects among that frame's proposals (perframe)."""
+    size = (video.info.height, video.info.width)
+    threshold = model.config.selection.threshold
+    outputs: list[FrameOutput] = []
+    for frames in _chunks(video, chunk, progress, "perframe" if box_embedding is not None else "framewise"):
+        feats = encode_frames(model, frames)
+        n = len(frames)
+        boxes = None if box is None else box[None].expand(n, -1)
+        if box_embedding is not None:
+            top = model.candidates(feats)
+            picked = [select_boxes(model.select(box_embedding[None], top, i), threshold, 1)[1][0][0] for i in range(n)]
+            boxes = torch.stack(picked)
+        out = model.pixel_decoder.decode(feats, seg[None].expand(n, -1), boxes)
+        outputs.extend(frame_output(m) for m in (PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy())
+    return outputs
+
+
+def _chunks(video: Video, chunk: int, progress: bool, desc: str) -> Iterator[np.ndarray]:
+    """The video's frames in order, ``chunk`` at a time, as uint8 ``[n, H, W, 3]``."""
+    buffer: list[np.ndarray] = []
+    for _, frame in tqdm(video.iter(), total=video.num_frames, disable=not progress, desc=desc, unit="frame"):
+        buffer.append(frame)
+        if len(buffer) == chunk:
+            yield np.stack(buffer)
+            buffer.clear()
+    if buffer:
+        yield np.stack(buffer)

@@ -1,0 +1,99 @@
+"""The dual prompt of one answer: generate it, project it, and choose the key frame and box of each target.
+
+Tensors only (the frames come in as arrays from ``pipeline/segment.py``): the VLM generates the answer greedily
+with its KV cache, the ``[BOX]``/``[SEG]`` states are projected by the model's heads, and for each target the
+``[BOX]`` embedding scores the proposals of every candidate frame; the frame whose best proposal scores highest is
+the key frame (``key_frame="auto"``), and SAM2 decodes its mask from that box plus ``[SEG]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sparrow.model.pixel_decoder import ImageFeatures
+from sparrow.model.prompt_tokens import pair_prompt_tokens, teacher_forced_pairs
+from sparrow.model.selector import select_boxes
+from sparrow.model.sparrow_model import PromptEmbeddings, SparrowModel
+from sparrow.model.vlm_qwen2_5 import VLMSample
+
+
+@dataclass
+class Answer:
+    """The VLM's answer and its projected prompts (``box``/``seg`` ``[N, C]`` for N targets)."""
+
+    text: str
+    prompts: PromptEmbeddings
+    forced: bool          # no [SEG] was generated: "[BOX] [SEG]" was appended and read by teacher forcing
+    orphan_boxes: int
+
+
+@dataclass
+class KeyChoice:
+    """Where one target is prompted: frame index, selected box ``[4]`` (normalised xyxy), its score, mask logits."""
+
+    frame: int
+    box: torch.Tensor | None
+    score: float | None
+    mask_logits: torch.Tensor       # [S/4, S/4]
+
+
+def encode_frames(model: SparrowModel, frames: np.ndarray) -> ImageFeatures:
+    """SAM2 features of frames uint8 ``[N, H, W, 3]`` (resized and normalised to SAM2's input)."""
+    pixels = model.preprocessor(frames).to(model.device)
+    return model.pixel_decoder.encode(pixels)
+
+
+def generate_answer(model: SparrowModel, sample: VLMSample, max_new_tokens: int) -> Answer:
+    """Generate the answer to ``sample`` and project its ``[BOX]``/``[SEG]`` states.
+
+    With no ``[SEG]`` in the answer, ``[BOX] [SEG]`` is appended and read by teacher forcing (rather than
+    returning empty masks scored 0); :attr:`Answer.forced` records it.
+    """
+    vlm = model.vlm
+    batch = vlm.collate([sample], padding_side="left").to(model.device)
+    gen = vlm.generate(batch, max_new_tokens=max_new_tokens)[0]
+    pairs = pair_prompt_tokens(gen.tokens, vlm.box_token_id, vlm.seg_token_id)
+    if len(pairs):
+        return Answer(gen.text.strip(), model.prompt_embeddings(gen.states, pairs), False, pairs.orphan_boxes)
+    text = (gen.text.strip() + " [BOX] [SEG].").strip()
+    forced = VLMSample(sample.frames, sample.question, text, sample.seconds_per_frame, sample.tsf_crops)
+    batch = vlm.collate([forced]).to(model.device)
+    hidden = vlm.teacher_force(batch)
+    pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id)[0]
+    return Answer(text, model.prompt_embeddings(hidden[0, :-1], pairs), True, pairs.orphan_boxes)
+
+
+def choose_key(
+    model: SparrowModel, prompts: PromptEmbeddings, target: int, features: ImageFeatures, frame_ids: list[int]
+) -> KeyChoice:
+    """For ``target``: the frame among ``frame_ids`` (the rows of ``features``) whose prompt fits best.
+
+    With a ``[BOX]``: the frame whose selected proposal has the highest sigmoid score, decoded from that box and
+    ``[SEG]``. Without: every candidate is decoded from ``[SEG]`` alone and SAM2's object score picks the frame.
+    """
+    cfg = model.config.selection
+    seg = prompts.seg[target : target + 1]
+    if bool(prompts.has_box[target]):
+        top = model.candidates(features)
+        best: tuple[float, int, torch.Tensor] | None = None
+        for i in range(len(frame_ids)):
+            out = model.select(prompts.box[target : target + 1], top, i)
+            idx, boxes = select_boxes(out, cfg.threshold, cfg.max_boxes)
+            score = float(torch.sigmoid(out.logits[0, idx[0][0]]))
+            if best is None or score > best[0]:
+                best = (score, i, boxes[0][0])
+        score, i, box = best
+        logits = model.decode(features, torch.tensor([i], device=seg.device), seg, box[None]).mask_logits[0]
+        return KeyChoice(frame_ids[i], box, score, logits)
+    n = len(frame_ids)
+    out = model.decode(features, torch.arange(n, device=seg.device), seg.expand(n, -1), None)
+    i = int(out.object_score_logits.argmax())
+    return KeyChoice(frame_ids[i], None, None, out.mask_logits[i])
+
+
+def frame_features(features: ImageFeatures, i: int) -> ImageFeatures:
+    """Row ``i`` of a feature batch, keeping a batch dimension of 1."""
+    return ImageFeatures(features.embedding[i : i + 1], [h[i : i + 1] for h in features.high_res])
