@@ -100,8 +100,8 @@ def test_modes_on_a_30_frame_clip(pipe, mode):
 def test_perframe_decodes_each_frame_with_the_box_selected_on_it(model):
     from sparrow.data.video_io import Video
     from sparrow.model.pixel_decoder import PixelDecoder
-    from sparrow.pipeline.masks import decoded_masks
     from sparrow.model.selector import select_boxes
+    from sparrow.pipeline.masks import decoded_masks
 
     frames, _, _ = two_object_clip(t=7, h=64, w=64)
     torch.manual_seed(1)
