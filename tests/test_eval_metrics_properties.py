@@ -10,14 +10,15 @@ frames cost one call of the fast path.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
-from eval_reference import ref_f, ref_j
+from eval_reference import ref_boundary_map, ref_f, ref_j
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparrow.eval.metrics import region_and_boundary
+from sparrow.eval.metrics import BoundaryCache, boundary_f, jaccard, jf_mean, region_and_boundary, seg2bmap
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
@@ -151,3 +152,60 @@ def test_random_noise_masks_and_radii(params) -> None:
     rng = np.random.default_rng(seed)
     pred, gt = rng.random((2, 2, h, w)) < density
     assert_matches_reference(pred, gt, bound_th=bound_th)
+
+
+# ---------------------------------------------------------------- the public per-frame helpers on sequences
+
+
+@SETTINGS
+@given(mask_pairs())
+def test_jaccard_and_boundary_map_of_sequences(case) -> None:
+    pred, gt, void = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty union is handled, not a 0/0 warning
+        j = jaccard(pred, gt, void)
+    voids = [None] * len(gt) if void is None else list(void)
+    assert j.shape == (len(gt),) and j.tolist() == [ref_j(p, g, v) for p, g, v in zip(pred, gt, voids)]
+    assert float(jaccard(pred[0], gt[0])) == ref_j(pred[0], gt[0]) and jaccard(pred[0], gt[0]).ndim == 0
+    as_bytes = pred.astype(np.uint8) * 255  # any nonzero value is foreground
+    b = seg2bmap(as_bytes)
+    assert b.dtype == bool and b.shape == pred.shape
+    assert all(np.array_equal(b[t], ref_boundary_map(pred[t])) for t in range(len(pred)))
+
+
+def test_helpers_on_degenerate_shapes() -> None:
+    assert seg2bmap(np.zeros((0, 3), bool)).shape == (0, 3) and seg2bmap(np.zeros((2, 3, 0), bool)).shape == (2, 3, 0)
+    column = np.array([[1], [0], [1], [1]], bool)  # one column: only the south rule applies
+    assert seg2bmap(column).tolist() == ref_boundary_map(column).tolist() == [[True], [True], [False], [False]]
+    row = np.array([[1, 1, 0, 1]], bool)  # one row: only the east rule
+    assert seg2bmap(row).tolist() == ref_boundary_map(row).tolist()
+    both_empty = np.zeros((3, 4, 5), bool)
+    assert jaccard(both_empty, both_empty).tolist() == [1.0, 1.0, 1.0]
+    one = np.zeros((4, 5), bool)
+    one[1, 1] = True
+    assert float(jaccard(one, both_empty[0])) == 0.0 and float(jaccard(one, one, void=one)) == 1.0  # all void
+
+
+@pytest.mark.parametrize(
+    "pred, gt, void, message",
+    [
+        (np.zeros((2, 3, 4, 5)), np.zeros((2, 3, 4, 5)), None, r"^expected masks \[H, W\] or \[T, H, W\], got \(2, 3, 4, 5\)$"),
+        (np.zeros(5), np.zeros(5), None, r"^expected masks \[H, W\] or \[T, H, W\], got \(5,\)$"),
+        (np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((4, 3)), r"^void \(4, 3\) and annotation \(3, 4\) shapes differ$"),
+    ],
+)
+def test_jaccard_rejects_bad_shapes(pred, gt, void, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        jaccard(pred, gt, void)
+
+
+def test_boundary_f_radius_cache_span_and_jf_mean() -> None:
+    rng = np.random.default_rng(3)
+    pred, gt = rng.random((2, 3, 20, 30)) < 0.3
+    assert boundary_f(pred, gt, bound_th=3).tolist() == [ref_f(p, g, None, 3) for p, g in zip(pred, gt)]
+    assert boundary_f(pred, gt).tolist() != boundary_f(pred, gt, bound_th=3).tolist()  # the radius is used
+    masks = np.zeros((3, 6, 7), bool)
+    masks[1, 2:4, 3:6] = True
+    cache = BoundaryCache(masks)
+    assert cache.span(0) is None and cache.span(1) == (2, 3, 3, 5) and cache.span(2) is None
+    assert jf_mean(0.2, 0.6) == pytest.approx(0.4)
