@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from sparrow.eval.metrics import BoundaryCache, boundary_f, jaccard, jf_mean, region_and_boundary, seg2bmap
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
 
 def all_masks(h: int, w: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 from sparrow.data.rle import _string_counts, decode_rle, encode_mask, mask_to_box
 from sparrow.errors import SparrowError
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
 
 def plain_runs(mask: np.ndarray) -> list[int]:

@@ -21,7 +21,7 @@ from sparrow.model.selector import (
     selection_loss,
 )
 
-SETTINGS = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=120, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
 
 def reference_labels(iou: list[float], pos: float, neg: float, inclusive: bool) -> list[float]:
