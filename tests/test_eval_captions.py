@@ -70,7 +70,7 @@ def test_meteor_with_java(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(meteor, "Meteor", Recorded)
     result = evaluate_gcg(*_files(tmp_path, PRED))
-    (gts, res, (score, per_video)), = calls
+    ((gts, res, (score, per_video)),) = calls
     assert gts == {v: [c] for v, c in GT.items()} and res == {v: [clean_caption(c)] for v, c in PRED.items()}
     assert result["global"]["METEOR"] == pytest.approx(float(score), abs=1e-12)
     assert min(per_video) < float(score) < max(per_video)  # a corpus-level score, not the mean of the sentences

@@ -82,7 +82,16 @@ def _long_davis(root: Path) -> None:
 
 def test_legacy_decay_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _long_davis(tmp_path)
-    base = ["eval", "rvos", "--format", "davis", "--pred", str(tmp_path / "pred" / "anno_0"), "--gt", str(tmp_path / "gt")]
+    base = [
+        "eval",
+        "rvos",
+        "--format",
+        "davis",
+        "--pred",
+        str(tmp_path / "pred" / "anno_0"),
+        "--gt",
+        str(tmp_path / "gt"),
+    ]
     assert main(base) == 0
     right = capsys.readouterr().out
     assert main([*base, "--legacy-decay"]) == 0
@@ -96,7 +105,9 @@ def test_legacy_decay_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     capsys.readouterr()
     right_rep = json.loads((tmp_path / "rep_right" / "report.json").read_text())
     legacy_rep = json.loads((tmp_path / "rep_legacy" / "report.json").read_text())
-    assert right_rep["global"]["J-Decay"] == pytest.approx(1.0) and right_rep["global"]["J-Mean"] == pytest.approx(101 / 400)
+    assert right_rep["global"]["J-Decay"] == pytest.approx(1.0) and right_rep["global"]["J-Mean"] == pytest.approx(
+        101 / 400
+    )
     assert legacy_rep["global"]["J-Decay"] == pytest.approx(1 - 58 / 101)
     assert legacy_rep["global"]["F-Decay"] == pytest.approx(1 - 58 / 101)
     assert right_rep["legacy_decay_differs"] and legacy_rep["global"]["J-Mean"] == right_rep["global"]["J-Mean"]

@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from sparrow.eval.metrics import BoundaryCache, boundary_f, jaccard, jf_mean, region_and_boundary, seg2bmap
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def all_masks(h: int, w: int) -> np.ndarray:
@@ -40,7 +42,8 @@ def assert_matches_reference(
     rf = np.array([ref_f(p, g, v, bound_th) for p, g, v in zip(pred, gt, voids)])
     bad = np.flatnonzero((np.abs(j - rj) > 1e-12) | (np.abs(f - rf) > 1e-12))
     assert bad.size == 0, (
-        f"{bad.size} of {len(gt)} frames differ; first: pred\n{pred[bad[0]].astype(int)}\ngt\n{gt[bad[0]].astype(int)}\n"
+        f"{bad.size} of {len(gt)} frames differ; first: pred\n{pred[bad[0]].astype(int)}\n"
+        f"gt\n{gt[bad[0]].astype(int)}\n"
         f"fast J,F {j[bad[0]]}, {f[bad[0]]}; reference {rj[bad[0]]}, {rf[bad[0]]}"
     )
 
@@ -189,9 +192,19 @@ def test_helpers_on_degenerate_shapes() -> None:
 @pytest.mark.parametrize(
     "pred, gt, void, message",
     [
-        (np.zeros((2, 3, 4, 5)), np.zeros((2, 3, 4, 5)), None, r"^expected masks \[H, W\] or \[T, H, W\], got \(2, 3, 4, 5\)$"),
+        (
+            np.zeros((2, 3, 4, 5)),
+            np.zeros((2, 3, 4, 5)),
+            None,
+            r"^expected masks \[H, W\] or \[T, H, W\], got \(2, 3, 4, 5\)$",
+        ),
         (np.zeros(5), np.zeros(5), None, r"^expected masks \[H, W\] or \[T, H, W\], got \(5,\)$"),
-        (np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((4, 3)), r"^void \(4, 3\) and annotation \(3, 4\) shapes differ$"),
+        (
+            np.zeros((3, 4)),
+            np.zeros((3, 4)),
+            np.zeros((4, 3)),
+            r"^void \(4, 3\) and annotation \(3, 4\) shapes differ$",
+        ),
     ],
 )
 def test_jaccard_rejects_bad_shapes(pred, gt, void, message) -> None:

@@ -55,14 +55,28 @@ def _edit_config(folder: Path, **changes) -> None:
         (lambda f: (f / "config.json").unlink(), "missing model config"),
         (lambda f: (f / "config.json").write_text("{"), "not valid JSON"),
         # weights vs config: an extra decoder layer (weights missing), another width (shapes differ)
-        (lambda f: _edit_config(f, proposer_layers=3), "weights do not match the config: missing ['proposer.box_heads.2."),
+        (
+            lambda f: _edit_config(f, proposer_layers=3),
+            "weights do not match the config: missing ['proposer.box_heads.2.",
+        ),
         (lambda f: _edit_config(f, proposer_hidden=64), "cannot load weights"),
-        (lambda f: _edit_config(f, selector_appearance=False), "weights do not match the config: missing [], unexpected"),
+        (
+            lambda f: _edit_config(f, selector_appearance=False),
+            "weights do not match the config: missing [], unexpected",
+        ),
         (lambda f: (f / WEIGHTS_NAME).write_bytes((f / WEIGHTS_NAME).read_bytes()[:4096]), "cannot load weights"),
     ],
     ids=[
-        "no-folder", "no-weights", "no-vlm-config", "no-sam2-config", "no-config", "bad-json",
-        "missing-weights", "shape-mismatch", "unexpected-weights", "truncated",
+        "no-folder",
+        "no-weights",
+        "no-vlm-config",
+        "no-sam2-config",
+        "no-config",
+        "bad-json",
+        "missing-weights",
+        "shape-mismatch",
+        "unexpected-weights",
+        "truncated",
     ],
 )
 def test_broken_model_folders(folder: Path, damage, message: str) -> None:

@@ -135,7 +135,9 @@ def test_tsf_crops_change_the_vlm_input_and_output(pipe, clip):
     other = pipe.preprocess(video, text, tsf_crops=crops[:, ::-1].copy()).sample  # same count, other pixels
     flipped = generate_answer(model, other, n).prompts
     assert (flipped.seg - seg["tsf"].seg).abs().max() > 1e-4  # the content counts, not only the token count
-    result = pipe.segment(frames, text, mode="framewise", tsf_boxes={t: b for t, b in enumerate(boxes) if b is not None})
+    result = pipe.segment(
+        frames, text, mode="framewise", tsf_boxes={t: b for t, b in enumerate(boxes) if b is not None}
+    )
     assert result.extra["tsf"] == {"source": "boxes", "entries": entries}
     plain_score = pipe.segment(frames, text, mode="framewise").targets[0].selection_score
     assert result.targets[0].selection_score != pytest.approx(plain_score, abs=1e-6)

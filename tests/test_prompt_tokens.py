@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from sparrow.model.prompt_tokens import PromptPairs, gather_states, pair_prompt_tokens, teacher_forced_pairs
 
 BOX, SEG, PAD = 7, 8, 0
-SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def reference_pairs(tokens: list[int]) -> tuple[list[int | None], list[int], int]:

@@ -12,7 +12,9 @@ from pycocotools import mask as mask_utils
 from sparrow.data.rle import _string_counts, decode_rle, encode_mask, mask_to_box
 from sparrow.errors import SparrowError
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def plain_runs(mask: np.ndarray) -> list[int]:
@@ -42,9 +44,9 @@ def plain_box(mask: np.ndarray) -> list[float] | None:
     return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
 
 
-masks = st.tuples(st.integers(1, 24), st.integers(1, 24), st.integers(0, 2**31 - 1), st.sampled_from([0.0, 0.02, 0.3, 0.9, 1.0])).map(
-    lambda p: np.random.default_rng(p[2]).random((p[0], p[1])) < p[3]
-)
+masks = st.tuples(
+    st.integers(1, 24), st.integers(1, 24), st.integers(0, 2**31 - 1), st.sampled_from([0.0, 0.02, 0.3, 0.9, 1.0])
+).map(lambda p: np.random.default_rng(p[2]).random((p[0], p[1])) < p[3])
 
 
 def test_mask_to_box_of_single_pixels_and_edges() -> None:

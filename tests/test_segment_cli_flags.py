@@ -110,7 +110,9 @@ def test_demo_through_the_cli(tmp_path, capsys):
     expression = record.expressions[0]
     assert (out / "query.txt").read_text() == expression.text + "\n"
     assert f"query : {expression.text}" in printed and "answer: Sure, [BOX] [SEG]." in printed
-    assert probe_video(out / "input.mp4").num_frames == 24 and probe_video(out / "result" / "overlay.mp4").num_frames == 24
+    assert (
+        probe_video(out / "input.mp4").num_frames == 24 and probe_video(out / "result" / "overlay.mp4").num_frames == 24
+    )
     assert len(list((out / "result" / "masks").glob("*.png"))) == 24
     result = json.loads((out / "result" / "result.json").read_text())
     masks = np.stack([np.zeros((128, 128), bool) if r is None else decode_rle(r, (128, 128)) for r in _rles(result)])

@@ -21,7 +21,9 @@ from sparrow.model.selector import (
     selection_loss,
 )
 
-SETTINGS = settings(max_examples=120, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=120, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def reference_labels(iou: list[float], pos: float, neg: float, inclusive: bool) -> list[float]:
@@ -40,10 +42,24 @@ def test_boxes_exactly_on_each_threshold() -> None:
     assert box_iou(props, TARGET[None])[:, 0].tolist() == IOUS
     # a box on the negative threshold is ignored (negative is strictly below), one on the positive threshold too
     assert selection_labels(props, TARGET, pos_iou=0.5, neg_iou=0.25).tolist() == [1, -1, -1, -1, 0, 0]
-    assert selection_labels(props, TARGET, pos_iou=0.5, neg_iou=0.25, inclusive_pos=True).tolist() == [1, 1, -1, -1, 0, 0]
+    assert selection_labels(props, TARGET, pos_iou=0.5, neg_iou=0.25, inclusive_pos=True).tolist() == [
+        1,
+        1,
+        -1,
+        -1,
+        0,
+        0,
+    ]
     # equal thresholds: the inclusive positive takes the box on them, the strict rule leaves it ignored
     assert selection_labels(props, TARGET, pos_iou=0.375, neg_iou=0.375).tolist() == [1, 1, -1, 0, 0, 0]
-    assert selection_labels(props, TARGET, pos_iou=0.375, neg_iou=0.375, inclusive_pos=True).tolist() == [1, 1, 1, 0, 0, 0]
+    assert selection_labels(props, TARGET, pos_iou=0.375, neg_iou=0.375, inclusive_pos=True).tolist() == [
+        1,
+        1,
+        1,
+        0,
+        0,
+        0,
+    ]
     assert selection_labels(props, TARGET, pos_iou=0.0625, neg_iou=0.0625).tolist() == [1, 1, 1, 1, 1, -1]
 
 
@@ -116,7 +132,9 @@ def test_several_embeddings_through_a_selector_with_trained_refinement() -> None
             lin.bias.zero_()
         sel.refine.layers[-1].weight.normal_(0, 0.5)  # a refinement that depends on the embedding
     boxes = torch.tensor([[0.1, 0.1, 0.3, 0.3], [0.5, 0.1, 0.8, 0.4], [0.2, 0.5, 0.6, 0.9], [0.6, 0.6, 0.9, 0.9]])
-    props = Proposals(boxes=boxes, logits=torch.zeros(4), features=torch.eye(4) * 6, valid=torch.ones(4, dtype=torch.bool))
+    props = Proposals(
+        boxes=boxes, logits=torch.zeros(4), features=torch.eye(4) * 6, valid=torch.ones(4, dtype=torch.bool)
+    )
     emb = torch.eye(4)[[2, 0, 3]] * 6
     out = sel(emb, props)
     indices, chosen = select_boxes(out, threshold=0.4, max_boxes=1)
@@ -147,8 +165,10 @@ def _props(p: int = 5, feature_dim: int = 5, appearance_dim: int = 3, dtype=torc
     valid = torch.ones(p, dtype=torch.bool)
     valid[1] = False
     return Proposals(
-        boxes=boxes[None].to(dtype), logits=torch.randn(1, p, generator=g).to(dtype),
-        features=torch.randn(1, p, feature_dim, generator=g).to(dtype), valid=valid[None],
+        boxes=boxes[None].to(dtype),
+        logits=torch.randn(1, p, generator=g).to(dtype),
+        features=torch.randn(1, p, feature_dim, generator=g).to(dtype),
+        valid=valid[None],
         appearance=torch.randn(1, p, appearance_dim, generator=g).to(dtype),
     )
 
@@ -186,7 +206,9 @@ def test_layouts_and_input_dtypes_give_the_same_float32_output() -> None:
     ref = sel(emb[None], props)
     one = sel(emb, props)  # a single [embed_dim] embedding is N = 1
     torch.testing.assert_close(one.logits, ref.logits)
-    squeezed = Proposals(props.boxes[0], props.logits[0], props.features[0], props.valid[0], appearance=props.appearance[0])
+    squeezed = Proposals(
+        props.boxes[0], props.logits[0], props.features[0], props.valid[0], appearance=props.appearance[0]
+    )
     torch.testing.assert_close(sel(emb, squeezed).logits, ref.logits)  # 2-D appearance too
     wide = _props(dtype=torch.float64)  # proposals in another dtype are cast to the selector's
     wide.valid = wide.valid.to(torch.uint8)  # and 0/1 integers count as a validity mask
@@ -201,8 +223,11 @@ def test_architecture_is_the_one_the_bundled_weights_have() -> None:
 
     from sparrow.model.loading import BUNDLED_DIR
 
-    weights = {k.removeprefix("selector."): v for k, v in load_file(str(BUNDLED_DIR / "model.safetensors")).items()
-               if k.startswith("selector.")}
+    weights = {
+        k.removeprefix("selector."): v
+        for k, v in load_file(str(BUNDLED_DIR / "model.safetensors")).items()
+        if k.startswith("selector.")
+    }
     sel = Selector(embed_dim=128, feature_dim=128, appearance_dim=176)  # key_dim defaults to the release's 256
     assert sel.key_dim == 256
     sel.load_state_dict(weights, strict=True)
@@ -212,7 +237,12 @@ def test_architecture_is_the_one_the_bundled_weights_have() -> None:
 @pytest.mark.parametrize(
     "boxes, logits, features, message",
     [
-        (torch.zeros(2, 3, 4), torch.zeros(2, 3), torch.zeros(2, 3, 5), r"^Selector takes the proposals of ONE image, got a batch of 2$"),
+        (
+            torch.zeros(2, 3, 4),
+            torch.zeros(2, 3),
+            torch.zeros(2, 3, 5),
+            r"^Selector takes the proposals of ONE image, got a batch of 2$",
+        ),
         (torch.zeros(3, 5), torch.zeros(3), torch.zeros(3, 5), r"boxes \(3, 5\), logits \(3,\), features \(3, 5\)$"),
         (torch.zeros(3, 4), torch.zeros(2), torch.zeros(3, 5), r"boxes \(3, 4\), logits \(2,\), features \(3, 5\)$"),
         (torch.zeros(3, 4), torch.zeros(3), torch.zeros(2, 5), r"boxes \(3, 4\), logits \(3,\), features \(2, 5\)$"),

@@ -72,9 +72,9 @@ def test_segmenter_trained_sam2_from_the_tiny_init(chain):
 def test_a_saved_model_takes_runtime_settings_but_not_architecture_changes(chain, capsys):
     path = chain / "runtime.yaml"
     path.write_text(
-        CONFIG.format(init="runs/vlm/final", extra=", config: {tsf_k: 2, max_new_tokens: 8}", stage="vlm").replace(
-            "output_dir: runs/vlm", "output_dir: runs/runtime"
-        ).replace("steps: 2", "steps: 1")
+        CONFIG.format(init="runs/vlm/final", extra=", config: {tsf_k: 2, max_new_tokens: 8}", stage="vlm")
+        .replace("output_dir: runs/vlm", "output_dir: runs/runtime")
+        .replace("steps: 2", "steps: 1")
     )
     assert main(["train", "--config", str(path), "--quiet"]) == 0
     path.write_text(CONFIG.format(init="runs/vlm/final", extra=", config: {proposer_layers: 2}", stage="vlm"))

@@ -126,7 +126,10 @@ def test_resume_with_other_frozen_weights_is_refused(saved, tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda c: (c / "step_00000002" / "trainable.safetensors").write_bytes(b"\x10\x00"), "corrupt checkpoint tensors"),
+        (
+            lambda c: (c / "step_00000002" / "trainable.safetensors").write_bytes(b"\x10\x00"),
+            "corrupt checkpoint tensors",
+        ),
         (lambda c: (c / "step_00000002" / "optimizer.safetensors").unlink(), "cannot read checkpoint"),
         (lambda c: (c / "step_00000002" / "state.json").write_text('{"step": 2,'), "cannot read checkpoint"),
         (lambda c: (c / "latest.json").write_text("{not json"), "corrupt checkpoint pointer"),
