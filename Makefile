@@ -20,7 +20,8 @@ demo: install
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
-# Reproduce the bundled default model (src/sparrow/assets/default, see its MODEL_CARD.md): ~10 CPU minutes.
+# Reproduce the bundled default model (src/sparrow/assets/default, see its MODEL_CARD.md): about 25-30 CPU minutes
+# on 2 cores (23 min of training steps; 28.6 min for the from-scratch rerun in the card).
 train-default: install
 	$(VENV)/bin/sparrow synth --out data/synthref --split train --videos 400 --seed 0 --workers 2 --quiet
 	for stage in segmenter proposer vlm; do $(VENV)/bin/sparrow train --config configs/bundled_stage_$$stage.yaml --quiet || exit 1; done

@@ -1,4 +1,4 @@
-"""A direct, per-frame statement of the DAVIS 2017 metric definitions (docs/peers.md §2.1), written as plain loops.
+"""A direct, per-frame statement of the DAVIS 2017 metric definitions, written as plain loops.
 
 It is the yardstick for the fast implementation in ``sparrow.eval.metrics`` (parity test and
 ``benchmarks/bench_eval_speed.py``): every frame is handled on the full image, one step of the definition at a time.

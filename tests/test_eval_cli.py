@@ -11,6 +11,7 @@ from eval_fixtures import T, mevis_split, two_boxes, write_index_sequence, write
 
 from sparrow.cli import main
 from sparrow.data.schema import Expression
+from sparrow.output import MARKER
 
 
 def synthref_like(tmp_path: Path) -> None:
@@ -56,7 +57,7 @@ def test_rvos_cli_prints_consistency_by_tag_and_writes_report(tmp_path: Path, ca
     assert report["summary"]["n_expressions"] == 2
     assert "| J | F | J&F |" in (rep / "report.md").read_text()
     assert (rep / "worst_sequences.png").read_bytes()[:4] == b"\x89PNG"
-    assert not [p for p in rep.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert [p.name for p in rep.iterdir() if p.name.startswith(".")] == [MARKER]  # no temporary files left
 
 
 def test_rvos_cli_bad_input_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -46,6 +46,50 @@ def test_davis_unsupervised_hungarian_matches_swapped_labels(tmp_path: Path) -> 
     assert semi["global"]["J-Mean"] == 0.0  # fixed order: object k against object k
 
 
+def test_davis_unsupervised_row_order_official_vs_gt(tmp_path: Path) -> None:
+    gt_dir, gt = davis_fixture(tmp_path)
+    pred = np.zeros_like(gt)
+    pred[gt == 1] = 2  # proposal 2 is GT object 1, exactly
+    b_rows = np.argwhere(gt[0] == 2)[:, 0]
+    pred[:, b_rows.min() : b_rows.min() + 4][gt[:, b_rows.min() : b_rows.min() + 4] == 2] = 1  # proposal 1: half of GT 2
+    write_index_sequence(tmp_path / "pred" / "seq", pred)
+    official = evaluate_davis(tmp_path / "pred", gt_dir, task="unsupervised")
+    by_gt = evaluate_davis(tmp_path / "pred", gt_dir, task="unsupervised", object_order="gt")
+    # official DAVISEvaluation: row k = k-th matched proposal (here proposal 1 <-> GT 2 first)
+    assert [(o["name"], o["proposal"], o["gt_object"]) for o in official["objects"]] == [("seq_1", 1, 2), ("seq_2", 2, 1)]
+    assert [(o["name"], o["proposal"], o["gt_object"]) for o in by_gt["objects"]] == [("seq_1", 2, 1), ("seq_2", 1, 2)]
+    assert official["objects"][0]["J-Mean"] == pytest.approx(0.5) and official["objects"][1]["J-Mean"] == 1.0
+    assert official["global"] == by_gt["global"] and official["object_order"] == "official"
+    with pytest.raises(SparrowError, match="unknown object order"):
+        evaluate_davis(tmp_path / "pred", gt_dir, object_order="proposal")
+
+
+def test_prediction_headers_are_checked_before_anything_is_scored(tmp_path: Path, monkeypatch) -> None:
+    from sparrow.eval import rvos
+
+    rec = mevis_split(tmp_path)
+    a, b = two_boxes()
+    for exp, mask in (("0", a), ("1", a | b)):
+        write_pngs(tmp_path / "pred" / "v1" / exp, mask, rec.frames)
+    last = tmp_path / "pred" / "v1" / "1" / f"{rec.frames[-1]}.png"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])  # truncated: only a full read would notice
+    Image.new("L", (W + 1, H)).save(tmp_path / "pred" / "v1" / "1" / f"{rec.frames[2]}.png")
+    scored = []
+    monkeypatch.setattr(rvos, "score_video", lambda task: scored.append(task) or [])
+    with pytest.raises(SparrowError, match=r"mask is 41x24 \(WxH\) but the annotation is 40x24 \(1 more"):
+        evaluate_rvos(tmp_path / "pred", tmp_path / "gt")
+    assert scored == []
+    Image.new("L", (W, H)).save(tmp_path / "pred" / "v1" / "1" / f"{rec.frames[2]}.png")
+    with pytest.raises(SparrowError, match=r"unreadable image .*nothing was scored"):
+        evaluate_rvos(tmp_path / "pred", tmp_path / "gt")
+    gt_dir, gt = davis_fixture(tmp_path / "davis")
+    write_index_sequence(tmp_path / "davis" / "pred" / "seq", gt)
+    Image.new("RGB", (W, H)).save(tmp_path / "davis" / "pred" / "seq" / "00003.png")
+    with pytest.raises(SparrowError, match="an index image .* is required, got mode 'RGB'"):
+        evaluate_davis(tmp_path / "davis" / "pred", gt_dir)
+
+
 def test_davis_semi_drops_first_and_last_frames(tmp_path: Path) -> None:
     gt_dir, gt = davis_fixture(tmp_path)
     pred = gt.copy()

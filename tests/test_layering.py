@@ -16,7 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent / "src" / "sparrow"
 
 # Layer of each top-level part of the package; a module may import its own part or a strictly lower layer.
 LAYERS = {
-    "errors": 0, "atomic": 0,
+    # layer 0, the base, in three steps (a step imports only lower steps):
+    "errors": -2, "threads": -2, "version": -2,  # one-line user errors; CPU thread policy; the version string
+    "atomic": -1, "checks": -1,     # atomic writes; argument checks that run before a model loads
+    "output": 0,                    # where a command may write (uses atomic)
+    "engine": 1,                    # run a function over many items, locally or on Ray
     "data": 1,
     "eval": 2, "tsf": 2,            # eval scores files; tsf builds target tracks: neither uses the model
     "model": 3,

@@ -104,6 +104,26 @@ def split(tmp_path) -> Path:
     return tmp_path
 
 
+def _read_all(split: Path, lazy: bool) -> list[VideoRecord]:
+    """Read a split; when streaming, touch every object so its masks and boxes are read (where errors surface)."""
+    records = read_mevis(split, lazy=lazy)
+    for rec in records:
+        for obj in rec.objects.values():
+            obj.masks, obj.boxes  # noqa: B018
+    return records
+
+
+def test_streaming_reads_masks_only_on_access(split):
+    (rec,) = read_mevis(split)
+    assert all(not obj.loaded for obj in rec.objects.values())
+    union = rec.target_masks(rec.expressions[0], [1])
+    assert union.shape == (1, 24, 32) and union.sum() > 0
+    assert rec.objects[0].loaded and not rec.objects[1].loaded
+    (eager,) = read_mevis(split, lazy=False)
+    for k in (0, 1):
+        assert rec.objects[k].masks == eager.objects[k].masks and rec.objects[k].boxes == eager.objects[k].boxes
+
+
 def _edit(path: Path, fn) -> None:
     data = json.loads(path.read_text())
     fn(data)
@@ -138,44 +158,49 @@ def test_missing_frame(split):
         record.load_frames([2])
 
 
-def test_rle_of_the_wrong_size(split):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_rle_of_the_wrong_size(split, lazy):
     path = split / "mask_dict.json"
     _edit(path, lambda d: d["1"].__setitem__(2, encode_mask(np.ones((10, 10), dtype=bool))))
     with pytest.raises(SparrowError) as exc:
-        read_mevis(split)
+        _read_all(split, lazy)
     msg = str(exc.value)
     assert str(path) in msg and "anno_id 1, frame 2" in msg and "RLE of size [10, 10] where the frames are [24, 32]" in msg
 
 
-def test_corrupt_rle_counts(split):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_corrupt_rle_counts(split, lazy):
     path = split / "mask_dict.json"
     _edit(path, lambda d: d["0"][0].__setitem__("counts", d["0"][0]["counts"][:3]))
     with pytest.raises(SparrowError) as exc:
-        read_mevis(split)
+        _read_all(split, lazy)
     assert str(path) in str(exc.value) and "do not cover its size" in str(exc.value)
 
 
-def test_mask_list_of_the_wrong_length(split):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_mask_list_of_the_wrong_length(split, lazy):
     path = split / "mask_dict.json"
     _edit(path, lambda d: d["0"].pop())
     with pytest.raises(SparrowError) as exc:
-        read_mevis(split)
+        _read_all(split, lazy)
     assert str(path) in str(exc.value) and "anno_id 0 has 3 masks for 4 frames" in str(exc.value)
 
 
-def test_expression_naming_an_object_without_masks(split):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_expression_naming_an_object_without_masks(split, lazy):
     path = split / "mask_dict.json"
     _edit(path, lambda d: d.pop("1"))
     with pytest.raises(SparrowError) as exc:
-        read_mevis(split)
+        _read_all(split, lazy)
     assert str(path) in str(exc.value) and "no masks for anno_id 1" in str(exc.value)
 
 
-def test_boxes_of_the_wrong_length(split):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_boxes_of_the_wrong_length(split, lazy):
     path = split / "boxes.json"
     _edit(path, lambda d: d["0"]["boxes"].append(None))
     with pytest.raises(SparrowError) as exc:
-        read_mevis(split)
+        _read_all(split, lazy)
     assert str(path) in str(exc.value) and "5 boxes for 4 frames" in str(exc.value)
 
 

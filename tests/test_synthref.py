@@ -43,7 +43,7 @@ def records(split):
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path, split):
     generate_split(tmp_path / "a", 10, seed=3, split="valid", config=CFG, workers=2, progress=False)
     first = tree_digest(split)
-    assert len(first) == 10 * 10 + 3  # 10 videos x 10 frames + 3 JSON files
+    assert len(first) == 10 * 10 + 4  # 10 videos x 10 frames + 3 JSON files + the output marker
     assert tree_digest(tmp_path / "a" / "valid") == first
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from tsf_fixtures import write_mevis_fixture
 
 from sparrow.cli import main
+from sparrow.output import MARKER
 from sparrow.tsf.cache import read_tsf_cache, shard_file_name
 
 
@@ -42,7 +43,7 @@ def test_cli_build_show_and_shards(tmp_path, capsys) -> None:
             )
             == 0
         )
-    assert sorted(p.name for p in sharded.iterdir()) == [shard_file_name(0, 2), shard_file_name(1, 2)]
+    assert sorted(p.name for p in sharded.iterdir()) == [MARKER, shard_file_name(0, 2), shard_file_name(1, 2)]
     assert read_tsf_cache(sharded) == cache
     capsys.readouterr()
 

@@ -72,7 +72,7 @@ def write_mevis_fixture(root: Path, n_videos: int = 3, T: int = 10, seed: int = 
 
 
 def tiny_sam2_video(path: Path):
-    """Save a tiny random ``Sam2VideoModel`` (environment.md §2.5) to ``path`` and return it."""
+    """Save a tiny random ``Sam2VideoModel`` to ``path`` and return it."""
     import torch
 
     from sparrow.model.sam2_backbone import build_sam2, tiny_sam2_config

@@ -17,3 +17,11 @@ class SparrowError(Exception):
         self.path = None if path is None else str(path)
         text = " ".join(str(message).split())  # one line, whatever the caller passed
         super().__init__(f"{self.path}: {text}" if self.path else text)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM, so that it unwinds like Ctrl-C.
+
+    Being a :class:`KeyboardInterrupt`, it runs every ``finally`` and ``except BaseException`` cleanup (the atomic
+    writers delete their temporaries) and is never mistaken for an ordinary error.
+    """

@@ -16,6 +16,7 @@ schema (``ObjectTrack.obj_id``); MeViS's per-video ``obj_id`` list is kept in ``
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ import numpy as np
 from PIL import Image
 
 from sparrow.atomic import atomic_file, atomic_path
-from sparrow.data.rle import RLE, decode_rle
-from sparrow.data.schema import Expression, ObjectTrack, VideoRecord
+from sparrow.data.json_index import JsonMapIndex
+from sparrow.data.rle import RLE, decode_rle, rle_area
+from sparrow.data.schema import Expression, LazyObjectTrack, ObjectTrack, TrackData, VideoRecord, boxes_from_rles
 from sparrow.errors import SparrowError
 
 
@@ -38,38 +40,105 @@ def _load_json(path: Path) -> Any:
         raise SparrowError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path) from exc
 
 
-def _frame_size(record_frames: list[str], frame_dir: Path, ext: str, rles: list[RLE | None]) -> tuple[int, int]:
-    for rle in rles:
-        if rle is not None and isinstance(rle, dict) and "size" in rle:
-            return int(rle["size"][0]), int(rle["size"][1])
-    first = frame_dir / f"{record_frames[0]}{ext}"
+def _first_frame_size(frame_dir: Path, name: str, ext: str) -> tuple[int, int] | None:
+    first = frame_dir / f"{name}{ext}"
     if not first.exists():
-        raise SparrowError("missing frame", first)
-    with Image.open(first) as img:
-        return img.height, img.width
+        return None
+    try:
+        with Image.open(first) as img:  # reads the header only
+            return img.height, img.width
+    except OSError as exc:
+        raise SparrowError(f"cannot read frame ({exc})", first) from exc
 
 
-def read_mevis(split_dir: str | Path, check_frames: bool = True, videos: list[str] | None = None) -> list[VideoRecord]:
+class MaskSource:
+    """Where the masks of a MeViS-layout split come from: ``mask_dict.json`` (and the optional ``boxes.json``),
+    read eagerly (``lazy=False``, the whole file parsed at once) or through a :class:`JsonMapIndex` (one object's
+    entry parsed when first needed)."""
+
+    def __init__(self, split_dir: Path, lazy: bool) -> None:
+        self.mask_path = split_dir / "mask_dict.json"
+        self.boxes_path = split_dir / "boxes.json"
+        self.has_masks = self.mask_path.exists()
+        self.has_boxes = self.boxes_path.exists()
+        if lazy:
+            self.masks: Any = JsonMapIndex(self.mask_path) if self.has_masks else None
+            self.boxes: Any = JsonMapIndex(self.boxes_path) if self.has_boxes else None
+        else:
+            self.masks = _load_json(self.mask_path) if self.has_masks else None
+            self.boxes = _load_json(self.boxes_path) if self.has_boxes else None
+
+    def rles(self, anno: int, video_id: str, num_frames: int) -> list[RLE | None]:
+        if self.masks is None:
+            return [None] * num_frames
+        rles = self.masks.get(str(anno))
+        if not isinstance(rles, list):
+            raise SparrowError(f"no masks for anno_id {anno} (video {video_id!r})", self.mask_path)
+        if len(rles) != num_frames:
+            raise SparrowError(f"anno_id {anno} has {len(rles)} masks for {num_frames} frames of video {video_id!r}", self.mask_path)
+        return list(rles)
+
+    def size(self, anno_ids: list[int], video_id: str, num_frames: int) -> tuple[int, int] | None:
+        """``(H, W)`` from the first RLE of the video's objects (None when there is none)."""
+        for anno in anno_ids:
+            for rle in self.rles(anno, video_id, num_frames):
+                if isinstance(rle, dict) and isinstance(rle.get("size"), list) and len(rle["size"]) == 2:
+                    return int(rle["size"][0]), int(rle["size"][1])
+        return None
+
+    def track(self, anno: int, video_id: str, size: tuple[int, int], num_frames: int, decode: bool = False) -> TrackData:
+        """``(masks, boxes, full_boxes)`` of one object, every RLE validated (and decoded when ``decode``); an
+        empty mask becomes None where boxes are computed from the masks."""
+        rles = self.rles(anno, video_id, num_frames)
+        entry = self.boxes.get(str(anno)) if self.boxes is not None else None
+        entry = entry if isinstance(entry, dict) else {}
+        boxes = entry.get("boxes")
+        for t, rle in enumerate(rles):
+            if rle is None:
+                continue
+            where = f"{self.mask_path} (anno_id {anno}, frame {t})"
+            if decode:  # the full decode of the eager path
+                empty = not decode_rle(rle, expected_size=size, source=where).any()
+            else:
+                empty = rle_area(rle, expected_size=size, source=where) == 0
+            if boxes is None and empty:
+                rles[t] = None
+        if boxes is None:
+            boxes = boxes_from_rles(rles)
+        elif len(boxes) != num_frames:
+            raise SparrowError(f"anno_id {anno} has {len(boxes)} boxes for {num_frames} frames", self.boxes_path)
+        return rles, boxes, entry.get("full_boxes")
+
+
+def read_mevis(
+    split_dir: str | Path,
+    check_frames: bool = True,
+    videos: list[str] | None = None,
+    lazy: bool = True,
+    meta_file: str = "meta_expressions.json",
+) -> list[VideoRecord]:
     """Read one split folder of the MeViS layout into schema records (sorted by video id).
 
-    ``check_frames`` verifies that every listed frame file exists; ``videos`` restricts the read to some ids.
+    Streaming (``lazy=True``, the default): only ``meta_expressions.json`` is parsed; each object's masks and boxes
+    are read from ``mask_dict.json`` / ``boxes.json`` when first accessed (:class:`LazyObjectTrack`), and problems
+    there raise then. ``lazy=False`` parses and decodes everything up front (the behaviour before streaming).
+    ``check_frames`` verifies that every listed frame file exists; ``videos`` restricts the read to some ids;
+    ``meta_file`` names the expressions file (ReVOS: ``meta_expressions_valid_.json``).
     Raises :class:`SparrowError` naming the file for a missing or malformed file, a missing frame, an RLE of the
     wrong size, or an expression that names an object without masks.
     """
     split_dir = Path(split_dir)
-    meta_path = split_dir / "meta_expressions.json"
+    meta_path = split_dir / meta_file
     meta = _load_json(meta_path)
     if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
         raise SparrowError("expected an object with a 'videos' mapping", meta_path)
-    mask_path = split_dir / "mask_dict.json"
-    mask_dict = _load_json(mask_path) if mask_path.exists() else None
-    boxes_path = split_dir / "boxes.json"
-    boxes_dict = _load_json(boxes_path) if boxes_path.exists() else {}
+    source = MaskSource(split_dir, lazy)
     image_root = split_dir / "JPEGImages"
+    wanted = None if videos is None else set(videos)
 
     records = []
     for video_id in sorted(meta["videos"]):
-        if videos is not None and video_id not in videos:
+        if wanted is not None and video_id not in wanted:
             continue
         entry = meta["videos"][video_id]
         frames = entry.get("frames") if isinstance(entry, dict) else None
@@ -102,48 +171,31 @@ def read_mevis(split_dir: str | Path, check_frames: bool = True, videos: list[st
         objects_meta = entry.get("objects", {})
         anno_ids.extend(int(a) for a in objects_meta if int(a) not in anno_ids)
 
-        rles_by_obj: dict[int, list[RLE | None]] = {}
-        for anno in anno_ids:
-            if mask_dict is None:
-                rles_by_obj[anno] = [None] * len(frames)
-                continue
-            rles = mask_dict.get(str(anno))
-            if not isinstance(rles, list):
-                raise SparrowError(f"no masks for anno_id {anno} (video {video_id!r})", mask_path)
-            if len(rles) != len(frames):
-                raise SparrowError(f"anno_id {anno} has {len(rles)} masks for {len(frames)} frames of video {video_id!r}", mask_path)
-            rles_by_obj[anno] = rles
-        all_rles = [r for rles in rles_by_obj.values() for r in rles]
-        height = int(entry["height"]) if "height" in entry else None
-        width = int(entry["width"]) if "width" in entry else None
-        if height is None or width is None:
-            height, width = _frame_size(frames, frame_dir, ".jpg", all_rles)
+        T = len(frames)
+        if "height" in entry and "width" in entry:
+            size = (int(entry["height"]), int(entry["width"]))
+        else:
+            size = _first_frame_size(frame_dir, frames[0], ".jpg") or source.size(anno_ids, video_id, T)
+            if size is None:
+                raise SparrowError(f"video {video_id!r}: no frame and no mask to tell its size", frame_dir / f"{frames[0]}.jpg")
 
         objects: dict[int, ObjectTrack] = {}
-        for anno, rles in rles_by_obj.items():
-            boxes_entry = boxes_dict.get(str(anno), {})
-            boxes = boxes_entry.get("boxes")
-            for t, rle in enumerate(rles):
-                if rle is not None:  # validates size and counts; names the file
-                    mask = decode_rle(rle, expected_size=(height, width), source=f"{mask_path} (anno_id {anno}, frame {t})")
-                    if boxes is None and not mask.any():
-                        rles[t] = None
-            if boxes is None:
-                boxes = [_box_of(rle, (height, width)) for rle in rles]
-            elif len(boxes) != len(frames):
-                raise SparrowError(f"anno_id {anno} has {len(boxes)} boxes for {len(frames)} frames", boxes_path)
+        for anno in anno_ids:
             meta_obj = objects_meta.get(str(anno), {})
-            objects[anno] = ObjectTrack(
-                obj_id=anno,
-                masks=rles,
-                boxes=boxes,
-                category=meta_obj.get("category"),
-                attributes=dict(meta_obj.get("attributes", {})),
-                full_boxes=boxes_entry.get("full_boxes"),
-            )
+            if lazy:
+                objects[anno] = LazyObjectTrack(
+                    anno, T, partial(source.track, anno, video_id, size, T),
+                    category=meta_obj.get("category"), attributes=meta_obj.get("attributes", {}),
+                )
+            else:
+                masks, boxes, full = source.track(anno, video_id, size, T, decode=True)
+                objects[anno] = ObjectTrack(
+                    obj_id=anno, masks=masks, boxes=boxes, category=meta_obj.get("category"),
+                    attributes=dict(meta_obj.get("attributes", {})), full_boxes=full,
+                )
         extra = {k: v for k, v in entry.items() if k not in ("frames", "expressions", "tags", "height", "width", "objects")}
         record = VideoRecord(
-            video_id=video_id, frames=list(frames), height=height, width=width, objects=objects,
+            video_id=video_id, frames=list(frames), height=size[0], width=size[1], objects=objects,
             expressions=expressions, frame_dir=frame_dir, frame_ext=".jpg", tags=list(entry.get("tags", [])), extra=extra,
         )
         record.validate(source=meta_path)
@@ -153,14 +205,6 @@ def read_mevis(split_dir: str | Path, check_frames: bool = True, videos: list[st
         if missing:
             raise SparrowError(f"videos not in the split: {missing[:5]}", meta_path)
     return records
-
-
-def _box_of(rle: RLE | None, size: tuple[int, int]) -> list[float] | None:
-    from sparrow.data.rle import mask_to_box
-
-    if rle is None:
-        return None
-    return mask_to_box(decode_rle(rle, expected_size=size))
 
 
 def _dump(obj: Any) -> str:
@@ -203,8 +247,8 @@ def write_mevis_annotations(records: list[VideoRecord], split_dir: str | Path, w
             key = str(obj.obj_id)
             if key in masks:
                 raise SparrowError(f"anno_id {key} is used by two videos (anno ids must be unique in a split)")
-            masks[key] = obj.masks
-            boxes[key] = {"boxes": obj.boxes, "full_boxes": obj.full_boxes}
+            masks[key] = list(obj.masks)
+            boxes[key] = {"boxes": list(obj.boxes), "full_boxes": obj.full_boxes}
     with atomic_file(split_dir / "meta_expressions.json") as f:
         f.write(_dump({"videos": videos}))
     with atomic_file(split_dir / "mask_dict.json") as f:

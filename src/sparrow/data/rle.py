@@ -24,12 +24,10 @@ def encode_mask(mask: np.ndarray) -> RLE:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def decode_rle(rle: RLE, expected_size: tuple[int, int] | None = None, source: str | Path | None = None) -> np.ndarray:
-    """Decode a COCO RLE to a boolean mask ``[H, W]``.
-
-    Raises :class:`SparrowError` naming ``source`` when the RLE is malformed or its size differs from
-    ``expected_size`` (``(H, W)``).
-    """
+def validate_rle(rle: RLE, expected_size: tuple[int, int] | None = None, source: str | Path | None = None) -> RLE:
+    """Check a COCO RLE without decoding it; return it in pycocotools' form (bytes counts, or frPyObjects' output
+    for an uncompressed RLE). Raises :class:`SparrowError` naming ``source`` when the RLE is malformed or its size
+    differs from ``expected_size`` (``(H, W)``)."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise SparrowError(f"malformed RLE (need 'size' and 'counts'): {str(rle)[:80]}", source)
     size = rle["size"]
@@ -49,7 +47,27 @@ def decode_rle(rle: RLE, expected_size: tuple[int, int] | None = None, source: s
     coded = {"size": list(size), "counts": counts}  # pycocotools takes the string as it is (validated above)
     if isinstance(counts, list):  # uncompressed RLE
         coded = mask_utils.frPyObjects(coded, size[0], size[1])
-    return mask_utils.decode(coded).astype(bool)
+    return coded
+
+
+def decode_rle(rle: RLE, expected_size: tuple[int, int] | None = None, source: str | Path | None = None) -> np.ndarray:
+    """Decode a COCO RLE to a boolean mask ``[H, W]`` (validated first, see :func:`validate_rle`)."""
+    return mask_utils.decode(validate_rle(rle, expected_size, source)).astype(bool)
+
+
+def rle_area(rle: RLE, expected_size: tuple[int, int] | None = None, source: str | Path | None = None) -> int:
+    """Foreground pixel count of a COCO RLE, validated (see :func:`validate_rle`) but not decoded."""
+    return int(mask_utils.area(validate_rle(rle, expected_size, source)))
+
+
+def rle_box(rle: RLE, source: str | Path | None = None) -> list[float] | None:
+    """The tight box ``[x0, y0, x1, y1]`` (x1/y1 exclusive, as :func:`mask_to_box`) of a COCO RLE without decoding
+    it; None for an empty mask."""
+    coded = validate_rle(rle, source=source)
+    if int(mask_utils.area(coded)) == 0:
+        return None
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(coded))
+    return [x, y, x + w, y + h]
 
 
 def _string_counts(counts: str) -> np.ndarray | None:

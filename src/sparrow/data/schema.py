@@ -1,8 +1,9 @@
 """The internal data schema: one record type for every benchmark and for SynthRef.
 
-Every reader (MeViS layout, Ref-YouTube-VOS, ReVOS, SynthRef, ...) converts its files to
-:class:`VideoRecord`; every writer converts from it. Masks are held as COCO RLE (``sparrow.data.rle``) so
-that a record of a long video stays small; they are decoded on demand.
+Every reader (MeViS layout, Ref-YouTube-VOS, ReVOS, SynthRef, ... see ``sparrow.data.readers``) converts its
+files to :class:`VideoRecord`; every writer converts from it. Masks are held as COCO RLE (``sparrow.data.rle``) so
+that a record of a long video stays small; they are decoded on demand. Readers stream: their tracks are
+:class:`LazyObjectTrack` s that read an object's annotation (RLEs, PNGs, boxes) only when first asked for it.
 
 Conventions:
 - frame indices are positions in ``VideoRecord.frames`` (0-based);
@@ -12,6 +13,7 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,85 @@ class ObjectTrack:
         return [t for t, rle in enumerate(self.masks) if rle is not None]
 
 
+TrackData = tuple[list[RLE | None], list[list[float] | None], list[list[float] | None] | None]
+
+
+class LazyObjectTrack(ObjectTrack):
+    """An :class:`ObjectTrack` whose ``masks``, ``boxes`` and ``full_boxes`` come from ``load()`` on first access.
+
+    ``load() -> (masks, boxes, full_boxes)``, each a list of ``num_frames`` entries (``full_boxes`` may be None);
+    the loader validates what it reads and raises :class:`SparrowError` naming the file. Until then the track
+    holds no annotation data, so opening a split costs nothing per mask.
+    """
+
+    def __init__(
+        self,
+        obj_id: int,
+        num_frames: int,
+        load: Callable[[], TrackData],
+        category: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        self.obj_id = obj_id
+        self.category = category
+        self.attributes = dict(attributes or {})
+        self.num_frames = num_frames
+        self._load: Callable[[], TrackData] | None = load
+        self._data: TrackData | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._data is not None
+
+    def _get(self) -> TrackData:
+        if self._data is None:
+            assert self._load is not None
+            masks, boxes, full = self._load()
+            masks, boxes = list(masks), list(boxes)
+            if len(masks) != self.num_frames or len(boxes) != self.num_frames:
+                raise ValueError(f"loader of object {self.obj_id} gave {len(masks)} masks for {self.num_frames} frames")
+            self._data, self._load = (masks, boxes, None if full is None else list(full)), None
+        return self._data
+
+    @property  # type: ignore[override]
+    def masks(self) -> list[RLE | None]:
+        return self._get()[0]
+
+    @masks.setter
+    def masks(self, value: list[RLE | None]) -> None:
+        self._data = (list(value), *self._get()[1:])  # type: ignore[assignment]
+
+    @property  # type: ignore[override]
+    def boxes(self) -> list[list[float] | None]:
+        return self._get()[1]
+
+    @boxes.setter
+    def boxes(self, value: list[list[float] | None]) -> None:
+        data = self._get()
+        self._data = (data[0], list(value), data[2])
+
+    @property  # type: ignore[override]
+    def full_boxes(self) -> list[list[float] | None] | None:
+        return self._get()[2]
+
+    @full_boxes.setter
+    def full_boxes(self, value: list[list[float] | None] | None) -> None:
+        data = self._get()
+        self._data = (data[0], data[1], None if value is None else list(value))
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "not loaded"
+        return f"LazyObjectTrack(obj_id={self.obj_id}, frames={self.num_frames}, {state})"
+
+
+def boxes_from_rles(rles: Sequence[RLE | None]) -> list[list[float] | None]:
+    """Tight boxes ``[x0, y0, x1, y1]`` (x1/y1 exclusive) of validated RLEs, without decoding them (None where
+    the RLE is None or empty)."""
+    from sparrow.data.rle import rle_box
+
+    return [None if r is None else rle_box(r) for r in rles]
+
+
 @dataclass
 class Expression:
     """A referring expression and the objects it refers to (several for multi-target expressions)."""
@@ -80,7 +161,9 @@ class VideoRecord:
     """A video with its objects and expressions.
 
     Frames live either in ``frame_dir`` as ``<name><frame_ext>`` for each name in ``frames`` (the MeViS and
-    DAVIS layouts) or in the video file ``video_path`` (then ``frames`` names the decoded frames in order).
+    DAVIS layouts) or in the video file ``video_path`` (then ``frames`` names the decoded frames in order, and
+    ``frame_indices[t]``, when set, is the position in the file of record frame ``t``: annotated frames of a
+    longer video, e.g. SA-V's every fourth frame). ``foreground`` (ReVOS) is one RLE per frame of all foreground.
     """
 
     video_id: str
@@ -95,6 +178,8 @@ class VideoRecord:
     fps: float | None = None
     tags: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    frame_indices: list[int] | None = None
+    foreground: Sequence[RLE | None] | None = None
 
     @property
     def num_frames(self) -> int:
@@ -118,7 +203,7 @@ class VideoRecord:
         if self.frame_dir is not None:
             frames = read_frames([self.frame_path(t) for t in idx])
         elif self.video_path is not None:
-            frames = read_frames(self.video_path, idx)
+            frames = read_frames(self.video_path, idx if self.frame_indices is None else [self.frame_indices[t] for t in idx])
         else:
             raise SparrowError(f"video {self.video_id} has neither a frame folder nor a video file")
         if frames.shape[1:3] != (self.height, self.width):
@@ -154,11 +239,20 @@ class VideoRecord:
         return out
 
     def validate(self, source: str | Path | None = None) -> None:
-        """Check internal consistency; raise :class:`SparrowError` naming ``source`` on the first problem."""
+        """Check internal consistency; raise :class:`SparrowError` naming ``source`` on the first problem.
+
+        Tracks not loaded yet (:class:`LazyObjectTrack`) are not loaded here: their loader checks them.
+        """
         src = source or self.frame_dir or self.video_path or self.video_id
         if self.num_frames == 0:
             raise SparrowError(f"video {self.video_id} has no frames", src)
+        if self.frame_indices is not None and len(self.frame_indices) != self.num_frames:
+            raise SparrowError(f"video {self.video_id}: {len(self.frame_indices)} frame indices for {self.num_frames} frames", src)
         for obj in self.objects.values():
+            if isinstance(obj, LazyObjectTrack) and not obj.loaded:
+                if obj.num_frames != self.num_frames:
+                    raise SparrowError(f"object {obj.obj_id} of video {self.video_id} spans {obj.num_frames} frames, not {self.num_frames}", src)
+                continue
             if len(obj.masks) != self.num_frames or len(obj.boxes) != self.num_frames:
                 raise SparrowError(
                     f"object {obj.obj_id} of video {self.video_id} has {len(obj.masks)} masks and "

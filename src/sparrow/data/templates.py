@@ -1,7 +1,7 @@
-"""Question and answer templates for referring-segmentation training samples (method.md §7.3).
+"""Question and answer templates for referring-segmentation training samples.
 
 Answers hold one ``[SEG]`` per target slot; :func:`insert_box_tokens` then puts ``[BOX]`` before every bare
-``[SEG]`` (method.md §3), so every answer the model is trained on reads ``... [BOX] [SEG] ...``. Template choice is
+``[SEG]``, so every answer the model is trained on reads ``... [BOX] [SEG] ...``. Template choice is
 driven by a caller's :class:`numpy.random.Generator`, so it is seeded.
 """
 

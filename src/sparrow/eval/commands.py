@@ -22,6 +22,17 @@ def _print_table(title: str, groups: dict[str, dict], keys: list[str]) -> None:
         print("  " + f"{name:<14}" + "".join(f"{_fmt(g.get(k, float('nan'))):>11}" for k in ["n", *keys]))
 
 
+def _check_report(args: argparse.Namespace) -> None:
+    """Before scoring: the --report folder is new, empty, or an earlier report (see sparrow.output)."""
+    if args.report:
+        from sparrow.output import check_output
+
+        check_output(
+            args.report, "eval", mode="update", inputs=[args.pred, args.gt], overwrite=args.overwrite,
+            recognise=lambda folder: (folder / "report.json").is_file(), flag="--report",
+        )
+
+
 def _finish(result: dict, report: str | None) -> None:
     if report:
         from sparrow.eval.report import write_report
@@ -33,13 +44,15 @@ def _finish(result: dict, report: str | None) -> None:
 def _cmd_rvos(args: argparse.Namespace) -> int:
     from sparrow.errors import SparrowError
 
+    _check_report(args)
     if args.format == "davis":
         if args.missing != "error":
             raise SparrowError("--missing zero is not a DAVIS convention (the DAVIS protocol needs every frame)")
         from sparrow.eval.davis import evaluate_davis
 
         result = evaluate_davis(
-            args.pred, args.gt, task=args.task, workers=args.workers, legacy_decay=args.legacy_decay
+            args.pred, args.gt, task=args.task, workers=args.workers, legacy_decay=args.legacy_decay,
+            object_order=args.object_order, progress=not args.quiet,
         )
         g = result["global"]
         print(f"DAVIS 2017 {args.task}: " + "  ".join(f"{k} {_fmt(v)}" for k, v in g.items()))
@@ -56,6 +69,7 @@ def _cmd_rvos(args: argparse.Namespace) -> int:
         missing=args.missing,
         workers=args.workers,
         revos_rounding=args.revos_rounding,
+        progress=not args.quiet,
     )
     s = result["summary"]
     print(
@@ -83,8 +97,10 @@ def _cmd_rvos(args: argparse.Namespace) -> int:
 def _cmd_refdavis(args: argparse.Namespace) -> int:
     from sparrow.eval.refdavis import evaluate_refdavis
 
+    _check_report(args)
     result = evaluate_refdavis(
-        args.pred, args.gt, workers=args.workers, require_all=not args.allow_partial, legacy_decay=args.legacy_decay
+        args.pred, args.gt, workers=args.workers, require_all=not args.allow_partial, legacy_decay=args.legacy_decay,
+        object_order=args.object_order, progress=not args.quiet,
     )
     for name, g in result["runs"].items():
         print(f"{name}: " + "  ".join(f"{k} {_fmt(v)}" for k, v in g.items()))
@@ -96,6 +112,7 @@ def _cmd_refdavis(args: argparse.Namespace) -> int:
 def _cmd_stvg(args: argparse.Namespace) -> int:
     from sparrow.eval.stvg import evaluate_stvg
 
+    _check_report(args)
     result = evaluate_stvg(args.pred, args.gt, spatial_only=args.spatial_only)
     print("STVG: " + "  ".join(f"{k} {_fmt(v)}" for k, v in result["global"].items()))
     if result["global"].get("by_query_type"):
@@ -108,6 +125,7 @@ def _cmd_stvg(args: argparse.Namespace) -> int:
 def _cmd_gcg(args: argparse.Namespace) -> int:
     from sparrow.eval.gcg import evaluate_gcg, mean_pooled_similarity
 
+    _check_report(args)
     similarity = mean_pooled_similarity(args.phrase_model) if args.phrase_model else None
     result = evaluate_gcg(
         args.pred,
@@ -125,7 +143,9 @@ def _cmd_gcg(args: argparse.Namespace) -> int:
 
 def _cmd_ytvos_pack(args: argparse.Namespace) -> int:
     from sparrow.eval.ytvos import pack_submission
+    from sparrow.output import check_output_file
 
+    check_output_file(args.out, inputs=[args.pred], overwrite=args.overwrite)
     report = pack_submission(args.pred, args.out, meta=args.meta)
     print(f"wrote {args.out}: {report['videos']} videos, {report['expressions']} expressions, {report['frames']} masks")
     return 0
@@ -148,15 +168,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     def common(p: argparse.ArgumentParser, workers: bool = True) -> None:
         p.add_argument("--report", default=None, help="folder for report.json, report.md, rows.csv and plots")
+        p.add_argument(
+            "--overwrite", action="store_true",
+            help="write the report into an existing folder that does not hold an earlier report",
+        )
         if workers:
             p.add_argument("--workers", type=int, default=1, help="processes across videos (results in a fixed order)")
+            p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def object_order(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--object-order", choices=["official", "gt"], default="official",
+            help="unsupervised DAVIS per-object rows: official = named after the k-th matched proposal, as the "
+            "official toolkit (joins with its CSV); gt = named after the ground-truth object (means are the same)",
+        )
 
     p = sub.add_parser("rvos", help="referring VOS: MeViS, ReVOS, Ref-YouTube-VOS (local GT), SynthRef, DAVIS")
     p.add_argument(
         "--pred", required=True, help="<pred>/<video>/<exp_id>/<frame>.png (DAVIS: <pred>/<seq>/<frame>.png)"
     )
     p.add_argument("--gt", required=True, help="MeViS-layout split folder (DAVIS: DAVIS root or <seq>/<frame>.png)")
-    p.add_argument("--format", required=True, choices=["mevis", "davis", "ytvos", "revos"])
+    p.add_argument(
+        "--format", required=True, choices=["mevis", "davis", "ytvos", "revos"],
+        help="protocol: mevis (also SynthRef), ytvos (Ref-YouTube-VOS, local GT), revos, davis (DAVIS 2017)",
+    )
     p.add_argument(
         "--missing",
         choices=["error", "zero"],
@@ -165,6 +200,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--task", choices=["unsupervised", "semi-supervised"], default="unsupervised", help="DAVIS task")
     p.add_argument("--legacy-decay", action="store_true", help="DAVIS decay with the toolkit's uint8 bin indices")
+    object_order(p)
     p.add_argument(
         "--revos-rounding",
         action="store_true",
@@ -177,7 +213,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", required=True, help="folder with anno_0 .. anno_3/<seq>/<frame>.png")
     p.add_argument("--gt", required=True, help="DAVIS root or <seq>/<frame>.png folder of unsupervised annotations")
     p.add_argument("--allow-partial", action="store_true", help="average whatever anno_<k> runs exist")
-    p.add_argument("--legacy-decay", action="store_true")
+    p.add_argument("--legacy-decay", action="store_true", help="DAVIS decay with the toolkit's uint8 bin indices")
+    object_order(p)
     common(p)
     p.set_defaults(func=_cmd_refdavis)
 
@@ -214,11 +251,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "ytvos-pack", help="build a Ref-YouTube-VOS submission zip (Annotations/<vid>/<exp>/<frame>.png)"
     )
     p.add_argument("--pred", required=True, help="<pred>/<video>/<exp_id>/<frame>.png")
-    p.add_argument("--out", required=True, help="zip file to write")
+    p.add_argument("--out", required=True, help="zip file to write (an existing file needs --overwrite)")
     p.add_argument("--meta", default=None, help="meta_expressions.json of the split, to check completeness")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing zip file")
     p.set_defaults(func=_cmd_ytvos_pack)
 
     p = sub.add_parser("ytvos-check", help="validate a Ref-YouTube-VOS submission zip")
-    p.add_argument("--zip", required=True)
+    p.add_argument("--zip", required=True, help="the submission zip to check")
     p.add_argument("--meta", default=None, help="meta_expressions.json of the split, to check completeness")
     p.set_defaults(func=_cmd_ytvos_check)

@@ -1,4 +1,4 @@
-"""The DAVIS 2017 protocol: semi-supervised and unsupervised scoring of index-PNG predictions (docs/peers.md §2.1).
+"""The DAVIS 2017 protocol: semi-supervised and unsupervised scoring of index-PNG predictions.
 
 - GT: ``<gt>/Annotations[_unsupervised]/480p/<seq>/<frame>.png`` with ``<gt>/ImageSets/2017/<set>.txt`` (the DAVIS
   root), or directly ``<gt>/<seq>/<frame>.png``. 255 is void; objects are 1..max of the first frame.
@@ -7,7 +7,10 @@
   fewer are padded with empty masks; object k is scored against GT object k.
 - Unsupervised: all frames, void excluded, at most 20 proposals, padded with empty ones up to the GT count; per
   (proposal, GT object) pair the per-frame J and F; Hungarian assignment (``scipy.optimize.linear_sum_assignment``)
-  maximising (mean J + mean F) / 2; results are listed per GT object.
+  maximising (mean J + mean F) / 2. Row order (``object_order``): ``"official"`` (default) lists the matched pairs
+  in increasing proposal index and names row k ``<seq>_<k>`` after the k-th matched proposal, as the official
+  ``DAVISEvaluation`` does, so per-object CSVs join with the official ones; ``"gt"`` lists them by GT object and
+  names each row after its GT object. Means, recall and decay over all rows are the same either way.
 - Aggregation: mean / recall / decay per object; global figures are means over all objects; J&F = (J_M + F_M) / 2.
 """
 
@@ -21,11 +24,13 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from sparrow.errors import SparrowError
-from sparrow.eval.io import check_missing, read_index_mask
+from sparrow.eval.io import check_headers, check_missing, image_size, read_index_mask
 from sparrow.eval.metrics import BoundaryCache, decay_differs, region_and_boundary, statistics
 from sparrow.eval.parallel import run_ordered
 
 Task = Literal["semi-supervised", "unsupervised"]
+ObjectOrder = Literal["official", "gt"]
+OBJECT_ORDERS: tuple[str, ...] = ("official", "gt")
 MAX_PROPOSALS = 20
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 
@@ -39,17 +44,20 @@ class DavisSequence:
     pred_dir: Path
     task: Task
     legacy_decay: bool = False
+    object_order: ObjectOrder = "official"
 
 
 @dataclass
 class ObjectScore:
-    """Per-frame J and F of one GT object and their statistics."""
+    """Per-frame J and F of one scored row (a GT object and its prediction) and their statistics."""
 
     name: str  # <seq>_<k>
     j: np.ndarray  # [T]
     f: np.ndarray  # [T]
     stats: dict[str, float] = field(default_factory=dict)
     legacy_decay_differs: bool = False
+    gt_object: int = 0  # 1-based GT object index of the row
+    proposal: int = 0  # 1-based predicted object index matched to it (semi-supervised: the same as gt_object)
 
 
 def davis_root(gt: str | Path, task: Task, subset: str = "val") -> tuple[Path, list[str]]:
@@ -128,7 +136,7 @@ def score_sequence(seq: DavisSequence) -> list[ObjectScore]:
     if seq.task == "semi-supervised":
         for k in range(n_gt):
             j, f = region_and_boundary(pred_caches[k], gt_caches[k])
-            out.append(ObjectScore(f"{seq.name}_{k + 1}", j, f))
+            out.append(ObjectScore(f"{seq.name}_{k + 1}", j, f, gt_object=k + 1, proposal=k + 1))
     else:
         js = np.zeros((n_slots, n_gt, len(names)))
         fs = np.zeros((n_slots, n_gt, len(names)))
@@ -136,9 +144,13 @@ def score_sequence(seq: DavisSequence) -> list[ObjectScore]:
             for p in range(n_slots):
                 js[p, i], fs[p, i] = region_and_boundary(pred_caches[p], gt_caches[i])
         score = (js.mean(axis=2) + fs.mean(axis=2)) / 2
-        rows, cols = linear_sum_assignment(-score)
-        for p, i in sorted(zip(rows, cols), key=lambda rc: rc[1]):
-            out.append(ObjectScore(f"{seq.name}_{i + 1}", js[p, i], fs[p, i]))
+        rows, cols = linear_sum_assignment(-score)  # rows: proposals in increasing order, cols: their GT objects
+        pairs = list(zip(rows, cols))
+        if seq.object_order == "gt":
+            pairs.sort(key=lambda rc: rc[1])
+        for k, (p, i) in enumerate(pairs):
+            label = k + 1 if seq.object_order == "official" else i + 1
+            out.append(ObjectScore(f"{seq.name}_{label}", js[p, i], fs[p, i], gt_object=int(i) + 1, proposal=int(p) + 1))
     for obj in out:
         jm, jr, jd = statistics(obj.j, seq.legacy_decay)
         fm, fr, fd = statistics(obj.f, seq.legacy_decay)
@@ -157,21 +169,23 @@ def aggregate(objects: list[ObjectScore]) -> dict[str, float]:
     return {"J&F-Mean": (g["J-Mean"] + g["F-Mean"]) / 2.0, **g}
 
 
-def evaluate_davis(
+def prepare_davis(
     pred: str | Path,
     gt: str | Path,
     task: Task = "unsupervised",
     subset: str = "val",
-    workers: int = 1,
     legacy_decay: bool = False,
-) -> dict:
-    """Score a DAVIS-format prediction folder; strict: every GT frame needs a prediction (else an error listing them).
+    object_order: ObjectOrder = "official",
+) -> list[DavisSequence]:
+    """Find the sequences to score and check every prediction before anything is scored.
 
-    Returns ``{"protocol", "task", "global": {...}, "objects": [{name, J-Mean, ...}], "curves": {name: [J&F per
-    frame]}, "legacy_decay_differs": [names]}``.
+    Strict: every GT frame needs a prediction (else one error listing them), and every prediction file must be a
+    readable index PNG of the annotation's size (:func:`sparrow.eval.io.check_headers`).
     """
     if task not in ("semi-supervised", "unsupervised"):
         raise SparrowError(f"unknown DAVIS task {task!r} (semi-supervised or unsupervised)")
+    if object_order not in OBJECT_ORDERS:
+        raise SparrowError(f"unknown object order {object_order!r} (one of {OBJECT_ORDERS})")
     pred = Path(pred)
     if not pred.is_dir():
         raise SparrowError("prediction folder not found", pred)
@@ -184,16 +198,53 @@ def evaluate_davis(
             raise SparrowError(f"sequence {name} has no annotation PNGs", ann / name)
         used = files[1:-1] if task == "semi-supervised" else files
         expected[name] = [pred / name / p.name for p in used]
-        seqs.append(DavisSequence(name, files, pred / name, task, legacy_decay))
+        seqs.append(DavisSequence(name, files, pred / name, task, legacy_decay, object_order))
     check_missing(expected, "error", pred)
-    per_seq = run_ordered(score_sequence, seqs, workers=workers, progress="davis")
+    sizes = {seq.name: image_size(seq.gt_files[0]) for seq in seqs}
+    check_headers({p: sizes[seq.name] for seq in seqs for p in seq.gt_files}, index=True, what="annotation")
+    check_headers({p: sizes[name] for name, paths in expected.items() for p in paths}, index=True)
+    return seqs
+
+
+def score_davis(seqs: list[DavisSequence], workers: int = 1, progress: bool = True) -> dict:
+    """Score prepared sequences (:func:`prepare_davis`); the result of :func:`evaluate_davis`."""
+    per_seq = run_ordered(score_sequence, seqs, workers=workers, progress="davis" if progress else None)
     objects = [o for seq in per_seq for o in seq]
+    task = seqs[0].task if seqs else "unsupervised"
+    object_order = seqs[0].object_order if seqs else "official"
     return {
         "protocol": "davis2017",
         "task": task,
-        "legacy_decay": legacy_decay,
+        "legacy_decay": bool(seqs and seqs[0].legacy_decay),
         "global": aggregate(objects),
-        "objects": [{"name": o.name, **o.stats, "J&F": (o.stats["J-Mean"] + o.stats["F-Mean"]) / 2} for o in objects],
+        "object_order": object_order if task == "unsupervised" else "gt",
+        "objects": [
+            {
+                "name": o.name, "gt_object": o.gt_object, "proposal": o.proposal, **o.stats,
+                "J&F": (o.stats["J-Mean"] + o.stats["F-Mean"]) / 2,
+            }
+            for o in objects
+        ],
         "curves": {o.name: ((o.j + o.f) / 2).tolist() for o in objects},
         "legacy_decay_differs": [o.name for o in objects if o.legacy_decay_differs],
     }
+
+
+def evaluate_davis(
+    pred: str | Path,
+    gt: str | Path,
+    task: Task = "unsupervised",
+    subset: str = "val",
+    workers: int = 1,
+    legacy_decay: bool = False,
+    object_order: ObjectOrder = "official",
+    progress: bool = True,
+) -> dict:
+    """Score a DAVIS-format prediction folder (:func:`prepare_davis` checks, then :func:`score_davis`).
+
+    ``object_order``: how unsupervised rows are ordered and named (module doc). Returns ``{"protocol", "task",
+    "global": {...}, "object_order", "objects": [{name, gt_object, proposal, J-Mean, ...}], "curves": {name: [J&F
+    per frame]}, "legacy_decay_differs": [names]}``.
+    """
+    seqs = prepare_davis(pred, gt, task, subset, legacy_decay, object_order)
+    return score_davis(seqs, workers=workers, progress=progress)

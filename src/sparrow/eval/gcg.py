@@ -1,4 +1,4 @@
-"""Grounded caption generation (GCG): tube mIoU, grounded recall, METEOR / CIDEr, optional CLAIR (peers.md §2.8).
+"""Grounded caption generation (GCG): tube mIoU, grounded recall, METEOR / CIDEr, optional CLAIR.
 
 Files (JSON), GT and prediction alike: ``{video_id: {"caption": str, "phrases": [str, ...],
 "masks": [[COCO RLE or null per frame], ...]}}``: one mask tube per phrase (object), all tubes of a video the same

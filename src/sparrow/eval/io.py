@@ -6,7 +6,8 @@
 - Index masks (DAVIS, Ref-DAVIS17): a single-channel "P" or "L" image where value k is object k; an RGB file is an
   error (the DAVIS scorer cannot read it either).
 - Every problem (unreadable file, wrong size, RGB where an index is needed) raises
-  :class:`~sparrow.errors.SparrowError` naming the file.
+  :class:`~sparrow.errors.SparrowError` naming the file. :func:`check_headers` finds these problems for a whole run
+  before anything is scored (PNG header and chunk checksums only: about 0.1 ms per file, vs 5 ms to decode).
 - Missing predictions are an error listing what is missing, unless ``missing="zero"`` (the MeViS / ReVOS
   convention: the unit scores 0; the report states it).
 """
@@ -26,6 +27,8 @@ from sparrow.errors import SparrowError
 MissingPolicy = Literal["error", "zero"]
 MISSING_POLICIES: tuple[str, ...] = ("error", "zero")
 _SINGLE_CHANNEL = ("L", "P", "1", "I;16", "I")
+_LUMA_READABLE = ("RGB", "RGBA", "LA", "CMYK", "YCbCr", "LAB", "HSV")
+_INDEX_MODES = ("P", "L", "1", "I;16", "I")
 
 
 def read_json_mapping(path: str | Path, what: str) -> dict[str, Any]:
@@ -66,7 +69,7 @@ def read_binary_mask(path: str | Path, size: tuple[int, int] | None = None) -> n
     with _open(path) as img:
         if img.mode in _SINGLE_CHANNEL:
             arr = np.asarray(img)
-        elif img.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr", "LAB", "HSV"):
+        elif img.mode in _LUMA_READABLE:
             arr = np.asarray(img.convert("L"))
         else:
             raise SparrowError(f"unsupported image mode {img.mode!r} for a mask", path)
@@ -82,7 +85,7 @@ def read_index_mask(path: str | Path, size: tuple[int, int] | None = None) -> np
     """
     path = Path(path)
     with _open(path) as img:
-        if img.mode not in ("P", "L", "1", "I;16", "I"):
+        if img.mode not in _INDEX_MODES:
             raise SparrowError(
                 f"an index image (palette 'P' or grayscale 'L') is required, got mode {img.mode!r}", path
             )
@@ -93,6 +96,55 @@ def read_index_mask(path: str | Path, size: tuple[int, int] | None = None) -> np
             raise SparrowError(f"index values up to {int(arr.max())}; at most 255 allowed", path)
         arr = arr.astype(np.uint8)
     return arr
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of an image from its header (no decoding)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SparrowError(f"unreadable image ({type(exc).__name__}: {exc})", path) from exc
+
+
+def _header_problem(path: Path, size: tuple[int, int], index: bool, what: str) -> str | None:
+    try:
+        with Image.open(path) as img:
+            mode, (width, height) = img.mode, img.size
+            img.verify()  # walks every chunk and its checksum: a truncated or damaged file fails here
+    except FileNotFoundError:
+        return None  # missing files are handled by check_missing (an error, or scored 0)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"unreadable image ({type(exc).__name__}: {exc})"
+    if index and mode not in _INDEX_MODES:
+        return f"an index image (palette 'P' or grayscale 'L') is required, got mode {mode!r}"
+    if not index and mode not in _SINGLE_CHANNEL + _LUMA_READABLE:
+        return f"unsupported image mode {mode!r} for a mask"
+    if (height, width) != tuple(size):
+        if what == "annotation":
+            return f"annotation is {width}x{height} (WxH) but the sequence's first one is {size[1]}x{size[0]}"
+        return f"mask is {width}x{height} (WxH) but the annotation is {size[1]}x{size[0]}"
+    return None
+
+
+def check_headers(files: dict[Path, tuple[int, int]], index: bool = False, what: str = "prediction") -> None:
+    """Check every prediction (or annotation: ``what``) file before scoring: readable PNG, a mask mode, the
+    expected ``(H, W)``.
+
+    ``files`` maps a path to the annotation size; ``index`` asks for index images (DAVIS). Files that do not exist
+    are skipped (see :func:`check_missing`). Raises one :class:`SparrowError` naming the first bad file and how many
+    more are bad.
+    """
+    bad: list[tuple[Path, str]] = []
+    for path, size in files.items():
+        problem = _header_problem(Path(path), size, index, what)
+        if problem is not None:
+            bad.append((Path(path), problem))
+    if bad:
+        path, problem = bad[0]
+        more = f" ({len(bad) - 1} more {what} files have problems; nothing was scored)" if len(bad) > 1 else " (nothing was scored)"
+        raise SparrowError(problem + more, path)
 
 
 def missing_files(paths: Iterable[Path]) -> list[Path]:

@@ -1,6 +1,6 @@
 """Region similarity J, contour accuracy F and their per-object statistics, as the DAVIS 2017 toolkit defines them.
 
-Definitions (docs/peers.md §2.1), all per frame on boolean masks, with optional void pixels ``V``:
+Definitions, all per frame on boolean masks, with optional void pixels ``V``:
 
 - J = |S ∩ G \\ V| / |S ∪ G \\ V|; an empty union gives J = 1.
 - F: both masks are multiplied by ¬V; one-pixel boundary maps (:func:`seg2bmap`, the BSDS ``seg2bmap`` rule:

@@ -1,4 +1,4 @@
-"""Ref-DAVIS17: the DAVIS 2017 **unsupervised** protocol run once per annotation set, then averaged (peers.md §2.4).
+"""Ref-DAVIS17: the DAVIS 2017 **unsupervised** protocol run once per annotation set, then averaged.
 
 Predictions: ``<pred>/anno_0 .. anno_3/<seq>/<frame>.png`` index images (the four annotation runs: two annotators ×
 first-frame / full-video expressions). GT: a DAVIS root (``Annotations_unsupervised/480p``) or ``<seq>/<frame>.png``.
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sparrow.errors import SparrowError
-from sparrow.eval.davis import GLOBAL_KEYS, evaluate_davis
+from sparrow.eval.davis import GLOBAL_KEYS, ObjectOrder, prepare_davis, score_davis
 
 EXPECTED_RUNS = ("anno_0", "anno_1", "anno_2", "anno_3")
 
@@ -37,18 +37,30 @@ def find_runs(pred: str | Path, require_all: bool = True) -> list[Path]:
 
 
 def evaluate_refdavis(
-    pred: str | Path, gt: str | Path, workers: int = 1, require_all: bool = True, legacy_decay: bool = False
+    pred: str | Path,
+    gt: str | Path,
+    workers: int = 1,
+    require_all: bool = True,
+    legacy_decay: bool = False,
+    object_order: ObjectOrder = "official",
+    progress: bool = True,
 ) -> dict:
-    """Score every run with :func:`evaluate_davis` (unsupervised) and average the global figures over runs."""
+    """Score every run with the unsupervised DAVIS protocol and average the global figures over runs.
+
+    Every run's predictions are checked (missing files, PNG headers) before any run is scored.
+    """
     runs = find_runs(pred, require_all)
-    per_run = {}
-    for run in runs:
-        per_run[run.name] = evaluate_davis(run, gt, task="unsupervised", workers=workers, legacy_decay=legacy_decay)
+    prepared = {
+        run.name: prepare_davis(run, gt, task="unsupervised", legacy_decay=legacy_decay, object_order=object_order)
+        for run in runs
+    }
+    per_run = {name: score_davis(seqs, workers=workers, progress=progress) for name, seqs in prepared.items()}
     mean = {k: float(np.mean([r["global"][k] for r in per_run.values()])) for k in GLOBAL_KEYS}
     return {
         "protocol": "ref-davis17",
         "task": "unsupervised",
         "n_runs": len(runs),
+        "object_order": object_order,
         "global": mean,
         "runs": {name: r["global"] for name, r in per_run.items()},
         "objects": [dict(o, name=f"{name}/{o['name']}") for name, r in per_run.items() for o in r["objects"]],

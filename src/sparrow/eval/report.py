@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sparrow.atomic import atomic_file, atomic_path
+from sparrow.output import write_marker
 
 WORST = 6
 
@@ -158,7 +159,10 @@ def _plot_tags(by_tag: dict[str, dict], path: Path) -> None:
 
 
 def write_report(out_dir: str | Path, result: dict) -> list[Path]:
-    """Write the report files for ``result`` into ``out_dir``; returns the paths written."""
+    """Write the report files for ``result`` into ``out_dir``; returns the paths written.
+
+    The folder gets a marker (:data:`sparrow.output.MARKER`) so that a later run may write its report there again.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -192,4 +196,5 @@ def write_report(out_dir: str | Path, result: dict) -> list[Path]:
     if head.get("by_tag"):
         _plot_tags(head["by_tag"], out / "tags.png")
         written.append(out / "tags.png")
+    write_marker(out, "eval", [p.name for p in written])  # later runs may write here again (sparrow.output)
     return written

@@ -2,7 +2,7 @@
 
 GT is a MeViS-layout split folder (``sparrow.data.mevis.read_mevis``); predictions are
 ``<pred>/<video>/<exp_id>/<frame>.png`` binary masks (nonzero = foreground). Per expression, over **all** frames and
-without void (docs/peers.md §2.2-2.3):
+without void:
 
 - the target is the **union** of the expression's objects; J and F per frame; j = mean J, f = mean F;
 - ReVOS adds A (pixel accuracy, mean over frames) and R (robustness, mean over frames of
@@ -29,7 +29,7 @@ from sparrow.data.rle import decode_rle
 from sparrow.data.schema import VideoRecord
 from sparrow.errors import SparrowError
 from sparrow.eval.consistency import CONSISTENCY_KEYS, drift, first_frame_iou, identity_switch_rate, slice_by
-from sparrow.eval.io import check_missing, read_binary_mask
+from sparrow.eval.io import check_headers, check_missing, read_binary_mask
 from sparrow.eval.metrics import region_and_boundary
 from sparrow.eval.parallel import run_ordered
 
@@ -190,10 +190,12 @@ def evaluate_rvos(
     workers: int = 1,
     videos: list[str] | None = None,
     revos_rounding: bool = False,
+    progress: bool = True,
 ) -> dict:
     """Score ``<pred>/<video>/<exp_id>/<frame>.png`` against a MeViS-layout split ``gt`` under protocol ``fmt``.
 
-    Returns ``{"protocol", "missing_policy", "summary": {...}, "expressions": [rows without curves],
+    Every prediction file's header (readable PNG, mask mode, the annotation's size) is checked before any
+    expression is scored. Returns ``{"protocol", "missing_policy", "summary": {...}, "expressions": [rows without curves],
     "curves": {"video/exp": [J&F per frame]}, "missing": {"video/exp": n_missing_frames}}``.
     """
     if fmt not in FORMATS:
@@ -218,6 +220,8 @@ def evaluate_rvos(
         for exp in rec.expressions
     }
     gaps = check_missing(expected, missing, pred)
+    sizes = {f"{rec.video_id}/{exp.exp_id}": rec.size for rec in records for exp in rec.expressions}
+    check_headers({p: sizes[unit] for unit, paths in expected.items() if unit not in gaps for p in paths})
     tasks = []
     for rec in records:
         skip = {
@@ -231,7 +235,7 @@ def evaluate_rvos(
                 raise SparrowError(f"no foreground masks for video {rec.video_id}", gt / "mask_dict_foreground.json")
             fg = fg_dict[rec.video_id]["masks_rle"]
         tasks.append(VideoTask(rec, pred, fmt, skip, fg))
-    per_video = run_ordered(score_video, tasks, workers=workers, progress=fmt)
+    per_video = run_ordered(score_video, tasks, workers=workers, progress=fmt if progress else None)
     rows = [r for rows in per_video for r in rows]
     curves = {f"{r['video']}/{r['exp_id']}": r.pop("curve") for r in rows}
     return {

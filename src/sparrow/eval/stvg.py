@@ -1,4 +1,4 @@
-"""Spatio-temporal video grounding (VidSTG, HC-STVG): tIoU, vIoU, gt_vIoU and their recalls (peers.md §2.7).
+"""Spatio-temporal video grounding (VidSTG, HC-STVG): tIoU, vIoU, gt_vIoU and their recalls.
 
 Files (JSON):
 

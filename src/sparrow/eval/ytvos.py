@@ -1,4 +1,4 @@
-"""Ref-YouTube-VOS submissions: build the server zip and validate one (peers.md §2.5).
+"""Ref-YouTube-VOS submissions: build the server zip and validate one.
 
 Layout inside the zip: ``Annotations/<video>/<exp_id>/<frame>.png``, single-channel PNGs, nonzero = foreground,
 all frames of a video the same size. With the split's ``meta_expressions.json`` (``videos/<vid>/{frames,

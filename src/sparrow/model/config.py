@@ -19,13 +19,20 @@ MODES = ("track", "framewise", "perframe")  # how frames after the key frame get
 
 @dataclass
 class SelectionConfig:
-    """How the ``[BOX]`` embedding picks proposals (method.md §5.3, §11 rows 6-7)."""
+    """How the ``[BOX]`` embedding picks proposals."""
 
     top_k: int = 100              # proposals scored per frame
     threshold: float = 0.4        # sigmoid score needed to keep a proposal (argmax fallback when none passes)
     max_boxes: int = 1            # boxes kept per [BOX] at inference
     pos_iou: float = 0.5          # training labels: positive above, negative below neg_iou, ignored between (paper)
     neg_iou: float = 0.2
+
+
+# Sizes that must be positive integers (a zero or negative value would fail deep inside a module with a traceback).
+_POSITIVE = (
+    "vlm_max_frame_pixels", "vlm_max_crop_pixels", "vlm_frames", "max_new_tokens", "proposer_hidden",
+    "proposer_queries", "proposer_layers", "proposer_heads", "tsf_k", "tsf_crop_size",
+)
 
 
 @dataclass
@@ -45,7 +52,7 @@ class SparrowConfig:
     proposer_fine: bool = False             # the proposer also reads SAM2's stride-8 map (small images: tiny preset)
     selector_appearance: bool = True        # the selector also sees ROI-pooled SAM2 features and the box of a proposal
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    loss: LossWeights = field(default_factory=LossWeights)  # method.md §6.1 (release values) + paper filter loss
+    loss: LossWeights = field(default_factory=LossWeights)  # the authors' release values + the paper's filter loss
     mode: str = "track"                     # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
                                             # release's default) or "perframe" (the [BOX] selects a box on every frame)
     key_frame: str = "auto"                 # "auto": VLM frame with the best [BOX] selection score; or an index
@@ -59,10 +66,23 @@ class SparrowConfig:
     base_sam2: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.selection, dict):
-            self.selection = SelectionConfig(**self.selection)
-        if isinstance(self.loss, dict):
-            self.loss = LossWeights(**self.loss)
+        for name, kind in (("selection", SelectionConfig), ("loss", LossWeights)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                unknown = sorted(set(value) - {f.name for f in dataclasses.fields(kind)})
+                if unknown:
+                    raise SparrowError(f"unknown {name} fields {unknown}")
+                setattr(self, name, kind(**value))
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise SparrowError(f"{name} must be a positive whole number, got {value!r}")
+        if isinstance(self.reprompt_every, bool) or not isinstance(self.reprompt_every, int) or self.reprompt_every < 0:
+            raise SparrowError(f"reprompt_every must be a whole number >= 0, got {self.reprompt_every!r}")
+        if self.proposer_hidden % self.proposer_heads or self.proposer_hidden % 4:
+            raise SparrowError(
+                f"proposer_hidden {self.proposer_hidden} must be divisible by proposer_heads {self.proposer_heads} and by 4"
+            )
         if self.mode not in MODES:
             raise SparrowError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.tsf not in ("off", "train", "train+infer"):
@@ -83,7 +103,12 @@ class SparrowConfig:
             raise SparrowError(f"unknown config fields {unknown}", source)
         # saved before these fields existed: learned-anchor proposer, selector on proposer features only
         data = {"proposer_two_stage": False, "selector_appearance": False, **data}
-        return cls(**data)
+        try:
+            return cls(**data)
+        except SparrowError as exc:
+            if exc.path is not None or source is None:
+                raise
+            raise SparrowError(str(exc), source) from exc
 
     def save(self, path: str | Path) -> None:
         from sparrow.atomic import atomic_file

@@ -1,6 +1,6 @@
 """Language-to-vision heads: project an LLM hidden state at ``[BOX]`` / ``[SEG]`` into SAM2's prompt space.
 
-The paper uses two separate heads, ``W_b`` for ``[BOX]`` and ``W_s`` for ``[SEG]`` (method.md §5.1, §11 row 4);
+The paper uses two separate heads, ``W_b`` for ``[BOX]`` and ``W_s`` for ``[SEG]``;
 the authors' release shares one. Each head is ``Linear(d_llm, d_llm) -> ReLU -> Linear(d_llm, d_out)``.
 """
 

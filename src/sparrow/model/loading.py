@@ -70,7 +70,7 @@ ADAPTER_FILE = "adapter_config.json"
 
 
 def real_config() -> SparrowConfig:
-    """Settings for the public backbones (method.md defaults: 16 frames, 100 proposals, 300 queries, 6 layers)."""
+    """Settings for the public backbones (the authors' release: 16 frames, 100 proposals, 300 queries, 6 layers)."""
     return SparrowConfig(
         vlm_max_frame_pixels=448 * 448, vlm_max_crop_pixels=224 * 224, vlm_frames=16, max_new_tokens=64,
         proposer_hidden=256, proposer_queries=300, proposer_layers=6, proposer_heads=8,

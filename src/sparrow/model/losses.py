@@ -1,4 +1,4 @@
-"""Mask losses and the weighted total of the SPARROW training objective (method.md §6.1, §11 row 11).
+"""Mask losses and the weighted total of the SPARROW training objective.
 
 ``L = ce * CE + mask_bce * BCE(mask) + mask_dice * Dice(mask) + selection * BCE(selection) + box * (L1 + GIoU)``
 with the release weights 1.0 / 2.0 / 0.5 and the paper's filter-loss weights 1.0 / 2.0.

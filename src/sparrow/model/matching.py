@@ -1,7 +1,7 @@
 """Bipartite matching between predicted and ground-truth boxes (DETR / Deformable-DETR style).
 
 ``box_match_cost`` builds the ``[Q, N]`` cost ``w_class * focal_cost + w_l1 * L1 + w_giou * (-GIoU)``
-(method.md §5.2: weights 2 / 5 / 2); ``hungarian_match`` solves it with ``scipy.optimize.linear_sum_assignment``.
+(the authors' release: weights 2 / 5 / 2); ``hungarian_match`` solves it with ``scipy.optimize.linear_sum_assignment``.
 All boxes are normalised ``xyxy`` in ``[0, 1]``; the L1 term is the sum of absolute coordinate differences.
 """
 

@@ -1,4 +1,4 @@
-"""The dual-prompt pixel decoder: SAM2's image encoder, prompt encoder and mask decoder (method.md §5.4).
+"""The dual-prompt pixel decoder: SAM2's image encoder, prompt encoder and mask decoder.
 
 Sparse prompt tokens, per sample (``C`` = SAM2 hidden width, 256 for the real checkpoints):
 
@@ -16,7 +16,7 @@ Box as a mask prompt (SAM2 configs with ``sparrow_box_mask_prompt = True``, set 
 :func:`~sparrow.model.sam2_backbone.tiny_sam2_config`): a box is also rasterised onto SAM2's mask-input grid
 (``S/4 x S/4``, +10 inside, -10 outside) and fed through the prompt encoder's ``mask_embed`` as the dense prompt,
 exactly what HF ``Sam2Model`` does with ``input_masks``. A SAM2 trained from random weights with corner tokens alone
-learns a prompt-independent "every object" mask (design.md, "Training a small model from scratch"): the corner
+learns a prompt-independent "every object" mask (docs/architecture.md §6 item 11): the corner
 tokens reach the pixels only through learned attention on positional encodings, which loses to the image-only
 shortcut; the rasterised box gives every pixel "inside / outside" at once. Pretrained checkpoints lack the flag and
 keep SAM2's own box prompt.
@@ -72,7 +72,7 @@ def box_mask_logits(boxes: Tensor, size: int) -> Tensor:
 
 @contextmanager
 def _single_mask_only(decoder: nn.Module) -> Iterator[None]:
-    """Switch off ``dynamic_multimask_via_stability`` for one call (environment.md §9), then restore it."""
+    """Switch off ``dynamic_multimask_via_stability`` for one call, then restore it."""
     before = decoder.dynamic_multimask_via_stability
     decoder.dynamic_multimask_via_stability = False
     try:

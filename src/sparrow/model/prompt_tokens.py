@@ -1,12 +1,12 @@
 """Where the ``[BOX]`` and ``[SEG]`` embeddings are read, and how they pair up (VLM-agnostic).
 
-Convention (LISA, method.md §3 and §5.1): the embedding of a special token is the last-layer hidden state of
+Convention (LISA): the embedding of a special token is the last-layer hidden state of
 the position whose *next* token is that token. During teacher forcing that is position ``j`` with
 ``input_ids[j + 1] == token``; during generation it is the state that produced the token.
 
 Pairing: each ``[SEG]`` pairs with the ``[BOX]`` that precedes it when no other ``[SEG]`` lies between them;
 a ``[SEG]`` without a ``[BOX]`` gets ``None`` (it is decoded from ``[SEG]`` alone); a ``[BOX]`` not followed by a
-``[SEG]`` is an orphan and is counted, never silently re-aligned (the release re-aligns by index, method.md §10 #13).
+``[SEG]`` is an orphan and is counted, never silently re-aligned (the authors' release re-aligns by index).
 """
 
 from __future__ import annotations

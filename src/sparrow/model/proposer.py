@@ -1,4 +1,4 @@
-"""Class-agnostic box proposer on SAM2's stride-16 image embedding (method.md §5.2).
+"""Class-agnostic box proposer on SAM2's stride-16 image embedding.
 
 A DETR-style decoder: ``num_queries`` learned content queries, each with a learned anchor box, cross-attend to
 the projected SAM2 image embedding (the same encoder pass that feeds the mask decoder, so SAM2's encoder runs once;
@@ -49,7 +49,7 @@ class ProposerConfig:
     num_queries: int = 300
     num_layers: int = 6
     num_heads: int = 8
-    top_k: int = 100  # proposals kept for selection (method.md §11 row 6)
+    top_k: int = 100  # proposals kept for selection
     ffn_size: int | None = None  # decoder feed-forward size; default 4 * hidden_size
     dropout: float = 0.0
     prior_prob: float = 0.01  # initial objectness probability (bias -log(99))
@@ -322,7 +322,7 @@ def cxcywh_to_unit_xyxy(boxes: Tensor) -> Tensor:
 
 @dataclass
 class ProposerLossWeights:
-    """Loss and matching-cost weights (method.md §5.2: focal x2, L1 x5, GIoU x2; costs 2 / 5 / 2)."""
+    """Loss and matching-cost weights (the authors' release: focal x2, L1 x5, GIoU x2; costs 2 / 5 / 2)."""
 
     objectness: float = 2.0
     l1: float = 5.0

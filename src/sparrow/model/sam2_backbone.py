@@ -43,7 +43,7 @@ def tiny_sam2_config(image_size: int = 256) -> Sam2VideoConfig:
             embed_dim_per_stage=[16, 32, 64, 128],
             num_attention_heads_per_stage=[1, 1, 2, 2],
             window_size_per_stage=[8, 4, 4, 4],
-            global_attention_blocks=[3],  # never the first block of a query-pooled stage (environment.md §2.5)
+            global_attention_blocks=[3],  # never the first block of a query-pooled stage
             window_positional_embedding_background_size=[4, 4],
         ),
         backbone_channel_list=[128, 64, 32, 16],

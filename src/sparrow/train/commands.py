@@ -20,12 +20,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the output folder")
     p.add_argument("--max-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps in all")
     p.add_argument("--out", type=Path, default=None, help="output folder (overrides output_dir of the config)")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="write into an existing output folder that does not hold an earlier training run",
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: see sparrow.threads)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def _is_training_folder(folder: Path) -> bool:
+    """An earlier run's layout (also from versions that wrote no marker)."""
+    return any((folder / name).exists() for name in ("checkpoints", "losses.jsonl", "tensorboard", "final"))
+
+
 def run(args: argparse.Namespace) -> int:
+    from sparrow.checks import check_threads
     from sparrow.errors import SparrowError
+    from sparrow.output import check_output, claim_folder
+    from sparrow.threads import configure_threads, prefer_passive_wait
+
+    prefer_passive_wait()  # before anything imports torch
     from sparrow.train.config import load_train_config
 
     config = load_train_config(args.config)
@@ -33,6 +48,16 @@ def run(args: argparse.Namespace) -> int:
         config.output_dir = str(args.out.resolve())
     if args.max_steps is not None and args.max_steps < 1:
         raise SparrowError(f"--max-steps must be >= 1, got {args.max_steps}")
+    check_threads(args.threads)
+    from sparrow.train.model_init import check_initial_config
+
+    check_initial_config(config.model, config.source)  # a bad model.config fails before any folder is made
+    check_output(
+        config.output_dir, "train", mode="update", inputs=[args.config], overwrite=args.overwrite,
+        recognise=_is_training_folder, flag="--out" if args.out is not None else "output_dir",
+    )
+    claim_folder(config.output_dir, "train")
+    configure_threads(args.threads)
     from sparrow.train.loop import train
 
     result = train(config, resume=args.resume, max_steps=args.max_steps, progress=not args.quiet)

@@ -92,7 +92,7 @@ class StageConfig:
 
 @dataclass
 class OptimizerConfig:
-    """AdamW with linear warmup then a constant / linear-to-0 / cosine-to-0 schedule (method.md §6.2)."""
+    """AdamW with linear warmup then a constant / linear-to-0 / cosine-to-0 schedule."""
 
     lr: float = 3e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])

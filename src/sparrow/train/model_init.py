@@ -47,6 +47,17 @@ def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime
     return SparrowConfig.from_dict(data, source=source)
 
 
+def check_initial_config(init: ModelInit, source: str | None = None) -> SparrowConfig:
+    """The model config a run would start from, validated without building the model (one-line errors)."""
+    from sparrow.model.loading import real_config, small_config, tiny_config
+
+    presets = {"tiny": tiny_config, "small": small_config, "real": real_config}
+    if init.init in presets:
+        return _overrides(presets[init.init](), init.config, source, runtime_only=False)
+    base = SparrowConfig.load(f"{init.init}/config.json")
+    return _overrides(base, init.config, source, runtime_only=True) if init.config else base
+
+
 def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowModel:
     """``tiny``: random tiny backbones (seeded); ``small``: SmolLM2 VLM + tiny SAM2 (or the SAM2, proposer and
     selector of ``init.segmenter_from``); ``real``: public checkpoints from the local cache; else a folder."""

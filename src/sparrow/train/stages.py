@@ -1,4 +1,4 @@
-"""Which parameters train in each stage, and freezing that is checked (design.md, method.md §6.2).
+"""Which parameters train in each stage, and freezing that is checked (docs/architecture.md §4).
 
 =============  ==========================================================================================
 stage          trains (module prefixes of :class:`~sparrow.model.sparrow_model.SparrowModel`)

@@ -31,6 +31,7 @@ from sparrow.data.synthref.expressions import (
 from sparrow.data.synthref.render import RenderedClip, boxes_of, render
 from sparrow.data.synthref.scene import SceneSpec, sample_scene
 from sparrow.errors import SparrowError
+from sparrow.output import write_marker
 
 SPLITS = ("train", "valid", "test")
 _SPLIT_CODE = {"train": 1, "valid": 2, "test": 3}
@@ -170,7 +171,8 @@ def generate_split(
     """Write ``out/<split>/`` (MeViS layout + boxes.json) with ``videos`` clips; return their records.
 
     The bytes written depend only on (videos, seed, split, config), not on ``workers``. An existing split folder
-    is replaced only once the new one is complete.
+    is replaced only once the new one is complete (whether it may be replaced is the caller's decision:
+    :func:`sparrow.output.check_output`); the split folder holds the marker :data:`sparrow.output.MARKER`.
     """
     if split not in SPLITS:
         raise SparrowError(f"--split must be one of {list(SPLITS)}, got {split!r}")
@@ -199,6 +201,7 @@ def generate_split(
                     bar.update()
         bar.close()
         write_mevis_annotations(records, tmp)
+        write_marker(tmp, "synth")  # lists every file: a later run may replace this split, not a user's folder
     for record in records:
         record.frame_dir = split_dir / "JPEGImages" / record.video_id
     return records
