@@ -7,10 +7,10 @@ Folder ``<output_dir>/checkpoints/step_<NNNNNNNN>/``::
     state.json              step, micro-step, optimiser param groups, scheduler state, config, frozen-weights hash
 
 ``<output_dir>/checkpoints/latest.json`` names the newest complete checkpoint; it is replaced only after the
-folder is complete, so a kill at any moment leaves the previous checkpoint usable (the temporary files such a kill
-leaves behind are removed by the next save). RNG state needs no saving: the
-loop reseeds torch from ``(seed, step, process)`` before every step and the data stream is a function of
-``(seed, micro-step)``.
+folder is complete, so a kill at any moment leaves the previous checkpoint usable (the temporaries such a kill
+leaves behind carry the dead process's id and are swept by the next save, see ``sparrow.atomic``). RNG state
+needs no saving: the loop reseeds torch from ``(seed, step, process)`` before every step and the data stream is a
+function of ``(seed, micro-step)``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,6 @@ def save_checkpoint(
     """Write ``step_<step>`` atomically, then point ``latest.json`` at it and prune older checkpoints."""
     directory = Path(directory)
     final = directory / f"step_{step:08d}"
-    _remove_leftovers(directory)
     params = dict(model.named_parameters())
     opt_tensors, groups = _optimizer_tensors(optimizer)
     with atomic_dir(final) as tmp:
@@ -98,17 +97,6 @@ def save_checkpoint(
     for p in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p)
     return final
-
-
-def _remove_leftovers(directory: Path) -> None:
-    """Delete what a save killed midway leaves (``.step_*.tmp`` / ``.old`` folders, ``.latest.json.*.tmp``); only
-    one process saves into a checkpoint folder, so no other save is in progress."""
-    for pattern in (".step_*.tmp", ".step_*.old", f".{LATEST}.*.tmp"):
-        for stale in directory.glob(pattern):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink()
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
