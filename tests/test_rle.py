@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
-from sparrow.data.rle import _string_counts, decode_rle, encode_mask, mask_to_box
+from sparrow.data.rle import _string_counts, decode_rle, encode_mask, mask_to_box, rle_area, rle_box, validate_rle
 from sparrow.errors import SparrowError
 
 SETTINGS = settings(
@@ -162,3 +162,23 @@ def test_malformed_message_quotes_the_start_of_the_rle() -> None:
     with pytest.raises(SparrowError) as err:
         decode_rle(rle)
     assert str(err.value).endswith(str(rle)[:80])
+
+
+@SETTINGS
+@given(masks)
+def test_area_and_box_without_decoding(mask: np.ndarray) -> None:
+    """rle_area / rle_box read the RLE as it is and agree with the decoded mask, for both count forms."""
+    for rle in (encode_mask(mask), {"size": list(mask.shape), "counts": plain_runs(mask)}):
+        assert rle_area(rle, expected_size=mask.shape) == int(mask.sum())
+        assert rle_box(rle) == plain_box(mask)
+
+
+def test_validate_names_the_source_and_keeps_the_counts() -> None:
+    mask = np.eye(4, dtype=bool)
+    rle = encode_mask(mask)
+    coded = validate_rle(rle)
+    assert coded["size"] == [4, 4] and mask_utils.area(coded) == 4
+    with pytest.raises(SparrowError, match=r"^a.json: RLE of size \[4, 4\] where the frames are \[4, 5\]$"):
+        rle_area(rle, expected_size=(4, 5), source="a.json")
+    with pytest.raises(SparrowError, match=r"^b.json: RLE counts do not cover"):
+        rle_box({"size": [2, 2], "counts": [1, 2]}, source="b.json")
