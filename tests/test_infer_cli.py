@@ -9,7 +9,10 @@ import pytest
 from PIL import Image
 
 from sparrow.cli import main
+from sparrow.data.mevis import read_mevis
 from sparrow.data.synthref import SynthConfig, generate_split
+from sparrow.eval.metrics import region_and_boundary
+from sparrow.pipeline import load
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,21 @@ def test_infer_then_eval(split, tmp_path, capsys):
         assert "answer" in json.loads((folder / "answer.json").read_text())
     report = tmp_path / "report"
     assert main(["eval", "rvos", "--pred", str(pred), "--gt", str(split), "--format", "mevis", "--report", str(report)]) == 0
-    assert (report / "report.json").exists()
+    rows = {r["exp_id"]: r for r in json.loads((report / "report.json").read_text())["expressions"]}
+    # values: each folder holds what the pipeline computes for that expression, and eval scores those very masks
+    pipe = load("tiny", device="cpu")
+    (record,) = read_mevis(split)
+    for exp in record.expressions:
+        folder = pred / record.video_id / exp.exp_id
+        written = np.stack([np.asarray(Image.open(folder / f"{n}.png")) > 0 for n in record.frames])
+        result = pipe.segment(record.load_frames(), exp.text, mode="framewise")
+        assert np.array_equal(written, result.masks), exp.exp_id
+        assert written.any() and not written.all()  # real masks, not a blank or a full frame
+        j, f = region_and_boundary(written, record.target_masks(exp))
+        assert rows[exp.exp_id]["J"] == pytest.approx(float(j.mean()), abs=1e-12)
+        assert rows[exp.exp_id]["F"] == pytest.approx(float(f.mean()), abs=1e-12)
+        info = json.loads((folder / "answer.json").read_text())
+        assert info["answer"] == result.answer and info["key_frames"] == [t.key_frame for t in result.targets]
 
 
 @pytest.mark.parametrize("tsf", ["off", "self", "boxes"])

@@ -100,8 +100,8 @@ def test_modes_on_a_30_frame_clip(pipe, mode):
 def test_perframe_decodes_each_frame_with_the_box_selected_on_it(model):
     from sparrow.data.video_io import Video
     from sparrow.model.pixel_decoder import PixelDecoder
-    from sparrow.pipeline.masks import decoded_masks
     from sparrow.model.selector import select_boxes
+    from sparrow.pipeline.masks import decoded_masks
 
     frames, _, _ = two_object_clip(t=7, h=64, w=64)
     torch.manual_seed(1)
@@ -139,7 +139,13 @@ def test_tsf_at_inference_from_user_boxes_and_self(pipe):
     entries = result.extra["tsf"]["entries"]
     assert result.extra["tsf"]["source"] == "boxes" and len(entries) == pipe.config.tsf_k
     assert {e[0] for e in entries} <= set(given) and all(e[1:] == given[e[0]] for e in entries)
+    plain = pipe.segment(frames, "the red square", mode="framewise")
+    assert result.targets[0].selection_score != pytest.approx(plain.targets[0].selection_score, abs=1e-6)  # TSF is seen
     selfish = pipe.segment(frames, "the red square", mode="framewise", self_tsf=True)
-    assert selfish.extra["tsf"]["source"] == "self" and len(selfish.extra["tsf"]["entries"]) <= pipe.config.tsf_k
+    first = plain.targets[0].boxes
+    assert selfish.extra["tsf"]["source"] == "self"
+    assert len(selfish.extra["tsf"]["entries"]) == min(pipe.config.tsf_k, sum(b is not None for b in first))
+    for frame, *box in selfish.extra["tsf"]["entries"]:  # crops from the first pass's predicted track
+        assert box == pytest.approx(first[frame])
     with pytest.raises(SparrowError, match="out of range"):
         pipe.segment(frames, "the red square", tsf_boxes={40: [0, 0, 5, 5]})

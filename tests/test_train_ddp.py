@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo, through accelerate) train like one process with the same global batch."""
+"""Two CPU processes (gloo, through accelerate) train like one process with the same global batch, in every stage
+that the training chain runs: the segmenter (random point prompts, drawn per sample), the proposer and the vlm."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str, tests_dir: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, tests_dir: str, stage: str) -> None:
     sys.path.insert(0, tests_dir)
     torch.set_num_threads(1)
     os.environ.update(
@@ -40,7 +41,7 @@ def _worker(rank: int, world: int, port: int, out: str, tests_dir: str) -> None:
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)  # forked from a parent that already made a 1-process state
-    config = toy_config(Path(out), stage="vlm", steps=STEPS, batch_size=1)
+    config = toy_config(Path(out), stage=stage, steps=STEPS, batch_size=1)
     train(config, sources=[ToyClips()], progress=False)
 
 
@@ -48,13 +49,18 @@ def _losses(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("stage", ["segmenter", "proposer", "vlm"])
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, stage):
     one = tmp_path / "one"
-    ref = train(toy_config(one, stage="vlm", steps=STEPS, batch_size=2), sources=[ToyClips()], progress=False)
+    ref = train(toy_config(one, stage=stage, steps=STEPS, batch_size=2), sources=[ToyClips()], progress=False)
     two = tmp_path / "two"
     # fork: the children reuse the imported torch/transformers (a spawned child re-imports them for ~10 s)
     mp.start_processes(
-        _worker, args=(2, _free_port(), str(two), str(Path(__file__).parent)), nprocs=2, join=True, start_method="fork"
+        _worker,
+        args=(2, _free_port(), str(two), str(Path(__file__).parent), stage),
+        nprocs=2,
+        join=True,
+        start_method="fork",
     )
 
     a, b = _losses(one), _losses(two)
@@ -69,5 +75,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     wb = load_file(str(two / "final" / "model.safetensors"))
     assert wa.keys() == wb.keys()
     for name in wa:
+        if name.endswith("attn.in_proj_bias"):
+            # the key part of an attention bias has a zero gradient in exact arithmetic (softmax ignores a shift),
+            # so AdamW moves it by rounding noise divided by its own tiny second moment: only bounded by lr * steps
+            d = wa[name].shape[0] // 3
+            torch.testing.assert_close(wb[name][d : 2 * d], wa[name][d : 2 * d], rtol=0, atol=1e-3 * STEPS, msg=name)
+            wa[name], wb[name] = (torch.cat([w[name][:d], w[name][2 * d :]]) for w in (wa, wb))
         torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-5, msg=name)
     assert b[-1]["loss"] < b[0]["loss"]  # it trained

@@ -2,13 +2,13 @@
 
 Scenes hold three identical white squares; the target is the one the box names, so only the prompt tells them
 apart. With corner tokens alone the decoder collapses to a prompt-independent mask within a few dozen steps
-(measured: IoU <= 0.21 for 200 steps); with the box also given as a mask prompt (the tiny config's
-``sparrow_box_mask_prompt``) it reaches IoU > 0.9 in 40 steps (0.89 at 50).
+(measured: IoU <= 0.21 for 200 steps; not asserted, so that an improvement of that variant breaks nothing); with the
+box also given as a mask prompt (the tiny config's ``sparrow_box_mask_prompt``) it reaches IoU > 0.9 in 40 steps
+(0.89 at 50).
 """
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from sparrow.model.losses import mask_bce_loss, mask_dice_loss
@@ -27,7 +27,8 @@ def _scenes(gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, t
     for i in range(n):
         for j, quadrant in enumerate(torch.randperm(4, generator=gen)[:3].tolist()):
             y0, x0 = (quadrant // 2) * 32 + 4, (quadrant % 2) * 32 + 4
-            y, x = (y0 + int(v) for v in torch.randint(0, 12, (2,), generator=gen))
+            dy, dx = (int(v) for v in torch.randint(0, 12, (2,), generator=gen))
+            y, x = y0 + dy, x0 + dx
             images[i, :, y : y + 16, x : x + 16] = 1.0
             if j == 0:
                 masks[i, y // 4 : (y + 16) // 4, x // 4 : (x + 16) // 4] = 1.0
@@ -60,10 +61,27 @@ def test_tiny_config_switches_the_box_mask_prompt_on() -> None:
     assert PixelDecoder(build_sam2(tiny_sam2_config(S))).box_mask_prompt is True
 
 
-@pytest.mark.parametrize("box_mask_prompt", [True, False])
-def test_box_prompted_segmenter_follows_the_box(box_mask_prompt: bool) -> None:
-    iou = _train_and_score(box_mask_prompt)
-    if box_mask_prompt:
-        assert iou > 0.8
-    else:  # the collapse this switch fixes: the mask ignores the box
-        assert iou < 0.5
+def test_box_prompted_segmenter_follows_the_box() -> None:
+    assert _train_and_score(box_mask_prompt=True) > 0.8
+
+
+def test_the_switch_decides_the_dense_prompt() -> None:
+    """Off (pretrained checkpoints): the dense prompt is SAM2's no-mask embedding whatever the box; on: the prompt
+    encoder's embedding of the rasterised box, so the same weights decode another mask."""
+    torch.manual_seed(0)
+    decoder = PixelDecoder(build_sam2(tiny_sam2_config(S))).eval()
+    enc = decoder.sam.prompt_encoder
+    boxes = torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.5, 0.2, 0.9, 0.9]])
+    images, _, _ = _scenes(torch.Generator().manual_seed(1), 2)
+    with torch.no_grad():
+        features = decoder.encode(images)
+        decoder.box_mask_prompt = False
+        off = decoder.dense_prompt(2, boxes)
+        no_mask = enc.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(2, -1, *enc.image_embedding_size)
+        torch.testing.assert_close(off, no_mask)
+        logits_off = decoder.decode(features, None, boxes).mask_logits
+        decoder.box_mask_prompt = True
+        on = decoder.dense_prompt(2, boxes)
+        logits_on = decoder.decode(features, None, boxes).mask_logits
+    assert on.shape == off.shape and not torch.allclose(on[0], on[1])  # depends on the box
+    assert (logits_on - logits_off).abs().max() > 1e-3

@@ -15,18 +15,23 @@ from sparrow.tsf.track import CsrtTracker
 
 
 class Counting:
-    """Wraps a detector or tracker and counts its calls."""
+    """Wraps a detector or tracker, counts its calls and keeps each call's arguments and result."""
 
     def __init__(self, inner) -> None:
         self.inner, self.calls, self.name = inner, 0, inner.name
+        self.log: list[tuple[tuple, object]] = []
 
     def detect(self, *args, **kwargs):
         self.calls += 1
-        return self.inner.detect(*args, **kwargs)
+        out = self.inner.detect(*args, **kwargs)
+        self.log.append((args, out))
+        return out
 
     def track(self, *args, **kwargs):
         self.calls += 1
-        return self.inner.track(*args, **kwargs)
+        out = self.inner.track(*args, **kwargs)
+        self.log.append((args, out))
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +160,24 @@ def test_tracking_with_tiny_gdino_and_sam2(split, tmp_path) -> None:
     trk = Counting(Sam2Tracker(tmp_path / "sam2"))
     cfg = BuildConfig(k=2, detector="gdino", tracker="sam2", always_track=True, reference_frames=2)
     stats = build_tsf(records, tmp_path / "c", cfg, detector=det, tracker=trk, progress=False)
-    assert stats.written == 2 and det.calls == 4 and trk.calls == 2
-    for rec in read_tsf_cache(tmp_path / "c").values():
-        assert rec.status == "failed" or (rec.source == "tracked" and 1 <= len(rec.entries) <= 2)
-        if rec.status == "failed":
-            assert rec.reason
+    assert (stats.ok, stats.failed) == (2, 0) and det.calls == 4 and trk.calls == 2
+    cache = read_tsf_cache(tmp_path / "c")
+    height, width = records[0].size
+    for i, exp in enumerate(records[0].expressions):
+        # the tracker starts from the best of the detector's two reference-frame detections ...
+        detections = [(args[2], out) for args, out in det.log[2 * i : 2 * i + 2]]
+        frame, found = max(detections, key=lambda d: d[1].score)
+        (_, start, box, _), tracked = trk.log[i]
+        assert start == frame and tuple(box) == tuple(found.box)
+        # ... and the record holds K distinct frames of that track with the tracker's boxes, inside the frame
+        rec = cache[(records[0].video_id, exp.exp_id)]
+        assert rec.status == "ok" and rec.source == "tracked" and rec.num_frames == 10
+        frames = [e.frame for e in rec.entries]
+        assert len(frames) == 2 and frames == sorted(set(frames))
+        for e in rec.entries:
+            assert list(e.box) == pytest.approx(list(tracked[e.frame]))
+            x0, y0, x1, y1 = e.box
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
 
 
 def test_annotation_where_present_else_detector_and_tracker(tmp_path) -> None:

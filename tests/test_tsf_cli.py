@@ -113,3 +113,29 @@ def test_cli_release_style_baseline_options(tmp_path, capsys) -> None:
     candidates = {round(x) for x in np.linspace(0, 19, 16)}
     for rec in a.values():
         assert len(rec.entries) == 4 and {e.frame for e in rec.entries} <= candidates
+
+
+def test_cli_retry_failed_redoes_only_the_failed_records(tmp_path, capsys) -> None:
+    split = write_mevis_fixture(tmp_path / "data", n_videos=2, T=8)
+    frame = sorted((split / "JPEGImages" / "vid1").iterdir())[3]
+    saved = frame.read_bytes()
+    frame.unlink()  # vid1 cannot be decoded: both of its expressions fail, vid0's succeed
+    base = ["tsf", "build", "--data", str(split), "--out", str(tmp_path / "c"), "--k", "3", "--no-progress"]
+    assert main(base) == 0
+    assert "2 ok, 2 failed, 0 already done" in capsys.readouterr().out
+    first = read_tsf_cache(tmp_path / "c")
+    failed = sorted(k for k, r in first.items() if r.status == "failed")
+    assert failed == [("vid1", "0"), ("vid1", "1")] and all(frame.name in first[k].reason for k in failed)
+
+    frame.write_bytes(saved)
+    assert main(base) == 0  # without the flag a failure is a result: nothing is redone
+    assert "0 ok, 0 failed, 4 already done" in capsys.readouterr().out
+    assert read_tsf_cache(tmp_path / "c") == first
+
+    assert main([*base, "--retry-failed"]) == 0
+    assert "2 ok, 0 failed, 2 already done" in capsys.readouterr().out
+    again = read_tsf_cache(tmp_path / "c")
+    assert all(r.status == "ok" and len(r.entries) == 3 for r in again.values())
+    assert {k: again[k] for k in first if k not in failed} == {k: first[k] for k in first if k not in failed}
+    assert main([*base, "--retry-failed"]) == 0  # nothing failed any more: nothing to redo
+    assert "0 ok, 0 failed, 4 already done" in capsys.readouterr().out

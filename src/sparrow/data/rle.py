@@ -44,7 +44,7 @@ def validate_rle(rle: RLE, expected_size: tuple[int, int] | None = None, source:
         raise SparrowError(f"malformed RLE counts of type {type(counts).__name__}", source)
     if runs is None or min(runs, default=0) < 0 or int(np.sum(runs)) != size[0] * size[1]:
         raise SparrowError(f"RLE counts do not cover its size {list(size)}", source)
-    coded = {"size": list(size), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    coded = {"size": list(size), "counts": counts}  # pycocotools takes the string as it is (validated above)
     if isinstance(counts, list):  # uncompressed RLE
         coded = mask_utils.frPyObjects(coded, size[0], size[1])
     return coded
@@ -78,7 +78,9 @@ def _string_counts(counts: str) -> np.ndarray | None:
     bit 0x20 marks "more groups follow"; bit 0x10 of the last group is the sign; from the fourth value on, the
     value is a difference to the value two places earlier. Vectorised over the whole string.
     """
-    c = np.frombuffer(counts.encode("ascii", errors="replace"), dtype=np.uint8).astype(np.int64) - 48
+    if not counts.isascii():
+        return None  # the alphabet is 48..111
+    c = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
     if len(c) == 0 or c.min() < 0 or c.max() > 63:
         return None
     ends = np.flatnonzero((c & 0x20) == 0)  # the last character of each value

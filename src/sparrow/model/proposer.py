@@ -18,7 +18,8 @@ Differences from the release (documented choices): plain multi-head attention on
 of deformable attention; one objectness head instead of the fused ``coco``/``sa1b`` pair; no transformer encoder
 (SAM2's features are already contextual). Training: ``proposer_loss`` = sigmoid focal objectness (alpha 0.25) x2,
 L1 x5, GIoU x2 after Hungarian matching with the same 2/5/2 costs, normalised by the number of target boxes, plus the
-same loss on every earlier decoder layer (auxiliary losses).
+same loss on every earlier decoder layer (auxiliary losses). Under ``torch.distributed`` the normalisers are counted
+over all processes (DETR), so P processes with batch b train exactly like one process with batch P*b.
 
 Boxes are normalised ``xyxy`` in ``[0, 1]`` everywhere.
 """
@@ -29,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
@@ -394,6 +396,17 @@ def dense_assignment(targets: Tensor, h: int, w: int, radius: float) -> Tensor:
     return torch.where(positive.any(dim=1), best, torch.full_like(best, -1))
 
 
+def global_count(count: int, device: torch.device) -> float:
+    """A loss normaliser: ``max(count, 1)``, or under ``torch.distributed`` with W > 1 processes the count summed
+    over them (at least 1) divided by W, so that DDP's mean of the per-process gradients equals the gradient of one
+    process holding the whole batch (DETR's ``num_boxes``). Every process must call it (it is a collective)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        total = torch.tensor([float(count)], dtype=torch.float64, device=device)
+        dist.all_reduce(total)
+        return max(float(total.item()), 1.0) / dist.get_world_size()
+    return float(max(count, 1))
+
+
 def dense_loss(boxes: Tensor, logits: Tensor, grid: tuple[int, int], targets: list[Tensor], weights: ProposerLossWeights) -> dict[str, Tensor]:
     """One-to-many loss of the two-stage dense head: per-cell ``boxes [B, hw, 4]``, ``logits [B, hw]``.
 
@@ -412,7 +425,7 @@ def dense_loss(boxes: Tensor, logits: Tensor, grid: tuple[int, int], targets: li
         obj_target[b, pos] = 1.0
         pred.append(boxes[b, pos])
         tgt_boxes.append(tgt[assigned[pos]])
-    num = float(max(sum(len(p) for p in pred), 1))
+    num = global_count(sum(len(p) for p in pred), logits.device)
     out = {"objectness": sigmoid_focal_loss(logits, obj_target, alpha=weights.focal_alpha, gamma=weights.focal_gamma, reduction="sum") / num}
     if pred:
         p, t = torch.cat(pred), torch.cat(tgt_boxes)
@@ -446,7 +459,7 @@ def proposer_loss(
     for b, t in enumerate(targets):
         if t.dim() != 2 or t.shape[-1] != 4:
             raise ValueError(f"proposer_loss: targets[{b}] must be [N, 4] xyxy, got {tuple(t.shape)}")
-    num_boxes = float(max(sum(int(t.shape[0]) for t in targets), 1))
+    num_boxes = global_count(sum(int(t.shape[0]) for t in targets), proposals.logits.device)
 
     def weighted(parts: dict[str, Tensor]) -> Tensor:
         return weights.objectness * parts["objectness"] + weights.l1 * parts["l1"] + weights.giou * parts["giou"]

@@ -7,9 +7,10 @@ Folder ``<output_dir>/checkpoints/step_<NNNNNNNN>/``::
     state.json              step, micro-step, optimiser param groups, scheduler state, config, frozen-weights hash
 
 ``<output_dir>/checkpoints/latest.json`` names the newest complete checkpoint; it is replaced only after the
-folder is complete, so a kill at any moment leaves the previous checkpoint usable. RNG state needs no saving: the
-loop reseeds torch from ``(seed, step, process)`` before every step and the data stream is a function of
-``(seed, micro-step)``.
+folder is complete, so a kill at any moment leaves the previous checkpoint usable (the temporaries such a kill
+leaves behind carry the dead process's id and are swept by the next save, see ``sparrow.atomic``). RNG state
+needs no saving: the loop reseeds torch from ``(seed, step, process)`` before every step and the data stream is a
+function of ``(seed, micro-step)``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ export the model with ``save_pretrained`` to ``<output_dir>/final``.
 
 Determinism: the data stream is a function of ``(seed, micro-step)`` and torch's RNG is reseeded from
 ``(seed, micro-step, process)`` before each micro-step, so a run stopped at a checkpoint and resumed reproduces
-the uninterrupted run's losses exactly (same machine, same process count).
+the uninterrupted run's losses exactly. Random prompt draws (the segmenter's points) use one seed per global
+sample, ``(seed, sample)``, so P processes with batch b draw what one process with batch P*b draws.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class StageModule(nn.Module):
         self.stage = stage
         self.point_prompts = point_prompts
 
-    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
-        return stage_loss(self.stage, self.model, batch, self.point_prompts)
+    def forward(self, batch: Any, sample_seeds: list[int] | None = None) -> dict[str, torch.Tensor]:
+        return stage_loss(self.stage, self.model, batch, self.point_prompts, sample_seeds)
 
 
 def lr_factor(config: OptimizerConfig, total_steps: int):
@@ -80,6 +81,13 @@ def lr_factor(config: OptimizerConfig, total_steps: int):
 
 def step_seed(seed: int, micro_step: int, process: int) -> int:
     return int(np.random.SeedSequence([seed, micro_step, process]).generate_state(1)[0])
+
+
+def sample_seeds(seed: int, micro_step: int, batch_size: int, num_processes: int, process: int) -> list[int]:
+    """One seed per sample of this process's micro-batch, from the sample's global position (as in
+    :class:`~sparrow.train.data.MixtureStream`): independent of how the global batch is split over processes."""
+    first = (micro_step * num_processes + process) * batch_size
+    return [int(np.random.SeedSequence([seed, 1, g]).generate_state(1)[0]) for g in range(first, first + batch_size)]
 
 
 def prepare_samples(samples: list[Any], seg_only: bool) -> list[Any]:
@@ -210,10 +218,13 @@ def train(
             samples = prepare_samples(next(batches), config.stage.seg_only)
             batch = make_batch(model, samples, with_tsf=config.data.with_tsf).to(accelerator.device)
             torch.manual_seed(step_seed(config.seed, micro, accelerator.process_index))
+            seeds = sample_seeds(
+                config.seed, micro, config.batch_size, accelerator.num_processes, accelerator.process_index
+            )
             sync = contextlib.nullcontext() if a == accum - 1 else accelerator.no_sync(wrapper)
             with sync:
                 with accelerator.autocast():
-                    losses = wrapper(batch)
+                    losses = wrapper(batch, seeds)
                 accelerator.backward(losses["loss"] / accum)
             for k, v in losses.items():
                 if k in LOG_KEYS:
