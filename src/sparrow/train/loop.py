@@ -33,7 +33,10 @@ from sparrow.train.data import MixtureStream, build_sources, micro_batch_loader
 from sparrow.train.objectives import stage_loss
 from sparrow.train.stages import StagePlan, apply_stage, merge_lora, set_train_mode
 
-LOG_KEYS = ("loss", "ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "point_mask_bce", "point_mask_dice")
+LOG_KEYS = (
+    "loss", "ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "point_mask_bce", "point_mask_dice",
+    "object_score", "iou_l1", "track_iou",
+)
 
 
 @dataclass
@@ -51,14 +54,15 @@ class TrainResult:
 class StageModule(nn.Module):
     """Wraps the model so that DDP sees one ``forward(batch) -> losses`` per stage."""
 
-    def __init__(self, model: nn.Module, stage: str, point_prompts: bool) -> None:
+    def __init__(self, model: nn.Module, stage: str, point_prompts: bool, memory_prompt: str = "mask") -> None:
         super().__init__()
         self.model = model
         self.stage = stage
         self.point_prompts = point_prompts
+        self.memory_prompt = memory_prompt
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
-        return stage_loss(self.stage, self.model, batch, self.point_prompts)
+        return stage_loss(self.stage, self.model, batch, self.point_prompts, self.memory_prompt)
 
 
 def lr_factor(config: OptimizerConfig, total_steps: int):
@@ -183,7 +187,7 @@ def train(
         num_micro_steps=config.steps * accum,
         epoch_size=config.data.epoch_size,
     )
-    wrapper = StageModule(model, config.stage.name, config.stage.point_prompts)
+    wrapper = StageModule(model, config.stage.name, config.stage.point_prompts, config.stage.memory_prompt)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
 
     writer, log_path = None, None
