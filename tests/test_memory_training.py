@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from test_propagator import S, hf_reference, moving_square
 
 from sparrow.data.schema import Expression, ObjectTrack, VideoRecord
 from sparrow.model.loading import from_pretrained
-from sparrow.model.memory_training import prompt_mask, set_single_mask_tracking, unroll_memory
+from sparrow.model.memory_training import calibrate_memory_output, prompt_mask, set_single_mask_tracking, unroll_memory
 from sparrow.model.propagator import MaskPropagator
 from sparrow.model.sam2_backbone import Sam2Preprocessor, build_sam2, tiny_sam2_config
 from sparrow.train.data import ClipDataset
@@ -88,6 +90,29 @@ def test_gradients_reach_the_memory_path(sam, clip) -> None:
         norms = [float(g.abs().sum()) for n, g in grads.items() if n.split(".")[0] == part and g is not None]
         assert norms and max(norms) > 0, part
     assert all(grads[n] is None for n in grads if n.startswith("vision_encoder."))  # frozen encoder: no grad kept
+
+
+def test_calibration_puts_memory_features_on_the_image_features_scale(sam, clip) -> None:
+    frames, gt = clip
+    model = copy.deepcopy(sam).eval()
+    pixels = Sam2Preprocessor(S)(frames)
+
+    def conditioned_std() -> float:
+        outputs = []
+        handle = model.memory_attention.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+        with torch.no_grad():
+            unroll_memory(model, pixels, prompt_mask(torch.from_numpy(gt[0]), S))
+        handle.remove()
+        return float(torch.cat(outputs).std())
+
+    with torch.no_grad():
+        image = (model.get_image_features(pixels, return_dict=True).fpn_hidden_states[-1] + model.no_memory_embedding).flatten(0, 1)
+    before = conditioned_std()
+    calibrate_memory_output(model, pixels)
+    assert torch.allclose(model.memory_attention.layer_norm.weight, image.std(0))
+    assert torch.allclose(model.memory_attention.layer_norm.bias, image.mean(0))
+    after, target = conditioned_std(), float(image.std())
+    assert abs(np.log(after / target)) < 0.5 * abs(np.log(before / target))
 
 
 def test_memory_stage_lowers_its_loss_and_trains_only_the_memory_path(tmp_path) -> None:

@@ -144,3 +144,20 @@ def unroll_memory(sam: Sam2VideoModel, pixel_values: Tensor, prompt: Tensor) -> 
         pred_masks=torch.stack(pred), mask_logits=torch.stack(raw), iou_scores=torch.stack(iou),
         chosen=torch.stack(chosen).to(device), object_score_logits=torch.stack(scores),
     )
+
+
+@torch.no_grad()
+def calibrate_memory_output(sam: Sam2VideoModel, pixel_values: Tensor) -> None:
+    """Match the scale of memory-conditioned features to the image features the mask decoder was trained on.
+
+    The mask decoder reads ``fpn[-1] + no_memory_embedding`` on a prompted frame and the memory attention's output on
+    a tracked one. That output ends in a LayerNorm (unit scale per token); a decoder trained on the image path alone
+    sees features of a much smaller scale (std 0.23 vs 1.0 for the tiny chain). This sets the LayerNorm's weight and
+    bias to the per-channel std and mean of the image features of ``pixel_values`` ``[N, 3, S, S]``, so that the
+    untrained memory path starts from features on the decoder's scale.
+    """
+    feats = sam.get_image_features(pixel_values, return_dict=True).fpn_hidden_states[-1] + sam.no_memory_embedding
+    flat = feats.flatten(0, 1)  # [HW * N, C]
+    norm = sam.memory_attention.layer_norm
+    norm.weight.copy_(flat.std(0))
+    norm.bias.copy_(flat.mean(0))

@@ -7,7 +7,8 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
                 sampling: uniform | random | clip, with_tsf,
                 epoch_size, num_workers}
     stage:     {name: segmenter | proposer | vlm | selection | memory, seg_only, train: [...], freeze: [...],
-                lora: {r, alpha, dropout, target_modules}, point_prompts, memory_prompt, single_mask_tracking}
+                lora: {r, alpha, dropout, target_modules}, point_prompts, memory_prompt, single_mask_tracking,
+                memory_image_loss, calibrate_memory}
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
     steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
 
@@ -88,6 +89,8 @@ class StageConfig:
     point_prompts: bool = True  # segmenter: also train with one positive point per target
     memory_prompt: str = "mask"  # memory: first-frame prompt, the ground-truth "mask" or the mask decoded from its "box"
     single_mask_tracking: bool = True  # memory: tracked frames use SAM2's single-mask output (saved in its config)
+    memory_image_loss: bool = False  # memory: add the box-prompted image-path loss (when the mask decoder trains too)
+    calibrate_memory: bool = False  # memory: set memory attention's output norm to the image features' scale first
 
 
 @dataclass

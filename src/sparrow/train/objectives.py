@@ -12,7 +12,8 @@
   ``data.sampling: clip``) by :func:`~sparrow.model.memory_training.unroll_memory`. Losses on the tracked frames:
   mask BCE + Dice (the model's weights) on the raw decoder logits where the target is visible (with SAM2's multimask
   tracking: the best of the candidates, as SAM2 trains, plus an L1 loss on their predicted IoU), and BCE of the
-  object-presence logit on every tracked frame (``object_score``).
+  object-presence logit on every tracked frame (``object_score``). With ``stage.memory_image_loss`` the image
+  path's box-prompted mask losses are added (for runs that also train the mask decoder).
 
 Each function returns a dict of scalar losses with the total under ``"loss"``.
 """
@@ -28,7 +29,7 @@ from sparrow.model.memory_training import MemoryUnroll, prompt_mask, unroll_memo
 from sparrow.model.pixel_decoder import PixelDecoder
 from sparrow.model.proposer import proposer_loss
 from sparrow.model.sparrow_model import SparrowBatch, SparrowModel
-from sparrow.train.config import MEMORY_PROMPTS
+from sparrow.train.config import MEMORY_PROMPTS, StageConfig
 
 
 def _visible(batch: SparrowBatch) -> tuple[Tensor, Tensor, Tensor]:
@@ -146,10 +147,12 @@ def _clip_terms(model: SparrowModel, out: MemoryUnroll, targets: Tensor) -> dict
     return terms
 
 
-def memory_loss(model: SparrowModel, batch: SparrowBatch, prompt: str = "mask") -> dict[str, Tensor]:
+def memory_loss(model: SparrowModel, batch: SparrowBatch, prompt: str = "mask", image_loss: bool = False) -> dict[str, Tensor]:
     """Mask and object-presence losses of SAM2's memory propagation over each sample's SAM frames (module doc).
 
-    Every term is a mean over all tracked frames of the batch; ``track_iou`` is a metric, not optimised.
+    Every term is a mean over all tracked frames of the batch; ``track_iou`` is a metric, not optimised. With
+    ``image_loss`` the box-prompted mask losses of the image path (:func:`segmenter_loss` without points) are added
+    as ``image_mask_bce`` / ``image_mask_dice``, to keep box prompting intact when the mask decoder also trains.
     """
     if prompt not in MEMORY_PROMPTS:
         raise ValueError(f"memory prompt must be one of {MEMORY_PROMPTS}, got {prompt!r}")
@@ -166,20 +169,22 @@ def memory_loss(model: SparrowModel, batch: SparrowBatch, prompt: str = "mask") 
     if "iou_l1" in parts:
         losses["iou_l1"] = torch.cat(parts["iou_l1"]).mean()
         total = total + losses["iou_l1"]
+    if image_loss:
+        image = segmenter_loss(model, batch, point_prompts=False)
+        losses["image_mask_bce"], losses["image_mask_dice"] = image["mask_bce"], image["mask_dice"]
+        total = total + image["loss"]
     losses["loss"] = total
     if "track_iou" in parts:
         losses["track_iou"] = torch.cat(parts["track_iou"]).mean().detach()
     return losses
 
 
-def stage_loss(
-    stage: str, model: SparrowModel, batch: SparrowBatch, point_prompts: bool = True, memory_prompt: str = "mask"
-) -> dict[str, Tensor]:
+def stage_loss(stage: StageConfig, model: SparrowModel, batch: SparrowBatch) -> dict[str, Tensor]:
     """The losses of ``stage`` for ``batch`` (``model`` is the unwrapped model; call inside the DDP forward)."""
-    if stage == "segmenter":
-        return segmenter_loss(model, batch, point_prompts)
-    if stage == "proposer":
+    if stage.name == "segmenter":
+        return segmenter_loss(model, batch, stage.point_prompts)
+    if stage.name == "proposer":
         return proposer_stage_loss(model, batch)
-    if stage == "memory":
-        return memory_loss(model, batch, memory_prompt)
+    if stage.name == "memory":
+        return memory_loss(model, batch, stage.memory_prompt, stage.memory_image_loss)
     return model(batch)

@@ -17,7 +17,8 @@ memory         SAM2's memory path: memory encoder, memory attention, object-poin
                masks of the image path do not change). Trained through
                :func:`~sparrow.model.memory_training.unroll_memory`; with ``stage.single_mask_tracking`` (the
                default) tracked frames use the decoder's single-mask output, which the segmenter stage trains,
-               and the saved SAM2 config keeps that setting
+               and the saved SAM2 config keeps that setting. ``stage.train: [pixel_decoder.sam.mask_decoder]``
+               adds the whole mask decoder; ``stage.memory_image_loss`` then keeps box prompting trained too
 =============  ==========================================================================================
 
 ``stage.train`` adds prefixes, ``stage.freeze`` removes them (a frozen prefix wins). Frozen modules are put in
