@@ -14,7 +14,14 @@ from test_propagator import S, hf_reference, moving_square
 
 from sparrow.data.schema import Expression, ObjectTrack, VideoRecord
 from sparrow.model.loading import from_pretrained
-from sparrow.model.memory_training import calibrate_memory_output, prompt_mask, set_single_mask_tracking, unroll_memory
+from sparrow.model.memory_training import (
+    MEMORY_MODULES,
+    calibrate_memory_output,
+    prompt_mask,
+    reinit_memory_path,
+    set_single_mask_tracking,
+    unroll_memory,
+)
 from sparrow.model.propagator import MaskPropagator
 from sparrow.model.sam2_backbone import Sam2Preprocessor, build_sam2, tiny_sam2_config
 from sparrow.train.data import ClipDataset
@@ -113,6 +120,23 @@ def test_calibration_puts_memory_features_on_the_image_features_scale(sam, clip)
     assert torch.allclose(model.memory_attention.layer_norm.bias, image.mean(0))
     after, target = conditioned_std(), float(image.std())
     assert abs(np.log(after / target)) < 0.5 * abs(np.log(before / target))
+
+
+@pytest.mark.parametrize("scheme", ["keep", "reset", "xavier"])
+def test_reinit_touches_only_the_memory_path(scheme: str) -> None:
+    torch.manual_seed(0)
+    model = build_sam2(tiny_sam2_config(S))
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    reinit_memory_path(model, scheme)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert all(n.split(".")[0] in MEMORY_MODULES for n in changed)
+    q = model.memory_attention.layers[0].cross_attn_image.q_proj.weight  # [128, 128]
+    expected = {"keep": 0.02, "reset": (3 * 128) ** -0.5, "xavier": (2 / 256) ** 0.5}[scheme]
+    assert abs(float(q.detach().std()) / expected - 1) < 0.1
+    if scheme != "keep":
+        assert {n.split(".")[0] for n in changed} == set(MEMORY_MODULES)
+    with pytest.raises(ValueError, match="memory init"):
+        reinit_memory_path(model, "zeros")
 
 
 def test_memory_stage_lowers_its_loss_and_trains_only_the_memory_path(tmp_path) -> None:

@@ -161,3 +161,33 @@ def calibrate_memory_output(sam: Sam2VideoModel, pixel_values: Tensor) -> None:
     norm = sam.memory_attention.layer_norm
     norm.weight.copy_(flat.std(0))
     norm.bias.copy_(flat.mean(0))
+
+
+MEMORY_MODULES = (
+    "memory_encoder", "memory_attention", "object_pointer_proj", "temporal_positional_encoding_projection_layer",
+    "mask_downsample",
+)
+MEMORY_INITS = ("keep", "reset", "xavier")
+
+
+@torch.no_grad()
+def reinit_memory_path(sam: Sam2VideoModel, scheme: str) -> None:
+    """Re-initialise the modules of SAM2's memory path (:data:`MEMORY_MODULES`) before training them from scratch.
+
+    HF initialises every linear and convolution layer with ``N(0, 0.02)``; in the memory attention that makes the
+    attention logits nearly constant (std 0.02 on the tiny chain), so attention stays uniform over all memory tokens
+    for hundreds of steps and no position can be told from another. ``"reset"`` restores PyTorch's default
+    initialisation (``reset_parameters()``, what SAM2's reference code leaves in place); ``"xavier"`` uses
+    Xavier-uniform weights and zero biases for linear layers (and the default for the rest); ``"keep"`` changes nothing.
+    """
+    if scheme not in MEMORY_INITS:
+        raise ValueError(f"memory init must be one of {MEMORY_INITS}, got {scheme!r}")
+    if scheme == "keep":
+        return
+    for name in MEMORY_MODULES:
+        for module in getattr(sam, name).modules():
+            if scheme == "xavier" and isinstance(module, torch.nn.Linear):
+                torch.nn.init.xavier_uniform_(module.weight)
+                torch.nn.init.zeros_(module.bias)
+            elif hasattr(module, "reset_parameters") and not list(module.children()):
+                module.reset_parameters()

@@ -8,7 +8,7 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
                 epoch_size, num_workers}
     stage:     {name: segmenter | proposer | vlm | selection | memory, seg_only, train: [...], freeze: [...],
                 lora: {r, alpha, dropout, target_modules}, point_prompts, memory_prompt, single_mask_tracking,
-                memory_image_loss, calibrate_memory}
+                memory_image_loss, calibrate_memory, memory_init}
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
     steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
 
@@ -31,6 +31,7 @@ from sparrow.errors import SparrowError
 STAGES = ("segmenter", "proposer", "vlm", "selection", "memory")
 SAMPLINGS = ("uniform", "random", "clip")
 MEMORY_PROMPTS = ("mask", "box")
+MEMORY_INITS = ("keep", "reset", "xavier")  # sparrow.model.memory_training.reinit_memory_path
 SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -91,6 +92,7 @@ class StageConfig:
     single_mask_tracking: bool = True  # memory: tracked frames use SAM2's single-mask output (saved in its config)
     memory_image_loss: bool = False  # memory: add the box-prompted image-path loss (when the mask decoder trains too)
     calibrate_memory: bool = False  # memory: set memory attention's output norm to the image features' scale first
+    memory_init: str = "keep"  # memory: re-initialise the memory path first: keep | reset | xavier
 
 
 @dataclass
@@ -193,6 +195,8 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
         )
     if config.data.sampling not in SAMPLINGS:
         raise SparrowError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {config.data.sampling!r}", path)
+    if config.stage.memory_init not in MEMORY_INITS:
+        raise SparrowError(f"stage.memory_init must be one of {', '.join(MEMORY_INITS)}, got {config.stage.memory_init!r}", path)
     if config.stage.memory_prompt not in MEMORY_PROMPTS:
         raise SparrowError(
             f"stage.memory_prompt must be one of {', '.join(MEMORY_PROMPTS)}, got {config.stage.memory_prompt!r}", path

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from sparrow.errors import SparrowError
-from sparrow.model.memory_training import set_single_mask_tracking
+from sparrow.model.memory_training import reinit_memory_path, set_single_mask_tracking
 from sparrow.train.config import LoraSettings, StageConfig
 
 STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
@@ -112,6 +112,7 @@ def apply_stage(model: nn.Module, stage: StageConfig) -> StagePlan:
         add_lora(model, stage.lora)
     if stage.name == "memory":
         set_single_mask_tracking(model.sam, stage.single_mask_tracking)
+        reinit_memory_path(model.sam, stage.memory_init)
     allowed = list(STAGE_TRAINABLE[stage.name]) + list(stage.train)
     names = [n for n, _ in model.named_parameters()]
     for prefix in stage.train + stage.freeze:
