@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from test_propagator import S, hf_reference, moving_square
 
 from sparrow.data.schema import Expression, ObjectTrack, VideoRecord
+from sparrow.model.batching import make_batch
 from sparrow.model.loading import from_pretrained
 from sparrow.model.memory_training import (
     MEMORY_MODULES,
@@ -27,6 +28,7 @@ from sparrow.model.sam2_backbone import Sam2Preprocessor, build_sam2, tiny_sam2_
 from sparrow.train.data import ClipDataset
 from sparrow.train.loop import train
 from sparrow.train.model_init import build_initial_model
+from sparrow.train.objectives import memory_loss
 from sparrow.train.stages import STAGE_TRAINABLE, apply_stage
 
 T = 6
@@ -157,12 +159,19 @@ def test_memory_stage_lowers_its_loss_and_trains_only_the_memory_path(tmp_path) 
     assert not sam.config.multimask_output_for_tracking and not sam.mask_decoder.dynamic_multimask_via_stability
 
 
-def test_memory_stage_trains_no_parameter_outside_its_prefixes(tmp_path) -> None:
+def test_memory_stage_trains_no_parameter_outside_its_prefixes_and_prompts_from_boxes(tmp_path) -> None:
     model = build_initial_model(toy_config(tmp_path).model)
     plan = apply_stage(model, toy_config(tmp_path, stage="memory").stage)
     assert not any(n.startswith(("vlm.", "proposer.", "selector.", "pixel_decoder.sam.vision_encoder.")) for n in plan.trainable)
     assert "pixel_decoder.sam.mask_decoder.pred_obj_score_head.proj_in.weight" in plan.trainable
     assert "pixel_decoder.sam.mask_decoder.transformer.layers.0.mlp.proj_in.weight" in plan.frozen
+    batch = make_batch(model, [ToyClips(frames=3, sam_frames=3)[i] for i in range(2)])
+    losses = memory_loss(model, batch, prompt="box", image_loss=True)
+    assert {"mask_bce", "mask_dice", "object_score", "image_mask_bce", "image_mask_dice"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    graded = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert graded and graded <= set(plan.trainable)
 
 
 def test_clip_sampling_gives_consecutive_frames_from_a_visible_key_frame() -> None:
