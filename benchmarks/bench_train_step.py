@@ -89,7 +89,7 @@ def main() -> None:
         batch = make_batch(model, prepare_samples(samples, config.stage.seg_only)).to(device)
         t1 = time.perf_counter()
         set_train_mode(model, plan)
-        losses = stage_loss(config.stage.name, model, batch, config.stage.point_prompts)
+        losses = stage_loss(config.stage, model, batch)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, config.optimizer.grad_clip)
         optimizer.step()

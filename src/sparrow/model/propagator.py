@@ -102,6 +102,17 @@ class BoundedInferenceSession(Sam2VideoInferenceSession):
         return self.total_frames
 
 
+def prompt_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """A mask ``[..., H, W]`` (bool or {0, 1}) -> float ``[..., S, S]`` in {0, 1}: the resize Sam2VideoProcessor
+    applies to mask inputs (bilinear with antialiasing, then ``>= 0.5``); unchanged values when already ``S x S``."""
+    m = mask.float()
+    if tuple(m.shape[-2:]) == (size, size):
+        return m
+    lead = m.shape[:-2]
+    m = F.interpolate(m.reshape(-1, 1, *m.shape[-2:]), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return (m >= 0.5).float().reshape(*lead, size, size)
+
+
 def select_cond_frames(frame_idx: int, cond_frames: list[int], max_cond_frames: int) -> list[int]:
     """The conditioning frames SAM2 attends to from ``frame_idx``: all of them, or at most ``max_cond_frames``:
     the closest before, the closest at/after, then the nearest others (``Sam2VideoModel._select_closest_cond_frames``).
@@ -258,13 +269,8 @@ class MaskPropagator:
         session.add_new_frame(self.preprocessor.normalize(resized[None])[0], frame_idx=t)
 
     def _prompt_mask(self, mask: np.ndarray) -> torch.Tensor:
-        """bool ``[H, W]`` -> float ``[1, 1, S, S]`` in {0, 1}: the resize Sam2VideoProcessor applies to mask inputs."""
-        size = self.sam.config.image_size
-        m = torch.from_numpy(mask).float()[None, None]
-        if tuple(m.shape[-2:]) != (size, size):
-            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            m = (m >= 0.5).float()
-        return m
+        """bool ``[H, W]`` -> float ``[1, 1, S, S]`` in {0, 1} (:func:`prompt_mask`)."""
+        return prompt_mask(torch.from_numpy(mask), self.sam.config.image_size)[None, None]
 
     def _run(
         self,
@@ -455,4 +461,4 @@ def _as_video(frames: Video | np.ndarray) -> Video:
     raise SparrowError(f"propagation reads an opened Video or a frame array, got {type(frames).__name__} (use Video.open)")
 
 
-__all__ = ["BoundedInferenceSession", "MaskPropagator", "PropagationCheckpoint", "select_cond_frames"]
+__all__ = ["BoundedInferenceSession", "MaskPropagator", "PropagationCheckpoint", "prompt_mask", "select_cond_frames"]

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train one stage (segmenter, proposer, vlm, selection) from a YAML config",
+        help="train one stage (segmenter, proposer, vlm, selection, memory) from a YAML config",
         description="Train one stage from a YAML config. Checkpoints go to OUT/checkpoints (atomic, resumable), "
         "TensorBoard logs to OUT/tensorboard, per-step losses to OUT/losses.jsonl, the finished model to OUT/final. "
         "Several GPUs: `accelerate launch --multi_gpu --num_processes N -m sparrow train --config FILE` (or an accelerate "

@@ -4,10 +4,12 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
 
     model:     {init: tiny | small | real | <saved model folder>, seed, sam_image_size, segmenter_from,
                 config: {SparrowConfig fields}}
-    data:      {sources: [{path, weight, format, split, tsf_cache}], num_vlm_frames, num_sam_frames, sampling, with_tsf,
+    data:      {sources: [{path, weight, format, split, tsf_cache}], num_vlm_frames, num_sam_frames,
+                sampling: uniform | random | clip, with_tsf,
                 epoch_size, num_workers}
-    stage:     {name: segmenter | proposer | vlm | selection, seg_only, train: [...], freeze: [...],
-                lora: {r, alpha, dropout, target_modules}}
+    stage:     {name: segmenter | proposer | vlm | selection | memory, seg_only, train: [...], freeze: [...],
+                lora: {r, alpha, dropout, target_modules}, point_prompts, memory_prompt, single_mask_tracking,
+                memory_image_loss, calibrate_memory, memory_init}
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
     steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
 
@@ -29,7 +31,10 @@ import yaml
 from sparrow.data.readers import FORMATS
 from sparrow.errors import SparrowError
 
-STAGES = ("segmenter", "proposer", "vlm", "selection")
+STAGES = ("segmenter", "proposer", "vlm", "selection", "memory")
+SAMPLINGS = ("uniform", "random", "clip")
+MEMORY_PROMPTS = ("mask", "box")
+MEMORY_INITS = ("keep", "reset", "xavier")  # sparrow.model.memory_training.reinit_memory_path
 SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("no", "bf16", "fp16")
 PRESETS = ("tiny", "small", "real")  # model.init values that build a model rather than load a folder
@@ -65,7 +70,7 @@ class DataConfig:
     sources: list[DataSource] = field(default_factory=list)
     num_vlm_frames: int = 4
     num_sam_frames: int = 2
-    sampling: str = "random"  # frame sampling of ReferringVideoDataset
+    sampling: str = "random"  # frame sampling of ReferringVideoDataset; "clip": consecutive SAM frames (memory stage)
     with_tsf: bool = False  # feed TSF crops to the VLM (samples must carry ``tsf_crops``)
     epoch_size: int = 0  # samples per mixture epoch (0: the sum of the source sizes)
     num_workers: int = 0  # DataLoader worker processes (sampling is the same for any count)
@@ -92,6 +97,11 @@ class StageConfig:
     freeze: list[str] = field(default_factory=list)
     lora: LoraSettings | None = None
     point_prompts: bool = True  # segmenter: also train with one positive point per target
+    memory_prompt: str = "mask"  # memory: first-frame prompt, the ground-truth "mask" or the mask decoded from its "box"
+    single_mask_tracking: bool = True  # memory: tracked frames use SAM2's single-mask output (saved in its config)
+    memory_image_loss: bool = False  # memory: add the box-prompted image-path loss (when the mask decoder trains too)
+    calibrate_memory: bool = False  # memory: set memory attention's output norm to the image features' scale first
+    memory_init: str = "keep"  # memory: re-initialise the memory path first: keep | reset | xavier
 
 
 @dataclass
@@ -192,8 +202,14 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
         raise SparrowError(
             f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {config.mixed_precision!r}", path
         )
-    if config.data.sampling not in ("uniform", "random"):
-        raise SparrowError(f"data.sampling must be 'uniform' or 'random', got {config.data.sampling!r}", path)
+    if config.data.sampling not in SAMPLINGS:
+        raise SparrowError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {config.data.sampling!r}", path)
+    if config.stage.memory_init not in MEMORY_INITS:
+        raise SparrowError(f"stage.memory_init must be one of {', '.join(MEMORY_INITS)}, got {config.stage.memory_init!r}", path)
+    if config.stage.memory_prompt not in MEMORY_PROMPTS:
+        raise SparrowError(
+            f"stage.memory_prompt must be one of {', '.join(MEMORY_PROMPTS)}, got {config.stage.memory_prompt!r}", path
+        )
     if len(config.optimizer.betas) != 2:
         raise SparrowError(f"optimizer.betas must have two values, got {config.optimizer.betas}", path)
     for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):

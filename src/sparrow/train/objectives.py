@@ -7,6 +7,14 @@
   without seeds, from torch's global RNG). Mask BCE + Dice with the model's loss weights.
 - ``proposer``: the Hungarian proposer loss on class-agnostic boxes (``batch.object_boxes``, or the target boxes).
 - ``vlm`` / ``selection``: the model's own training loss (CE + mask BCE/Dice + selection + box).
+- ``memory``: SAM2's memory path. Each target visible on a sample's first SAM frame is prompted there with a mask
+  (its ground truth, or with ``memory_prompt="box"`` the mask SAM2 decodes from its ground-truth box, as ``track``
+  mode prompts with a decoded mask) and tracked over the following SAM frames (consecutive frames with
+  ``data.sampling: clip``) by :func:`~sparrow.model.memory_training.unroll_memory`. Losses on the tracked frames:
+  mask BCE + Dice (the model's weights) on the raw decoder logits where the target is visible (with SAM2's multimask
+  tracking: the best of the candidates, as SAM2 trains, plus an L1 loss on their predicted IoU), and BCE of the
+  object-presence logit on every tracked frame (``object_score``). With ``stage.memory_image_loss`` the image
+  path's box-prompted mask losses are added (for runs that also train the mask decoder).
 
 Each function returns a dict of scalar losses with the total under ``"loss"``.
 """
@@ -14,12 +22,15 @@ Each function returns a dict of scalar losses with the total under ``"loss"``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from sparrow.model.losses import mask_bce_loss, mask_dice_loss
+from sparrow.model.memory_training import MemoryUnroll, prompt_mask, unroll_memory
 from sparrow.model.pixel_decoder import PixelDecoder
 from sparrow.model.proposer import proposer_loss
 from sparrow.model.sparrow_model import SparrowBatch, SparrowModel
+from sparrow.train.config import MEMORY_PROMPTS, StageConfig
 
 
 def _visible(batch: SparrowBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -107,17 +118,92 @@ def proposer_stage_loss(model: SparrowModel, batch: SparrowBatch) -> dict[str, T
     return {"proposer": parts["total"], "loss": model.config.loss.proposer * parts["total"]}
 
 
+def _key_prompt(model: SparrowModel, pixels: Tensor, mask: Tensor, box: Tensor, source: str) -> Tensor:
+    """The first frame's mask prompt ``[S, S]`` of one target: its ground-truth ``mask`` ``[H, W]``, or the mask the
+    frozen pixel decoder gives for its ground-truth ``box`` ``[4]`` on ``pixels`` ``[3, S, S]``."""
+    size = model.pixel_decoder.image_size
+    if source == "box":
+        with torch.no_grad():
+            out = model.pixel_decoder.decode(model.pixel_decoder.encode(pixels[None]), None, box[None])
+            mask = PixelDecoder.upsample(out.mask_logits, tuple(mask.shape[-2:]))[0] > 0
+    return prompt_mask(mask, size)
+
+
+def _per_mask_losses(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """BCE and Dice of each mask: ``logits``, ``targets`` ``[N, H, W]`` -> two ``[N]``."""
+    bce = torch.stack([mask_bce_loss(logits[i : i + 1], targets[i : i + 1]) for i in range(len(logits))])
+    dice = torch.stack([mask_dice_loss(logits[i : i + 1], targets[i : i + 1]) for i in range(len(logits))])
+    return bce, dice
+
+
+def _clip_terms(model: SparrowModel, out: MemoryUnroll, targets: Tensor) -> dict[str, Tensor]:
+    """Per-frame loss terms of one unrolled clip; ``targets`` ``[Ts, H, W]`` (frame 0 is the prompted one).
+
+    ``object_score`` ``[Ts-1]``; over the ``P`` tracked frames where the target is visible: ``mask_bce``,
+    ``mask_dice`` ``[P]`` of the best candidate, ``track_iou`` ``[P]`` (IoU of the mask SAM2 keeps) and, with
+    several candidates, ``iou_l1`` ``[P]``.
+    """
+    weights = model.config.loss
+    size = tuple(targets.shape[-2:])
+    present = targets[1:].flatten(1).amax(-1) > 0  # [Ts-1]
+    terms = {"object_score": F.binary_cross_entropy_with_logits(out.object_score_logits, present.float(), reduction="none")}
+    steps, cands = out.mask_logits.shape[:2]
+    logits = PixelDecoder.upsample(out.mask_logits.flatten(0, 1), size).view(steps, cands, *size)[present]
+    if len(logits) == 0:
+        return terms
+    y = targets[1:][present][:, None].expand_as(logits)  # [P, M, H, W]
+    bce, dice = (v.view(-1, cands) for v in _per_mask_losses(logits.flatten(0, 1), y.flatten(0, 1)))
+    best = (weights.mask_bce * bce + weights.mask_dice * dice).argmin(-1, keepdim=True)  # SAM2 trains the best one
+    terms["mask_bce"], terms["mask_dice"] = bce.gather(-1, best)[:, 0], dice.gather(-1, best)[:, 0]
+    hard, truth = logits.detach() > 0, y > 0
+    iou = (hard & truth).flatten(2).sum(-1) / (hard | truth).flatten(2).sum(-1).clamp(min=1)  # [P, M]
+    terms["track_iou"] = iou.gather(-1, out.chosen[present][:, None])[:, 0]
+    if cands > 1:
+        terms["iou_l1"] = (out.iou_scores[present] - iou).abs().mean(-1)
+    return terms
+
+
+def memory_loss(model: SparrowModel, batch: SparrowBatch, prompt: str = "mask", image_loss: bool = False) -> dict[str, Tensor]:
+    """Mask and object-presence losses of SAM2's memory propagation over each sample's SAM frames (module doc).
+
+    Every term is a mean over all tracked frames of the batch; ``track_iou`` is a metric, not optimised. With
+    ``image_loss`` the box-prompted mask losses of the image path (:func:`segmenter_loss` without points) are added
+    as ``image_mask_bce`` / ``image_mask_dice``, to keep box prompting intact when the mask decoder also trains.
+    """
+    if prompt not in MEMORY_PROMPTS:
+        raise ValueError(f"memory prompt must be one of {MEMORY_PROMPTS}, got {prompt!r}")
+    parts: dict[str, list[Tensor]] = {}
+    for b, n in (batch.masks[:, :, 0].flatten(2).amax(-1) > 0).nonzero().tolist():
+        targets = batch.masks[b, n]  # [Ts, H, W]
+        key = _key_prompt(model, batch.sam_pixels[b, 0], targets[0], batch.boxes[b, n, 0], prompt)
+        for name, value in _clip_terms(model, unroll_memory(model.sam, batch.sam_pixels[b], key), targets).items():
+            parts.setdefault(name, []).append(value)
+    zero = model.sam.memory_temporal_positional_encoding.sum() * 0.0  # nothing to track: 0, still in the graph
+    losses = {name: torch.cat(parts[name]).mean() if name in parts else zero for name in ("mask_bce", "mask_dice", "object_score")}
+    weights = model.config.loss
+    total = weights.mask_bce * losses["mask_bce"] + weights.mask_dice * losses["mask_dice"] + losses["object_score"]
+    if "iou_l1" in parts:
+        losses["iou_l1"] = torch.cat(parts["iou_l1"]).mean()
+        total = total + losses["iou_l1"]
+    if image_loss:
+        image = segmenter_loss(model, batch, point_prompts=False)
+        losses["image_mask_bce"], losses["image_mask_dice"] = image["mask_bce"], image["mask_dice"]
+        total = total + image["loss"]
+    losses["loss"] = total
+    if "track_iou" in parts:
+        losses["track_iou"] = torch.cat(parts["track_iou"]).mean().detach()
+    return losses
+
+
 def stage_loss(
-    stage: str,
-    model: SparrowModel,
-    batch: SparrowBatch,
-    point_prompts: bool = True,
-    sample_seeds: list[int] | None = None,
+    stage: StageConfig, model: SparrowModel, batch: SparrowBatch, sample_seeds: list[int] | None = None
 ) -> dict[str, Tensor]:
     """The losses of ``stage`` for ``batch`` (``model`` is the unwrapped model; call inside the DDP forward);
     ``sample_seeds``, one per sample, seed the random prompt draws (see the module docstring)."""
-    if stage == "segmenter":
-        return segmenter_loss(model, batch, point_prompts, sample_seeds)
-    if stage == "proposer":
+    if stage.name == "segmenter":
+        return segmenter_loss(model, batch, stage.point_prompts, sample_seeds)
+    if stage.name == "proposer":
         return proposer_stage_loss(model, batch)
+    if stage.name == "memory":
+        return memory_loss(model, batch, stage.memory_prompt, stage.memory_image_loss)
     return model(batch)
