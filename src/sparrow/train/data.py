@@ -119,21 +119,35 @@ def micro_batch_loader(stream: MixtureStream, start: int, num_workers: int = 0) 
 
 
 def build_sources(
-    sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int, tsf_crop_size: int = 56
+    sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int, tsf_crop_size: int = 56,
+    identity: bool = False,
 ) -> list[Dataset]:
-    """ReferringVideoDataset per configured source (``DataSource`` entries with ``path``, ``format`` and an optional
-    ``tsf_cache`` whose crops, ``tsf_crop_size`` px, the samples then carry)."""
+    """One dataset per configured source: a ReferringVideoDataset for a folder (``DataSource`` entries with ``path``,
+    ``format`` and an optional ``tsf_cache`` whose crops, ``tsf_crop_size`` px, the samples then carry), or
+    :class:`~sparrow.data.synthref.stream.FreshSynthRef` for ``synthref`` (clips generated on the fly). With
+    ``identity`` the samples also carry SynthRef identity targets (``sparrow.data.synthref.identity``)."""
     from sparrow.data.dataset import ReferringVideoDataset, load_records
+    from sparrow.data.synthref.identity import IdentityDataset
+    from sparrow.data.synthref.stream import FreshSynthRef, fresh_config
     from sparrow.tsf.cache import read_tsf_cache
 
-    out = []
+    out: list[Dataset] = []
     for k, src in enumerate(sources):
+        fresh = getattr(src, "synthref", None)
+        if fresh is not None:
+            out.append(
+                FreshSynthRef(
+                    fresh.seed, length=fresh.length, config=fresh_config(fresh.size, fresh.num_frames),
+                    num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling,
+                    balance=fresh.balance, identity=identity,
+                )
+            )
+            continue
         records = load_records(src.path, format=src.format)
         cache = read_tsf_cache(src.tsf_cache) if getattr(src, "tsf_cache", "") else None
-        out.append(
-            ReferringVideoDataset(
-                records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling, seed=seed + k,
-                tsf_cache=cache, tsf_crop_size=tsf_crop_size,
-            )
+        dataset = ReferringVideoDataset(
+            records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling, seed=seed + k,
+            tsf_cache=cache, tsf_crop_size=tsf_crop_size,
         )
+        out.append(IdentityDataset(dataset) if identity else dataset)
     return out

@@ -33,7 +33,8 @@ from sparrow.train.data import MixtureStream, build_sources, micro_batch_loader
 from sparrow.train.objectives import stage_loss
 from sparrow.train.stages import StagePlan, apply_stage, merge_lora, set_train_mode
 
-LOG_KEYS = ("loss", "ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "point_mask_bce", "point_mask_dice")
+LOG_KEYS = ("loss", "ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "point_mask_bce", "point_mask_dice",
+            "identity_mask_bce", "identity_mask_dice")
 
 
 @dataclass
@@ -51,14 +52,15 @@ class TrainResult:
 class StageModule(nn.Module):
     """Wraps the model so that DDP sees one ``forward(batch) -> losses`` per stage."""
 
-    def __init__(self, model: nn.Module, stage: str, point_prompts: bool) -> None:
+    def __init__(self, model: nn.Module, stage: str, point_prompts: bool, identity_prompts: bool = False) -> None:
         super().__init__()
         self.model = model
         self.stage = stage
         self.point_prompts = point_prompts
+        self.identity_prompts = identity_prompts
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
-        return stage_loss(self.stage, self.model, batch, self.point_prompts)
+        return stage_loss(self.stage, self.model, batch, self.point_prompts, self.identity_prompts)
 
 
 def lr_factor(config: OptimizerConfig, total_steps: int):
@@ -150,6 +152,12 @@ def train(
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, model, plan.trainable, optimizer, scheduler, frozen_hash).step
 
+    identity = config.stage.identity_prompts
+    if identity and (config.stage.name != "segmenter" or model.identity_prompts is None):
+        raise SparrowError(
+            "stage.identity_prompts trains the segmenter stage of a model with identity prompts "
+            "(model.config.identity_prompts: 36 for SynthRef)", config.source,
+        )
     if sources is None:
         d = config.data
         if d.num_vlm_frames != model.config.vlm_frames:
@@ -161,7 +169,8 @@ def train(
         if d.with_tsf and model.config.tsf == "off":
             raise SparrowError("data.with_tsf is on but the model's tsf is 'off' (set model.config.tsf: train)", config.source)
         sources = build_sources(
-            d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed, tsf_crop_size=model.config.tsf_crop_size
+            d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed, tsf_crop_size=model.config.tsf_crop_size,
+            identity=identity,
         )
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
@@ -183,7 +192,7 @@ def train(
         num_micro_steps=config.steps * accum,
         epoch_size=config.data.epoch_size,
     )
-    wrapper = StageModule(model, config.stage.name, config.stage.point_prompts)
+    wrapper = StageModule(model, config.stage.name, config.stage.point_prompts, identity)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
 
     writer, log_path = None, None

@@ -4,6 +4,11 @@
   ground-truth box (two corner points, labels 2/3) and, with ``point_prompts``, separately from one positive point
   drawn inside its mask (label 1, from the torch RNG, which the loop seeds per step). Mask BCE + Dice with the model's
   loss weights.
+  With ``identity_prompts`` (SynthRef samples with identity targets, a model with ``config.identity_prompts`` rows),
+  every identity of each sample's video is also decoded on every SAM frame from its learned prompt alone (in place
+  of ``[SEG]``, no box) against the union mask of that identity's objects (empty where none is visible), plus one
+  identity absent from the video (drawn from the torch RNG) against an empty mask: SAM2's features and decoder
+  learn to tell colours and shapes apart, which box and point prompts never ask of them.
 - ``proposer``: the Hungarian proposer loss on class-agnostic boxes (``batch.object_boxes``, or the target boxes).
 - ``vlm`` / ``selection``: the model's own training loss (CE + mask BCE/Dice + selection + box).
 
@@ -15,8 +20,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sparrow.errors import SparrowError
 from sparrow.model.losses import mask_bce_loss, mask_dice_loss
-from sparrow.model.pixel_decoder import PixelDecoder
+from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
 from sparrow.model.proposer import proposer_loss
 from sparrow.model.sparrow_model import SparrowBatch, SparrowModel
 
@@ -56,16 +62,47 @@ def _mask_losses(model: SparrowModel, logits: Tensor, targets: Tensor, prefix: s
     }
 
 
-def segmenter_loss(model: SparrowModel, batch: SparrowBatch, point_prompts: bool = True) -> dict[str, Tensor]:
-    """Box-prompted (and point-prompted) mask losses of SAM2's image path."""
+def identity_losses(model: SparrowModel, batch: SparrowBatch, features: ImageFeatures) -> dict[str, Tensor]:
+    """Mask BCE/Dice of identity-prompted decodes (see the module docstring): ``identity_mask_bce`` and
+    ``identity_mask_dice``. ``features`` are those of ``batch.sam_pixels`` flattened ``[B*Ts, ...]``."""
+    table = model.identity_prompts
+    if table is None:
+        raise SparrowError("stage.identity_prompts needs a model with identity prompts (model.config.identity_prompts: 36)")
+    if batch.identity_ids is None or batch.identity_masks is None:
+        raise SparrowError("stage.identity_prompts needs samples with identity targets (SynthRef sources)")
+    ids, masks = batch.identity_ids, batch.identity_masks  # [B, M], [B, M, Ts, H, W]
+    if int(ids.max()) >= table.num_embeddings:
+        raise SparrowError(f"identity {int(ids.max())} out of range for {table.num_embeddings} identity prompts")
+    b, _, ts, h, w = masks.shape
+    absent = []
+    for row in range(b):  # one identity the video lacks, against an empty mask
+        free = torch.ones(table.num_embeddings, dtype=torch.bool)
+        free[ids[row][ids[row] >= 0].cpu()] = False
+        choices = free.nonzero().flatten()
+        absent.append(int(choices[torch.randint(len(choices), (1,))]) if len(choices) else -1)
+    ids = torch.cat([ids, torch.tensor(absent, device=ids.device)[:, None]], dim=1)
+    masks = torch.cat([masks, masks.new_zeros(b, 1, ts, h, w)], dim=1)
+    rows, slots = (ids >= 0).nonzero(as_tuple=True)
+    frames = (rows[:, None] * ts + torch.arange(ts, device=rows.device)).flatten()
+    prompts = table(ids[rows, slots].repeat_interleave(ts))
+    out = model.decode(features, frames, prompts, None)
+    return _mask_losses(model, PixelDecoder.upsample(out.mask_logits, (h, w)), masks[rows, slots].flatten(0, 1), "identity_")
+
+
+def segmenter_loss(
+    model: SparrowModel, batch: SparrowBatch, point_prompts: bool = True, identity_prompts: bool = False
+) -> dict[str, Tensor]:
+    """Box-prompted (and point-prompted, and identity-prompted) mask losses of SAM2's image path."""
     decoder = model.pixel_decoder
     features = decoder.encode(batch.sam_pixels.flatten(0, 1))
     frames, boxes, masks = _visible(batch)
     size = tuple(batch.masks.shape[-2:])
     weights = model.config.loss
+    identity = identity_losses(model, batch, features) if identity_prompts else {}
+    extra = weights.mask_bce * identity["identity_mask_bce"] + weights.mask_dice * identity["identity_mask_dice"] if identity else 0.0
     if len(frames) == 0:  # nothing visible: a zero loss that still touches the graph
         zero = features.embedding.sum() * 0.0
-        return {"mask_bce": zero, "mask_dice": zero, "loss": zero}
+        return {"mask_bce": zero, "mask_dice": zero, **identity, "loss": zero + extra}
     out = model.decode(features, frames, None, boxes)
     losses = _mask_losses(model, PixelDecoder.upsample(out.mask_logits, size), masks)
     total = weights.mask_bce * losses["mask_bce"] + weights.mask_dice * losses["mask_dice"]
@@ -75,7 +112,8 @@ def segmenter_loss(model: SparrowModel, batch: SparrowBatch, point_prompts: bool
         point = _mask_losses(model, PixelDecoder.upsample(out.mask_logits, size), masks, prefix="point_")
         losses.update(point)
         total = total + weights.mask_bce * point["point_mask_bce"] + weights.mask_dice * point["point_mask_dice"]
-    losses["loss"] = total
+    losses.update(identity)
+    losses["loss"] = total + extra
     return losses
 
 
@@ -91,10 +129,12 @@ def proposer_stage_loss(model: SparrowModel, batch: SparrowBatch) -> dict[str, T
     return {"proposer": parts["total"], "loss": model.config.loss.proposer * parts["total"]}
 
 
-def stage_loss(stage: str, model: SparrowModel, batch: SparrowBatch, point_prompts: bool = True) -> dict[str, Tensor]:
+def stage_loss(
+    stage: str, model: SparrowModel, batch: SparrowBatch, point_prompts: bool = True, identity_prompts: bool = False
+) -> dict[str, Tensor]:
     """The losses of ``stage`` for ``batch`` (``model`` is the unwrapped model; call inside the DDP forward)."""
     if stage == "segmenter":
-        return segmenter_loss(model, batch, point_prompts)
+        return segmenter_loss(model, batch, point_prompts, identity_prompts)
     if stage == "proposer":
         return proposer_stage_loss(model, batch)
     return model(batch)

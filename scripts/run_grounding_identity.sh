@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Issue 10 item 3: segmenter -> proposer -> vlm, with and without identity prompts (configs/grounding/), then the
+# grounding probe on both arms. Needs data/synthref/train (400 videos, seed 0) and data/synthref/test (seed 0).
+# Usage: bash scripts/run_grounding_identity.sh [PYTHON]   (resumes stages that have checkpoints)
+set -euo pipefail
+PY=${1:-.venv/bin/python}
+export PYTHONPATH=src OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+for arm in identity plain; do
+  for stage in segmenter proposer vlm; do
+    if [ ! -f runs/grounding/$arm/$stage/final/model.safetensors ]; then
+      resume=""
+      [ -f runs/grounding/$arm/$stage/checkpoints/latest.json ] && resume="--resume"
+      echo "== $arm $stage $(date +%T)"
+      /usr/bin/time -f "%e s wall, %U s user" nice -n 10 "$PY" -m sparrow train --config configs/grounding/${stage}_$arm.yaml --quiet $resume
+    fi
+  done
+done
