@@ -34,7 +34,7 @@ from sparrow.train.objectives import stage_loss
 from sparrow.train.stages import StagePlan, apply_stage, merge_lora, set_train_mode
 
 LOG_KEYS = ("loss", "ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "point_mask_bce", "point_mask_dice",
-            "identity_mask_bce", "identity_mask_dice")
+            "identity_mask_bce", "identity_mask_dice", "identity_cls")
 
 
 @dataclass

@@ -6,9 +6,13 @@
   loss weights.
   With ``identity_prompts`` (SynthRef samples with identity targets, a model with ``config.identity_prompts`` rows),
   every identity of each sample's video is also decoded on every SAM frame from its learned prompt alone (in place
-  of ``[SEG]``, no box) against the union mask of that identity's objects (empty where none is visible), plus one
-  identity absent from the video (drawn from the torch RNG) against an empty mask: SAM2's features and decoder
-  learn to tell colours and shapes apart, which box and point prompts never ask of them.
+  of ``[SEG]``, no box) against the union mask of that identity's objects (empty where none is visible); and each
+  visible identity's
+  SAM2 embedding, averaged over its mask, is classified against all prompts as prototypes
+  (``CE(pooled . E^T / sqrt(C))``, ``identity_cls``, weight 1). SAM2's features and decoder so learn to tell colours
+  and shapes apart, which box and point prompts never ask of them. The prototype term is what makes it learn: with
+  the decode alone a tiny SAM2 stayed prompt-independent (both prompts gave the same mask after 320 steps on two
+  objects), with it the right object had IoU 0.78-0.87 and the wrong one 0.01-0.03 after 80 steps.
 - ``proposer``: the Hungarian proposer loss on class-agnostic boxes (``batch.object_boxes``, or the target boxes).
 - ``vlm`` / ``selection``: the model's own training loss (CE + mask BCE/Dice + selection + box).
 
@@ -17,7 +21,10 @@ Each function returns a dict of scalar losses with the total under ``"loss"``.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from sparrow.errors import SparrowError
@@ -63,8 +70,9 @@ def _mask_losses(model: SparrowModel, logits: Tensor, targets: Tensor, prefix: s
 
 
 def identity_losses(model: SparrowModel, batch: SparrowBatch, features: ImageFeatures) -> dict[str, Tensor]:
-    """Mask BCE/Dice of identity-prompted decodes (see the module docstring): ``identity_mask_bce`` and
-    ``identity_mask_dice``. ``features`` are those of ``batch.sam_pixels`` flattened ``[B*Ts, ...]``."""
+    """Mask BCE/Dice of identity-prompted decodes and the prototype classification (see the module docstring):
+    ``identity_mask_bce``, ``identity_mask_dice``, ``identity_cls``. ``features`` are those of ``batch.sam_pixels``
+    flattened ``[B*Ts, ...]``."""
     table = model.identity_prompts
     if table is None:
         raise SparrowError("stage.identity_prompts needs a model with identity prompts (model.config.identity_prompts: 36)")
@@ -73,20 +81,25 @@ def identity_losses(model: SparrowModel, batch: SparrowBatch, features: ImageFea
     ids, masks = batch.identity_ids, batch.identity_masks  # [B, M], [B, M, Ts, H, W]
     if int(ids.max()) >= table.num_embeddings:
         raise SparrowError(f"identity {int(ids.max())} out of range for {table.num_embeddings} identity prompts")
-    b, _, ts, h, w = masks.shape
-    absent = []
-    for row in range(b):  # one identity the video lacks, against an empty mask
-        free = torch.ones(table.num_embeddings, dtype=torch.bool)
-        free[ids[row][ids[row] >= 0].cpu()] = False
-        choices = free.nonzero().flatten()
-        absent.append(int(choices[torch.randint(len(choices), (1,))]) if len(choices) else -1)
-    ids = torch.cat([ids, torch.tensor(absent, device=ids.device)[:, None]], dim=1)
-    masks = torch.cat([masks, masks.new_zeros(b, 1, ts, h, w)], dim=1)
+    ts, h, w = masks.shape[2:]
     rows, slots = (ids >= 0).nonzero(as_tuple=True)
     frames = (rows[:, None] * ts + torch.arange(ts, device=rows.device)).flatten()
-    prompts = table(ids[rows, slots].repeat_interleave(ts))
-    out = model.decode(features, frames, prompts, None)
-    return _mask_losses(model, PixelDecoder.upsample(out.mask_logits, (h, w)), masks[rows, slots].flatten(0, 1), "identity_")
+    labels = ids[rows, slots].repeat_interleave(ts)
+    targets = masks[rows, slots].flatten(0, 1)  # [K*Ts, H, W]
+    out = model.decode(features, frames, table(labels), None)
+    losses = _mask_losses(model, PixelDecoder.upsample(out.mask_logits, (h, w)), targets, "identity_")
+    # prototypes: the mask-averaged stride-16 embedding of each visible identity, classified against every prompt
+    embedding = features.embedding[frames]  # [K*Ts, C, h16, w16]
+    share = F.adaptive_avg_pool2d(targets[:, None].to(embedding.dtype), embedding.shape[-2:])  # [K*Ts, 1, h16, w16]
+    area = share.flatten(1).sum(-1)
+    seen = area > 0
+    if bool(seen.any()):
+        pooled = (embedding[seen] * share[seen]).flatten(2).sum(-1) / area[seen, None]
+        logits = pooled @ table.weight.t() / math.sqrt(pooled.shape[-1])
+        losses["identity_cls"] = F.cross_entropy(logits, labels[seen])
+    else:
+        losses["identity_cls"] = table.weight.sum() * 0.0
+    return losses
 
 
 def segmenter_loss(
@@ -99,7 +112,12 @@ def segmenter_loss(
     size = tuple(batch.masks.shape[-2:])
     weights = model.config.loss
     identity = identity_losses(model, batch, features) if identity_prompts else {}
-    extra = weights.mask_bce * identity["identity_mask_bce"] + weights.mask_dice * identity["identity_mask_dice"] if identity else 0.0
+    extra = 0.0
+    if identity:
+        extra = (
+            weights.mask_bce * identity["identity_mask_bce"] + weights.mask_dice * identity["identity_mask_dice"]
+            + identity["identity_cls"]
+        )
     if len(frames) == 0:  # nothing visible: a zero loss that still touches the graph
         zero = features.embedding.sum() * 0.0
         return {"mask_bce": zero, "mask_dice": zero, **identity, "loss": zero + extra}
