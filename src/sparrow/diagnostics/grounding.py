@@ -110,13 +110,13 @@ def _by_kind(hits: Tensor, kinds: list[str]) -> dict[str, float]:
 
 
 def selection_report(
-    selector: Selector, train: Sequence[ClipFeatures], held: Sequence[ClipFeatures], epochs: int = 30
+    selector: Selector, train: Sequence[ClipFeatures], held: Sequence[ClipFeatures], epochs: int = 20
 ) -> dict[str, dict[str, float]]:
     """Held-out top-1 selection (module docstring, 2): ``{row: {all, appearance, motion, position}}`` plus
     ``frames`` (held-out / probe-training frame counts)."""
     vocab = vocabulary([t for c in [*train, *held] for t in c.texts])
-    bow = lambda c: torch.from_numpy(bag_of_words(c.texts, vocab))  # noqa: E731
-    model_q = lambda c: c.box  # noqa: E731
+    bow = lambda c: torch.from_numpy(bag_of_words(c.texts, vocab))
+    model_q = lambda c: c.box
     held_model, kinds = selection_set(held, model_q)
     train_model, _ = selection_set(train, model_q)
     held_bow, _ = selection_set(held, bow)
@@ -231,6 +231,11 @@ def _identification_set(clips: Sequence[ClipFeatures], source: str, vocab: dict[
     return torch.stack(queries), torch.stack(objects), torch.stack(valid), torch.stack(targets), kinds
 
 
+def _pad(x: Tensor, width: int, fill: float | bool) -> Tensor:
+    """Pad dimension 1 of ``x`` to ``width`` with ``fill``."""
+    return torch.cat([x, x.new_full((x.shape[0], width - x.shape[1], *x.shape[2:]), fill)], 1)
+
+
 def identification_report(train: Sequence[ClipFeatures], held: Sequence[ClipFeatures]) -> dict[str, dict[str, float]]:
     """Held-out target identification among ground-truth objects, per feature source and kind (docstring, 4)."""
     vocab = vocabulary([t for c in [*train, *held] for t in c.texts])
@@ -239,11 +244,10 @@ def identification_report(train: Sequence[ClipFeatures], held: Sequence[ClipFeat
         q, f, v, t, _ = _identification_set(train, source, vocab)
         hq, hf, hv, ht, kinds = _identification_set(held, source, vocab)
         width = max(f.shape[1], hf.shape[1])
-        pad = lambda x, fill: torch.cat([x, x.new_full((x.shape[0], width - x.shape[1], *x.shape[2:]), fill)], 1)  # noqa: E731
-        probe = train_identifier(q, pad(f, 0.0), pad(v, False), pad(t, False))
+        probe = train_identifier(q, _pad(f, width, 0.0), _pad(v, width, False), _pad(t, width, False))
         with torch.no_grad():
-            scores = probe(hq, pad(hf, 0.0), pad(hv, False))
-        report[source] = _by_kind(pad(ht, False).gather(1, scores.argmax(-1, keepdim=True))[:, 0], kinds)
+            scores = probe(hq, _pad(hf, width, 0.0), _pad(hv, width, False))
+        report[source] = _by_kind(_pad(ht, width, False).gather(1, scores.argmax(-1, keepdim=True))[:, 0], kinds)
         if "chance" not in report:
             report["chance"] = _by_kind(ht.sum(-1) / hv.sum(-1).clamp(min=1), kinds)
     return report

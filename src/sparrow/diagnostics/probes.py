@@ -26,8 +26,8 @@ from sparrow.model.proposer import sine_embedding
 from sparrow.model.selector import Selector, selection_loss
 
 __all__ = [
-    "SelectionSet",
     "Identifier",
+    "SelectionSet",
     "linear_probe_accuracy",
     "listwise_loss",
     "selector_logits",
@@ -38,7 +38,7 @@ __all__ = [
 
 
 def linear_probe_accuracy(
-    x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, l2: float = 1e-2, iterations: int = 100
+    x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, l2: float = 1e-3, iterations: int = 100
 ) -> float:
     """Held-out accuracy of a multinomial logistic regression ``x [N, D] -> y [N]`` (int64 class ids).
 
@@ -86,7 +86,7 @@ class SelectionSet:
         return SelectionSet(queries, self.boxes, self.logits, self.features, self.appearance, self.valid, self.labels, self.hit)
 
     def subset(self, index: Tensor) -> SelectionSet:
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        pick = lambda t: None if t is None else t[index]
         return SelectionSet(*(pick(getattr(self, f)) for f in self.__dataclass_fields__))
 
 
@@ -116,11 +116,15 @@ def top1_hits(logits: Tensor, hit: Tensor) -> Tensor:
 
 
 def train_selector_probe(
-    data: SelectionSet, feature_dim: int, appearance_dim: int, epochs: int = 30, batch: int = 64, lr: float = 1e-3
+    data: SelectionSet, feature_dim: int, appearance_dim: int, epochs: int = 20, batch: int = 64, lr: float = 1e-3,
+    key_dim: int = 64,
 ) -> Selector:
-    """A fresh :class:`Selector` for queries of size ``data.queries.shape[1]``, trained on ``data`` (seed 0)."""
+    """A fresh :class:`Selector` (query/key width ``key_dim``; the model's is 256) for queries of size
+    ``data.queries.shape[1]``, trained on ``data`` (seed 0)."""
     torch.manual_seed(0)
-    selector = Selector(embed_dim=data.queries.shape[1], feature_dim=feature_dim, appearance_dim=appearance_dim)
+    selector = Selector(
+        embed_dim=data.queries.shape[1], feature_dim=feature_dim, key_dim=key_dim, appearance_dim=appearance_dim
+    )
     opt = torch.optim.AdamW(selector.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(0)
     for _ in range(epochs):

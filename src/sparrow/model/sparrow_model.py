@@ -53,7 +53,7 @@ class SparrowBatch:
     identity_masks: torch.Tensor | None = None  # [B, M, Ts, H, W] float: that identity's masks on the SAM frames
 
     def to(self, device: torch.device | str) -> SparrowBatch:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device)
         return SparrowBatch(
             vlm=self.vlm.to(device), sam_pixels=self.sam_pixels.to(device), masks=self.masks.to(device), boxes=self.boxes.to(device),
             object_boxes=None if self.object_boxes is None else [b.to(device) for b in self.object_boxes],

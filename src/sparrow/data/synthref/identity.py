@@ -15,7 +15,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-
 from torch.utils.data import Dataset
 
 from sparrow.data.dataset import ReferringSample, ReferringVideoDataset
