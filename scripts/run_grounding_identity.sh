@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Issue 10 item 3: segmenter -> proposer -> vlm, with and without identity prompts (configs/grounding/), then the
 # grounding probe on both arms. Needs data/synthref/train (400 videos, seed 0) and data/synthref/test (seed 0).
-# Usage: bash scripts/run_grounding_identity.sh [PYTHON]   (resumes stages that have checkpoints)
+# Usage: bash scripts/run_grounding_identity.sh [PYTHON] [ARM ...]   (arms: identity plain; resumes stages that
+# have checkpoints; the two arms can run as two parallel invocations)
 set -euo pipefail
 PY=${1:-.venv/bin/python}
+shift || true
+ARMS=${*:-identity plain}
 export PYTHONPATH=src OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-for arm in identity plain; do
+for arm in $ARMS; do
   for stage in segmenter proposer vlm; do
     if [ ! -f runs/grounding/$arm/$stage/final/model.safetensors ]; then
       resume=""
