@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 10 item 3: segmenter -> proposer -> vlm, with and without identity prompts (configs/grounding/), then the
-# grounding probe on both arms. Needs data/synthref/train (400 videos, seed 0) and data/synthref/test (seed 0).
+# grounding probe on both arms; for the identity arm also a vlm stage on fresh SynthRef clips (item 4). Needs data/synthref/train (400 videos, seed 0) and data/synthref/test (seed 0).
 # Usage: bash scripts/run_grounding_identity.sh [PYTHON] [ARM ...]   (arms: identity plain; resumes stages that
 # have checkpoints; the two arms can run as two parallel invocations)
 set -euo pipefail
@@ -9,7 +9,8 @@ shift || true
 ARMS=${*:-identity plain}
 export PYTHONPATH=src OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 for arm in $ARMS; do
-  for stage in segmenter proposer vlm; do
+  for stage in segmenter proposer vlm vlm_fresh; do  # vlm_fresh: only where configs/grounding/vlm_fresh_<arm>.yaml exists
+    [ -f configs/grounding/${stage}_$arm.yaml ] || continue
     if [ ! -f runs/grounding/$arm/$stage/final/model.safetensors ]; then
       resume=""
       [ -f runs/grounding/$arm/$stage/checkpoints/latest.json ] && resume="--resume"
