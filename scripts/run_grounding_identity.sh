@@ -21,7 +21,7 @@ for arm in $ARMS; do
   done
 done
 for arm in $ARMS; do
-  for stage in segmenter vlm vlm_fresh; do
+  for stage in vlm vlm_fresh; do  # SAM2 is frozen after its stage: the vlm models carry its features
     model=runs/grounding/$arm/$stage/final
     if [ -f $model/model.safetensors ] && [ ! -f runs/grounding/probe_${arm}_$stage.json ]; then
       echo "== probe $arm $stage $(date +%T)"
