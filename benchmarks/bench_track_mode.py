@@ -4,7 +4,7 @@ Command (CPU, tiny preset; about 2-4 minutes on 2 cores):
 
     PYTHONPATH=src python benchmarks/bench_track_mode.py [--frames 300] [--lengths 60 600]
 
-Prints (1) seconds per frame of `model.segment(video, query, mode="track")` on a synthetic clip next to plain
+Prints (1) seconds per frame of `pipeline.segment(video, query, mode="track")` on a synthetic clip next to plain
 Hugging Face SAM2 propagation of the same clip from the same key-frame mask (all frames loaded in a
 `Sam2VideoInferenceSession`, `propagate_in_video_iterator`), and their ratio (the overhead of SPARROW's VLM,
 proposer, selection, streaming and bounded memory; aim <= 1.2); (2) peak resident memory (ru_maxrss) of track
@@ -71,9 +71,10 @@ def plain_sam2_seconds(model, video: Path, key_mask: np.ndarray) -> float:
 
 def run_speed(frames: int) -> None:
     from sparrow.model.loading import build_tiny
+    from sparrow.pipeline import SegmentationPipeline
 
     torch.manual_seed(0)
-    model = build_tiny(seed=0).eval()
+    model = SegmentationPipeline(build_tiny(seed=0))
     with tempfile.TemporaryDirectory() as tmp:
         video = make_clip(Path(tmp) / "clip.mp4", frames)
         model.segment(video, "the red circle", mode="track", key_frame=0)  # warm-up
@@ -83,7 +84,7 @@ def run_speed(frames: int) -> None:
         key = result.targets[0].mask(0, (result.height, result.width))
         if not key.any():  # an untrained model may give an empty key mask: prompt SAM2 with a box-shaped mask then
             key[40:60, 20:60] = True
-        plain = plain_sam2_seconds(model, video, key)
+        plain = plain_sam2_seconds(model.model, video, key)
     print(f"track mode : {track / frames * 1000:8.1f} ms/frame  ({frames} frames, whole segment() call)")
     print(f"plain SAM2 : {plain / frames * 1000:8.1f} ms/frame  (all frames in a session, propagate_in_video_iterator)")
     print(f"overhead ratio track / plain = {track / plain:.2f}  (aim <= 1.2)")
@@ -117,9 +118,10 @@ class PeakRSS:
 
 def run_memory_child(frames: int, what: str) -> None:
     from sparrow.model.loading import build_tiny
+    from sparrow.pipeline import SegmentationPipeline
 
     torch.manual_seed(0)
-    model = build_tiny(seed=0).eval()
+    model = SegmentationPipeline(build_tiny(seed=0))
     with tempfile.TemporaryDirectory() as tmp:
         video = make_clip(Path(tmp) / "clip.mp4", frames)
         key = np.zeros((128, 160), dtype=bool)

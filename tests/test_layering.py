@@ -25,6 +25,7 @@ LAYERS = {
     "eval": 2, "tsf": 2,            # eval scores files; tsf builds target tracks: neither uses the model
     "model": 3,
     "pipeline": 4, "train": 4,      # the users of the model: inference on videos, and training
+    "diagnostics": 4,               # probes of what a trained model has learned (benchmarks/probe_grounding.py)
     "app": 5, "__init__": 5,
     "cli": 6,                       # registers every part's commands, the app's included
     "__main__": 7,                  # `python -m sparrow` runs the CLI

@@ -51,6 +51,8 @@ class SparrowConfig:
     proposer_two_stage: bool = True         # dense per-cell head picks the decoder's initial boxes (proposer.py)
     proposer_fine: bool = False             # the proposer also reads SAM2's stride-8 map (small images: tiny preset)
     selector_appearance: bool = True        # the selector also sees ROI-pooled SAM2 features and the box of a proposal
+    identity_prompts: int = 0               # learned SAM2 prompts, one per identity (SynthRef: 36 = colour x shape),
+                                            # trained by the segmenter stage with stage.identity_prompts (0: none)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossWeights = field(default_factory=LossWeights)  # the authors' release values + the paper's filter loss
     mode: str = "track"                     # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
@@ -89,6 +91,8 @@ class SparrowConfig:
             raise SparrowError(f"tsf must be 'off', 'train' or 'train+infer', got {self.tsf!r}")
         if self.train_box_source not in ("selected", "gt"):
             raise SparrowError(f"train_box_source must be 'selected' or 'gt', got {self.train_box_source!r}")
+        if self.identity_prompts < 0:
+            raise SparrowError(f"identity_prompts must be >= 0, got {self.identity_prompts}")
         if self.key_frame != "auto" and not str(self.key_frame).isdigit():
             raise SparrowError(f"key_frame must be 'auto' or a frame index, got {self.key_frame!r}")
 

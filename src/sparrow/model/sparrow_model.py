@@ -49,11 +49,15 @@ class SparrowBatch:
     masks: torch.Tensor
     boxes: torch.Tensor
     object_boxes: list[torch.Tensor] | None = None
+    identity_ids: torch.Tensor | None = None  # [B, M] int64 identity of each slot, -1 padding (segmenter identity prompts)
+    identity_masks: torch.Tensor | None = None  # [B, M, Ts, H, W] float: that identity's masks on the SAM frames
 
     def to(self, device: torch.device | str) -> SparrowBatch:
+        move = lambda t: None if t is None else t.to(device)
         return SparrowBatch(
             vlm=self.vlm.to(device), sam_pixels=self.sam_pixels.to(device), masks=self.masks.to(device), boxes=self.boxes.to(device),
             object_boxes=None if self.object_boxes is None else [b.to(device) for b in self.object_boxes],
+            identity_ids=move(self.identity_ids), identity_masks=move(self.identity_masks),
         )
 
 
@@ -90,6 +94,9 @@ class SparrowModel(nn.Module):
             appearance_dim=appearance_dim(d_sam) if config.selector_appearance else 0,
         )
         self.preprocessor = Sam2Preprocessor(self.pixel_decoder.image_size)
+        # Learned identity prompts (config.identity_prompts rows of SAM2's prompt width): the segmenter stage decodes
+        # "every object of identity i" from row i in place of [SEG] (train/objectives.py), so SAM2 learns to tell them apart.
+        self.identity_prompts = nn.Embedding(config.identity_prompts, d_sam) if config.identity_prompts else None
 
     @staticmethod
     def _fine_channels(config: SparrowConfig, sam: nn.Module) -> int:

@@ -4,12 +4,12 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
 
     model:     {init: tiny | small | real | <saved model folder>, seed, sam_image_size, segmenter_from,
                 config: {SparrowConfig fields}}
-    data:      {sources: [{path, weight, format, split, tsf_cache}], num_vlm_frames, num_sam_frames,
-                sampling: uniform | random | clip, with_tsf,
+    data:      {sources: [{path, weight, format, split, tsf_cache} | {synthref: {seed, size, num_frames, length, balance},
+                weight}], num_vlm_frames, num_sam_frames, sampling: uniform | random | clip, with_tsf,
                 epoch_size, num_workers}
     stage:     {name: segmenter | proposer | vlm | selection | memory, seg_only, train: [...], freeze: [...],
-                lora: {r, alpha, dropout, target_modules}, point_prompts, memory_prompt, single_mask_tracking,
-                memory_image_loss, calibrate_memory, memory_init}
+                lora: {r, alpha, dropout, target_modules}, point_prompts, identity_prompts, memory_prompt,
+                single_mask_tracking, memory_image_loss, calibrate_memory, memory_init}
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
     steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
 
@@ -54,15 +54,28 @@ class ModelInit:
 
 
 @dataclass
+class FreshSynthRefSource:
+    """SynthRef clips generated on the fly (``sparrow.data.synthref.stream``): new clips every epoch, balanced over
+    expression kinds and tags, a function of ``(seed, epoch, sample)`` only."""
+
+    seed: int = 1000  # clip stream; never the seed of a written split (their streams differ anyway)
+    size: int = 128  # frame side, px
+    num_frames: int = 24
+    length: int = 1050  # samples per mixture epoch (a multiple of 21 balances every (kind, tag) pair exactly)
+    balance: bool = True  # False: a random expression of a plainly drawn clip
+
+
+@dataclass
 class DataSource:
     """One dataset (a MeViS-layout split folder such as a SynthRef split, or any reader's layout with ``format`` and
-    ``split``) and its mixing weight."""
+    ``split``), or fresh SynthRef clips (``synthref``), and its mixing weight."""
 
     path: str = ""
     weight: float = 1.0
     format: str = "mevis"  # a sparrow.data.readers format: mevis, refytvos, revos, lasot, got10k, curated, ...
     split: str = ""  # the split of `path` to read ("": the only one present)
     tsf_cache: str = ""  # a `sparrow tsf build` output (file or folder of shards); crops go to samples with data.with_tsf
+    synthref: FreshSynthRefSource | None = None  # instead of ``path``: clips generated on the fly
 
 
 @dataclass
@@ -102,6 +115,7 @@ class StageConfig:
     memory_image_loss: bool = False  # memory: add the box-prompted image-path loss (when the mask decoder trains too)
     calibrate_memory: bool = False  # memory: set memory attention's output norm to the image features' scale first
     memory_init: str = "keep"  # memory: re-initialise the memory path first: keep | reset | xavier
+    identity_prompts: bool = False  # segmenter: also learn one prompt per SynthRef (colour, shape) identity
 
 
 @dataclass
@@ -160,6 +174,8 @@ def _convert(hint: Any, value: Any, where: str, path: Path) -> Any:
         return _build(hint, value, where, path)
     if hint == (LoraSettings | None):
         return None if value is None else _build(LoraSettings, {} if value is True else value, where, path)
+    if hint == (FreshSynthRefSource | None):
+        return None if value is None else _build(FreshSynthRefSource, {} if value is True else value, where, path)
     if hint == list[DataSource]:
         if not isinstance(value, list):
             raise SparrowError(f"'{where}' must be a list", path)
@@ -222,13 +238,22 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
     if not config.data.sources:
         raise SparrowError("data.sources must list at least one dataset folder", path)
     for i, src in enumerate(config.data.sources):
-        if not src.path:
-            raise SparrowError(f"data.sources[{i}].path is required", path)
+        if src.synthref is not None:
+            fresh = src.synthref
+            if src.path or src.tsf_cache:
+                raise SparrowError(f"data.sources[{i}] has both synthref and a path/tsf_cache; give one", path)
+            if fresh.seed < 0 or fresh.length < 1 or not 32 <= fresh.size <= 1024 or not 4 <= fresh.num_frames <= 1000:
+                raise SparrowError(
+                    f"data.sources[{i}].synthref needs seed >= 0, length >= 1, size in [32, 1024] and num_frames in "
+                    f"[4, 1000], got {fresh}", path,
+                )
+        elif not src.path:
+            raise SparrowError(f"data.sources[{i}].path (or synthref) is required", path)
         if src.weight <= 0:
             raise SparrowError(f"data.sources[{i}].weight must be > 0, got {src.weight}", path)
-        if src.format not in FORMATS:
+        if src.path and src.format not in FORMATS:
             raise SparrowError(f"data.sources[{i}].format {src.format!r} is unknown; supported: {', '.join(FORMATS)}", path)
-        if check_paths and not Path(src.path).is_dir():
+        if check_paths and src.path and not Path(src.path).is_dir():
             raise SparrowError(f"data.sources[{i}].path does not exist: {src.path}", path)
         if check_paths and src.tsf_cache and not Path(src.tsf_cache).exists():
             raise SparrowError(f"data.sources[{i}].tsf_cache does not exist: {src.tsf_cache}", path)

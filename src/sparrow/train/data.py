@@ -143,24 +143,38 @@ class ClipDataset(ReferringVideoDataset):
 
 
 def build_sources(
-    sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int, tsf_crop_size: int = 56
+    sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int, tsf_crop_size: int = 56,
+    identity: bool = False,
 ) -> list[Dataset]:
-    """ReferringVideoDataset (``sampling="clip"``: :class:`ClipDataset`) per configured source (``DataSource`` entries
-    with ``path``, ``format``, ``split`` and an optional ``tsf_cache`` whose crops, ``tsf_crop_size`` px, the samples
-    then carry)."""
+    """One dataset per configured source: a ReferringVideoDataset for a folder (``sampling="clip"``:
+    :class:`ClipDataset`; ``DataSource`` entries with ``path``, ``format``, ``split`` and an optional ``tsf_cache``
+    whose crops, ``tsf_crop_size`` px, the samples then carry), or :class:`~sparrow.data.synthref.stream.FreshSynthRef`
+    for ``synthref`` (clips generated on the fly). With ``identity`` the samples also carry SynthRef identity targets
+    (``sparrow.data.synthref.identity``)."""
     from sparrow.data.dataset import load_records
+    from sparrow.data.synthref.identity import IdentityDataset
+    from sparrow.data.synthref.stream import FreshSynthRef, fresh_config
     from sparrow.tsf.cache import read_tsf_cache
     from sparrow.tsf.crops import CachedCrops
 
-    out = []
+    out: list[Dataset] = []
     for k, src in enumerate(sources):
+        fresh = getattr(src, "synthref", None)
+        if fresh is not None:
+            out.append(
+                FreshSynthRef(
+                    fresh.seed, length=fresh.length, config=fresh_config(fresh.size, fresh.num_frames),
+                    num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling,
+                    balance=fresh.balance, identity=identity,
+                )
+            )
+            continue
         records = load_records(src.path, format=getattr(src, "format", "mevis"), split=getattr(src, "split", "") or None)
         cache = read_tsf_cache(src.tsf_cache) if getattr(src, "tsf_cache", "") else None
         kind, sampling_kw = (ClipDataset, {}) if sampling == "clip" else (ReferringVideoDataset, {"sampling": sampling})
-        out.append(
-            kind(
-                records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, seed=seed + k,
-                tsf_crops=None if cache is None else CachedCrops(cache, tsf_crop_size), **sampling_kw,
-            )
+        dataset = kind(
+            records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, seed=seed + k,
+            tsf_crops=None if cache is None else CachedCrops(cache, tsf_crop_size), **sampling_kw,
         )
+        out.append(IdentityDataset(dataset) if identity else dataset)
     return out

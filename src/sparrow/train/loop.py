@@ -37,6 +37,7 @@ from sparrow.train.stages import StagePlan, apply_stage, merge_lora, set_train_m
 LOG_KEYS = (
     "loss", "ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "point_mask_bce", "point_mask_dice",
     "object_score", "iou_l1", "track_iou", "image_mask_bce", "image_mask_dice",
+    "identity_mask_bce", "identity_mask_dice", "identity_cls",
 )
 
 
@@ -161,6 +162,12 @@ def train(
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, model, plan.trainable, optimizer, scheduler, frozen_hash).step
 
+    identity = config.stage.identity_prompts
+    if identity and (config.stage.name != "segmenter" or model.identity_prompts is None):
+        raise SparrowError(
+            "stage.identity_prompts trains the segmenter stage of a model with identity prompts "
+            "(model.config.identity_prompts: 36 for SynthRef)", config.source,
+        )
     if sources is None:
         d = config.data
         if d.num_vlm_frames != model.config.vlm_frames:
@@ -172,7 +179,8 @@ def train(
         if d.with_tsf and model.config.tsf == "off":
             raise SparrowError("data.with_tsf is on but the model's tsf is 'off' (set model.config.tsf: train)", config.source)
         sources = build_sources(
-            d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed, tsf_crop_size=model.config.tsf_crop_size
+            d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed, tsf_crop_size=model.config.tsf_crop_size,
+            identity=identity,
         )
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),

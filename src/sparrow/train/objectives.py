@@ -5,6 +5,15 @@
   drawn inside its mask (label 1). The points of sample ``b`` come from a generator seeded by ``sample_seeds[b]``
   (the loop passes one seed per global sample, so the draws do not depend on how samples are split over processes;
   without seeds, from torch's global RNG). Mask BCE + Dice with the model's loss weights.
+  With ``identity_prompts`` (SynthRef samples with identity targets, a model with ``config.identity_prompts`` rows),
+  every identity of each sample's video is also decoded on every SAM frame from its learned prompt alone (in place
+  of ``[SEG]``, no box) against the union mask of that identity's objects (empty where none is visible); and each
+  visible identity's
+  SAM2 embedding, averaged over its mask, is classified against all prompts as prototypes
+  (``CE(pooled . E^T / sqrt(C))``, ``identity_cls``, weight 1). SAM2's features and decoder so learn to tell colours
+  and shapes apart, which box and point prompts never ask of them. The prototype term is what makes it learn: with
+  the decode alone a tiny SAM2 stayed prompt-independent (both prompts gave the same mask after 320 steps on two
+  objects), with it the right object had IoU 0.78-0.87 and the wrong one 0.01-0.03 after 80 steps.
 - ``proposer``: the Hungarian proposer loss on class-agnostic boxes (``batch.object_boxes``, or the target boxes).
 - ``vlm`` / ``selection``: the model's own training loss (CE + mask BCE/Dice + selection + box).
 - ``memory``: SAM2's memory path. Each target visible on a sample's first SAM frame is prompted there with a mask
@@ -21,13 +30,16 @@ Each function returns a dict of scalar losses with the total under ``"loss"``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sparrow.errors import SparrowError
 from sparrow.model.losses import mask_bce_loss, mask_dice_loss
 from sparrow.model.memory_training import MemoryUnroll, prompt_mask, unroll_memory
-from sparrow.model.pixel_decoder import PixelDecoder
+from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
 from sparrow.model.proposer import proposer_loss
 from sparrow.model.sparrow_model import SparrowBatch, SparrowModel
 from sparrow.train.config import MEMORY_PROMPTS, StageConfig
@@ -81,18 +93,60 @@ def sample_points(masks: Tensor, rows: Tensor, size: int, sample_seeds: list[int
     return torch.cat(parts)
 
 
+def identity_losses(model: SparrowModel, batch: SparrowBatch, features: ImageFeatures) -> dict[str, Tensor]:
+    """Mask BCE/Dice of identity-prompted decodes and the prototype classification (see the module docstring):
+    ``identity_mask_bce``, ``identity_mask_dice``, ``identity_cls``. ``features`` are those of ``batch.sam_pixels``
+    flattened ``[B*Ts, ...]``."""
+    table = model.identity_prompts
+    if table is None:
+        raise SparrowError("stage.identity_prompts needs a model with identity prompts (model.config.identity_prompts: 36)")
+    if batch.identity_ids is None or batch.identity_masks is None:
+        raise SparrowError("stage.identity_prompts needs samples with identity targets (SynthRef sources)")
+    ids, masks = batch.identity_ids, batch.identity_masks  # [B, M], [B, M, Ts, H, W]
+    if int(ids.max()) >= table.num_embeddings:
+        raise SparrowError(f"identity {int(ids.max())} out of range for {table.num_embeddings} identity prompts")
+    ts, h, w = masks.shape[2:]
+    rows, slots = (ids >= 0).nonzero(as_tuple=True)
+    frames = (rows[:, None] * ts + torch.arange(ts, device=rows.device)).flatten()
+    labels = ids[rows, slots].repeat_interleave(ts)
+    targets = masks[rows, slots].flatten(0, 1)  # [K*Ts, H, W]
+    out = model.decode(features, frames, table(labels), None)
+    losses = _mask_losses(model, PixelDecoder.upsample(out.mask_logits, (h, w)), targets, "identity_")
+    # prototypes: the mask-averaged stride-16 embedding of each visible identity, classified against every prompt
+    embedding = features.embedding[frames]  # [K*Ts, C, h16, w16]
+    share = F.adaptive_avg_pool2d(targets[:, None].to(embedding.dtype), embedding.shape[-2:])  # [K*Ts, 1, h16, w16]
+    area = share.flatten(1).sum(-1)
+    seen = area > 0
+    if bool(seen.any()):
+        pooled = (embedding[seen] * share[seen]).flatten(2).sum(-1) / area[seen, None]
+        logits = pooled @ table.weight.t() / math.sqrt(pooled.shape[-1])
+        losses["identity_cls"] = F.cross_entropy(logits, labels[seen])
+    else:
+        losses["identity_cls"] = table.weight.sum() * 0.0
+    return losses
+
+
 def segmenter_loss(
-    model: SparrowModel, batch: SparrowBatch, point_prompts: bool = True, sample_seeds: list[int] | None = None
+    model: SparrowModel, batch: SparrowBatch, point_prompts: bool = True, sample_seeds: list[int] | None = None,
+    identity_prompts: bool = False,
 ) -> dict[str, Tensor]:
-    """Box-prompted (and point-prompted) mask losses of SAM2's image path (``sample_seeds``: one per sample)."""
+    """Box-prompted (and point-prompted, and identity-prompted) mask losses of SAM2's image path (``sample_seeds``:
+    one per sample)."""
     decoder = model.pixel_decoder
     features = decoder.encode(batch.sam_pixels.flatten(0, 1))
     frames, boxes, masks, rows = _visible(batch)
     size = tuple(batch.masks.shape[-2:])
     weights = model.config.loss
+    identity = identity_losses(model, batch, features) if identity_prompts else {}
+    extra = 0.0
+    if identity:
+        extra = (
+            weights.mask_bce * identity["identity_mask_bce"] + weights.mask_dice * identity["identity_mask_dice"]
+            + identity["identity_cls"]
+        )
     if len(frames) == 0:  # nothing visible: a zero loss that still touches the graph
         zero = features.embedding.sum() * 0.0
-        return {"mask_bce": zero, "mask_dice": zero, "loss": zero}
+        return {"mask_bce": zero, "mask_dice": zero, **identity, "loss": zero + extra}
     out = model.decode(features, frames, None, boxes)
     losses = _mask_losses(model, PixelDecoder.upsample(out.mask_logits, size), masks)
     total = weights.mask_bce * losses["mask_bce"] + weights.mask_dice * losses["mask_dice"]
@@ -102,7 +156,8 @@ def segmenter_loss(
         point = _mask_losses(model, PixelDecoder.upsample(out.mask_logits, size), masks, prefix="point_")
         losses.update(point)
         total = total + weights.mask_bce * point["point_mask_bce"] + weights.mask_dice * point["point_mask_dice"]
-    losses["loss"] = total
+    losses.update(identity)
+    losses["loss"] = total + extra
     return losses
 
 
@@ -201,7 +256,7 @@ def stage_loss(
     """The losses of ``stage`` for ``batch`` (``model`` is the unwrapped model; call inside the DDP forward);
     ``sample_seeds``, one per sample, seed the random prompt draws (see the module docstring)."""
     if stage.name == "segmenter":
-        return segmenter_loss(model, batch, stage.point_prompts, sample_seeds)
+        return segmenter_loss(model, batch, stage.point_prompts, sample_seeds, stage.identity_prompts)
     if stage.name == "proposer":
         return proposer_stage_loss(model, batch)
     if stage.name == "memory":

@@ -4,7 +4,7 @@
 stage          trains (module prefixes of :class:`~sparrow.model.sparrow_model.SparrowModel`)
 =============  ==========================================================================================
 segmenter      SAM2's image encoder, prompt encoder and mask decoder, as a promptable segmenter (box and
-               point prompts). The memory path (memory encoder/attention, object pointers) is not trained:
+               point prompts), and the learned identity prompts when the model has them. The memory path (memory encoder/attention, object pointers) is not trained:
                HF ``Sam2VideoModel.forward`` and ``propagate_in_video_iterator`` run under
                ``torch.inference_mode``, so propagation cannot be trained through the public API.
 proposer       the class-agnostic proposer (SAM2 frozen: features come from the frozen encoder)
@@ -45,6 +45,7 @@ STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
         "pixel_decoder.sam.prompt_encoder",
         "pixel_decoder.sam.mask_decoder",
         "pixel_decoder.sam.no_memory_embedding",
+        "identity_prompts",  # only when the model has them (model.config.identity_prompts)
     ),
     "proposer": ("proposer",),
     "vlm": ("vlm", "box_head", "seg_head"),

@@ -127,10 +127,17 @@ def make_video(split: str, seed: int, index: int, config: SynthConfig = SynthCon
 
     Scenes for which no unambiguous expression exists are resampled from the same generator.
     """
-    rng = video_rng(split, seed, index)
-    vid = video_id(split, index)
+    return build_video(video_rng(split, seed, index), video_id(split, index), index, config)
+
+
+def build_video(
+    rng: np.random.Generator, vid: str, index: int, config: SynthConfig = SynthConfig(), force: tuple[str, ...] = ()
+) -> tuple[VideoRecord, np.ndarray]:
+    """One clip from generator ``rng``: record ``vid`` (object ``k`` has anno_id ``10*index + k``) and frames
+    ``[T, H, W, 3]`` uint8; ``force`` plants those difficulties (``sample_scene``). :func:`make_video` and the
+    on-the-fly training source (``sparrow.data.synthref.stream``) both build clips here."""
     for _ in range(50):
-        scene = sample_scene(rng, config.size, config.num_frames)
+        scene = sample_scene(rng, config.size, config.num_frames, force)
         clip = render(scene)
         record = _record(vid, index, scene, clip)
         facts = facts_from_record(record)
