@@ -39,8 +39,10 @@ def main() -> None:
         s.kind == k and ((t in s.tags) if t != "none" else not s.tags)
         for s, (k, t) in zip(samples, (fresh.wanted(i) for i in range(args.samples)))
     )
-    print(f"{args.samples} samples: fresh {fresh_ms:.1f} CPU ms/sample, written split {read_ms:.1f} CPU ms/sample, "
-          f"ratio {fresh_ms / read_ms:.2f}; asked-for (kind, tag) met on {met}/{args.samples}")
+    print(
+        f"{args.samples} samples: fresh {fresh_ms:.1f} CPU ms/sample, written split {read_ms:.1f} CPU ms/sample, "
+        f"ratio {fresh_ms / read_ms:.2f}; asked-for (kind, tag) met on {met}/{args.samples}"
+    )
     split_tags = Counter(t for r in written.records for e in r.expressions for t in (e.tags or ["none"]))
     fresh_tags = Counter(t for s in samples for t in (s.tags or ["none"]))
     n_split = sum(len(r.expressions) for r in written.records)

@@ -102,21 +102,29 @@ def child_length(frames: int, workdir: Path) -> dict:
         write_segmentation(report.result, source, workdir / f"io{frames}")
     io_seconds = time.perf_counter() - start
     return {
-        "frames": frames, "peak_mib": rss.peak, "before_mib": rss.before,
-        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds,
-        "key_frame": report.result.targets[0].key_frame, "io_fps": frames / io_seconds,
+        "frames": frames,
+        "peak_mib": rss.peak,
+        "before_mib": rss.before,
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "seconds": seconds,
+        "key_frame": report.result.targets[0].key_frame,
+        "io_fps": frames / io_seconds,
     }
 
 
 def child_segment(video: Path, out: Path, resume: bool) -> None:
     from sparrow.pipeline.stream import segment_to_folder
 
-    segment_to_folder(tiny_pipeline(), video, QUERY, out, model_id="tiny-64", mode="track", resume=resume, checkpoint_every=32)
+    segment_to_folder(
+        tiny_pipeline(), video, QUERY, out, model_id="tiny-64", mode="track", resume=resume, checkpoint_every=32
+    )
 
 
 def run_child(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def _lines(path: Path) -> int:
@@ -146,7 +154,9 @@ def kill_and_resume(frames: int, workdir: Path) -> None:
     assert run_child("--segment", str(video), str(killed), "--resume").wait() == 0
     a, b = json.loads((full / "result.json").read_text()), json.loads((killed / "result.json").read_text())
     same_png = all((full / "masks" / p.name).read_bytes() == p.read_bytes() for p in (killed / "masks").iterdir())
-    print(f"resume: {time.perf_counter() - start:.1f} s; result.json identical: {a == b}; all {frames} PNGs identical: {same_png}")
+    print(
+        f"resume: {time.perf_counter() - start:.1f} s; result.json identical: {a == b}; all {frames} PNGs identical: {same_png}"
+    )
 
 
 def main() -> None:
@@ -173,9 +183,12 @@ def main() -> None:
                 raise SystemExit(err)
             d = json.loads(out.strip().splitlines()[-1])
             peaks[n] = d["peak_mib"]
-            print(f"{n:6d} frames: peak RSS {d['peak_mib']:.0f} MiB during the call (before {d['before_mib']:.0f}, "
-                  f"ru_maxrss {d['maxrss_mib']:.0f}); {n / d['seconds']:.1f} masks/s ({d['seconds']:.0f} s, key frame "
-                  f"{d['key_frame']}); decode + write {d['io_fps']:.0f} frames/s", flush=True)
+            print(
+                f"{n:6d} frames: peak RSS {d['peak_mib']:.0f} MiB during the call (before {d['before_mib']:.0f}, "
+                f"ru_maxrss {d['maxrss_mib']:.0f}); {n / d['seconds']:.1f} masks/s ({d['seconds']:.0f} s, key frame "
+                f"{d['key_frame']}); decode + write {d['io_fps']:.0f} frames/s",
+                flush=True,
+            )
         lo, hi = min(args.lengths), max(args.lengths)
         print(f"peak RSS ratio {hi}/{lo} frames = {peaks[hi] / peaks[lo]:.3f}  (aim <= 1.2)", flush=True)
         if args.kill_frames:

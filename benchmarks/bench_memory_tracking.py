@@ -63,8 +63,11 @@ class Scores:
     def row(self) -> dict[str, float]:
         n = len(self.j_all)
         return {
-            "J all": np.mean(self.j_all), "J tracked": np.mean(self.j_tracked), "id-switch": np.mean(self.id_switch),
-            "lost": np.mean(self.lost), "s/expr": self.seconds / max(n, 1),
+            "J all": np.mean(self.j_all),
+            "J tracked": np.mean(self.j_tracked),
+            "id-switch": np.mean(self.id_switch),
+            "lost": np.mean(self.lost),
+            "s/expr": self.seconds / max(n, 1),
         }
 
 
@@ -86,7 +89,10 @@ def main() -> None:
     count = 0
     for record in records:
         frames = record.load_frames()
-        objects = {o: np.stack([track.mask(t, record.size) for t in range(record.num_frames)]) for o, track in record.objects.items()}
+        objects = {
+            o: np.stack([track.mask(t, record.size) for t in range(record.num_frames)])
+            for o, track in record.objects.items()
+        }
         for expression in record.expressions:
             target = record.target_masks(expression)
             visible = np.flatnonzero(target.reshape(len(target), -1).any(1))
@@ -103,14 +109,20 @@ def main() -> None:
             copied = np.zeros_like(target)
             copied[key:] = target[key]
             scores["copy first mask"].add(copied, target, others, key)
-    print(f"{count} expressions of {len(records)} videos from {args.data}; prompt: ground-truth mask on the first visible frame")
+    print(
+        f"{count} expressions of {len(records)} videos from {args.data}; prompt: ground-truth mask on the first visible frame"
+    )
     header = ["J all", "J tracked", "id-switch", "lost", "s/expr"]
     print(f"{'variant':<18}" + "".join(f"{h:>11}" for h in header))
     rows = {name: s.row() for name, s in scores.items()}
     for name, row in rows.items():
         print(f"{name:<18}" + "".join(f"{row[h]:>11.3f}" for h in header))
     for base in ("old", "old, single-mask"):
-        ratios = "  ".join(f"{h} {rows['new'][h] / rows[base][h]:.2f}x" for h in ("J tracked", "id-switch", "lost") if rows[base][h] > 0)
+        ratios = "  ".join(
+            f"{h} {rows['new'][h] / rows[base][h]:.2f}x"
+            for h in ("J tracked", "id-switch", "lost")
+            if rows[base][h] > 0
+        )
         print(f"new / {base}: {ratios}")
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from typing_extensions import Self
 
 
 def make_clip(path: Path, frames: int, h: int = 128, w: int = 160) -> Path:
@@ -57,7 +58,9 @@ def plain_sam2_seconds(model, video: Path, key_mask: np.ndarray) -> float:
     info = probe_video(video)
     start = time.perf_counter()
     pixels = model.preprocessor(read_frames(video))
-    session = Sam2VideoInferenceSession(video=pixels, video_height=info.height, video_width=info.width, dtype=torch.float32)
+    session = Sam2VideoInferenceSession(
+        video=pixels, video_height=info.height, video_width=info.width, dtype=torch.float32
+    )
     size = model.sam.config.image_size
     mask = F.interpolate(torch.from_numpy(key_mask)[None, None].float(), (size, size), mode="bilinear") > 0.5
     session.add_mask_inputs(session.obj_id_to_idx(1), 0, mask.float())
@@ -93,7 +96,7 @@ def run_speed(frames: int) -> None:
 class PeakRSS:
     """Peak resident set size (MiB) of this process while the ``with`` block runs, sampled every 2 ms."""
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> Self:
         self.page = resource.getpagesize()
         self.before = self.peak = self._rss()
         self._stop = threading.Event()
@@ -156,8 +159,13 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             data = json.loads(out.stdout.strip().splitlines()[-1])
             peaks[n] = data["peak_mib"]
-            print(f"{what:5s}, {n:5d} frames: peak RSS {data['peak_mib']:.0f} MiB (before the call: {data['before_mib']:.0f} MiB)")
-        print(f"{what:5s}: peak memory ratio {hi}/{lo} frames = {peaks[hi] / peaks[lo]:.2f}" + ("  (aim <= 1.3)" if what == "track" else ""))
+            print(
+                f"{what:5s}, {n:5d} frames: peak RSS {data['peak_mib']:.0f} MiB (before the call: {data['before_mib']:.0f} MiB)"
+            )
+        print(
+            f"{what:5s}: peak memory ratio {hi}/{lo} frames = {peaks[hi] / peaks[lo]:.2f}"
+            + ("  (aim <= 1.3)" if what == "track" else "")
+        )
 
 
 if __name__ == "__main__":

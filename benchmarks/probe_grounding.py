@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="model folder, or default / tiny")
     parser.add_argument("--data", type=Path, required=True, help="held-out SynthRef split folder")
-    parser.add_argument("--probe-data", type=Path, default=None, help="split the probes train on (default: half of --data)")
+    parser.add_argument(
+        "--probe-data", type=Path, default=None, help="split the probes train on (default: half of --data)"
+    )
     parser.add_argument("--videos", type=int, default=40, help="videos read from each split")
     parser.add_argument("--epochs", type=int, default=20, help="selector-probe epochs")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -97,21 +99,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sens = figures["query_sensitivity"]
     print(f"model {args.model}; held out {len(held)} videos of {args.data}, probes trained on {len(train)} videos")
-    print(f"extraction {extracted:.0f} s ({extracted_cpu:.0f} CPU s), total {time.perf_counter() - start:.0f} s "
-          f"({time.process_time() - cpu:.0f} CPU s)")
+    print(
+        f"extraction {extracted:.0f} s ({extracted_cpu:.0f} CPU s), total {time.perf_counter() - start:.0f} s "
+        f"({time.process_time() - cpu:.0f} CPU s)"
+    )
     print("\n(a) query sensitivity, mean ||e_i - e_j|| / mean ||e|| over expression pairs of a clip (%)")
     print("| [BOX] embedding | [SEG] embedding | VLM state at [BOX] | VLM state at [SEG] |\n|---|---|---|---|")
-    print(f"| {100 * sens['box']:.1f} | {100 * sens['seg']:.1f} | {100 * sens['box_state']:.1f} | {100 * sens['seg_state']:.1f} |")
+    print(
+        f"| {100 * sens['box']:.1f} | {100 * sens['seg']:.1f} | {100 * sens['box_state']:.1f} | {100 * sens['seg_state']:.1f} |"
+    )
     sel = dict(figures["selection_top1"])
     frames = sel.pop("frames")
-    _table(f"(b) held-out top-1 selection, IoU > 0.5 (% of {frames['held_out']:.0f} frames; probes trained on "
-           f"{frames['probe_train']:.0f})", sel)
+    _table(
+        f"(b) held-out top-1 selection, IoU > 0.5 (% of {frames['held_out']:.0f} frames; probes trained on "
+        f"{frames['probe_train']:.0f})",
+        sel,
+    )
     attr = dict(figures["attribute_probes"])
     counts = attr.pop("held-out samples")
     _table("(c) linear-probe accuracy per attribute (held out, %)", attr)
     _table("    held-out samples", {"count": counts}, percent=False)
-    _table("(c) target found among the ground-truth objects by a bag-of-words probe, per expression kind (%)",
-           figures["target_identification"])
+    _table(
+        "(c) target found among the ground-truth objects by a bag-of-words probe, per expression kind (%)",
+        figures["target_identification"],
+    )
     if args.json is not None:
         with atomic_file(args.json) as f:
             json.dump({"model": str(args.model), "data": str(args.data), **figures}, f, indent=1)

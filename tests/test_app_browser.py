@@ -25,7 +25,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)"
+)
 
 MAX_MB, MAX_FRAMES = 1, 100
 
@@ -75,7 +77,9 @@ def test_upload_query_run_overlay_slider_boxes_download(app, clip, page, browser
     assert "[SEG]" in _run(page)
 
     # The overlay plays in the browser (H.264) and is the clip with the masks of masks.zip blended in.
-    page.wait_for_function("(v => v && v.readyState >= 1 && v.videoWidth > 0)(document.querySelector('#overlay video'))", timeout=20_000)
+    page.wait_for_function(
+        "(v => v && v.readyState >= 1 && v.videoWidth > 0)(document.querySelector('#overlay video'))", timeout=20_000
+    )
     video = page.evaluate("(v => [v.videoWidth, v.videoHeight, v.duration])(document.querySelector('#overlay video'))")
     assert video[:2] == [128, 128] and video[2] == pytest.approx(3.0, abs=0.2)
     with page.expect_download() as download:
@@ -118,7 +122,10 @@ def test_upload_query_run_overlay_slider_boxes_download(app, clip, page, browser
     page.fill("#chat-input textarea", clip.query)
     page.click("#chat-send")
     page.locator("#chat", has_text="mask:").wait_for(timeout=40_000)
-    page.wait_for_function("(v => v && v.readyState >= 1 && v.videoWidth == 128)(document.querySelector('#chat-overlay video'))", timeout=20_000)
+    page.wait_for_function(
+        "(v => v && v.readyState >= 1 && v.videoWidth == 128)(document.querySelector('#chat-overlay video'))",
+        timeout=20_000,
+    )
     page.get_by_role("tab", name="Segment").click()
 
     # Another user: a fresh page sees no result; files in a session's folder are not served at all.
@@ -144,15 +151,22 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(app, clip, page,
     from sparrow.data.video_io import write_video
 
     rng = np.random.default_rng(0)
-    big = write_video(tmp_path / "big.mp4", (rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(40)), fps=10)
+    big = write_video(
+        tmp_path / "big.mp4", (rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(40)), fps=10
+    )
     assert big.stat().st_size > MAX_MB * 2**20
-    long = write_video(tmp_path / "long.mp4", (np.full((32, 32, 3), t, np.uint8) for t in range(MAX_FRAMES + 20)), fps=30)
+    long = write_video(
+        tmp_path / "long.mp4", (np.full((32, 32, 3), t, np.uint8) for t in range(MAX_FRAMES + 20)), fps=30
+    )
     (tmp_path / "notes.txt").write_text("not a video\n")
     (tmp_path / "fake.mp4").write_text("not a video either\n")
 
-    for path, expected in ((big, "exceed the maximum allowed size"), (tmp_path / "notes.txt", "Invalid file type: notes.txt"),
-                           (tmp_path / "fake.mp4", "fake.mp4 is not a video this app can read"),
-                           (long, f"long.mp4 is too long: {MAX_FRAMES + 20} frames")):
+    for path, expected in (
+        (big, "exceed the maximum allowed size"),
+        (tmp_path / "notes.txt", "Invalid file type: notes.txt"),
+        (tmp_path / "fake.mp4", "fake.mp4 is not a video this app can read"),
+        (long, f"long.mp4 is too long: {MAX_FRAMES + 20} frames"),
+    ):
         page.goto(app.url)  # a fresh page each time: the player keeps a rejected file on show
         page.set_input_files("#video-in input[type=file]", str(path))
         _expect_message(page, expected)

@@ -45,10 +45,18 @@ def test_clicks_make_a_tsf_box_that_the_next_run_uses(handlers, clip):
     assert state.corner == (4.0, 10.0) and text == ""
     state, _, text = handlers.on_click(3, text, state, SimpleNamespace(index=[40, 52]))
     assert text == "3:4,10,20,26" and state.corner is None
-    out = handlers.on_run("the red square", "tiny", "framewise", "", False, text, state, _request("alice"), progress=lambda *a, **k: None)
+    out = handlers.on_run(
+        "the red square", "tiny", "framewise", "", False, text, state, _request("alice"), progress=lambda *a, **k: None
+    )
     state, _answer, overlay, *_, downloads = out
     assert state.result.extra["tsf"]["source"] == "boxes" and state.result.extra["tsf"]["entries"]
-    assert [p.split("/")[-1] for p in downloads] == ["masks.zip", "result.json", "coco.json", "boxes.csv", "preview.gif"]
+    assert [p.split("/")[-1] for p in downloads] == [
+        "masks.zip",
+        "result.json",
+        "coco.json",
+        "boxes.csv",
+        "preview.gif",
+    ]
     assert "/sessions/alice/run/" in overlay
     handlers.on_unload(_request("alice"))
     assert not (handlers.store.root / "sessions" / "alice").exists()
@@ -62,7 +70,9 @@ def test_user_mistakes_are_messages(handlers, clip, tmp_path):
     with pytest.raises(gr.Error, match="key-frame must be 'auto' or a frame index"):
         handlers.on_run("q", "tiny", "track", "first", False, "", state, _request("bob"), progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="frame 99 is out of range, the video has 8 frames"):
-        handlers.on_run("q", "tiny", "track", "", False, "99:1,1,5,5", state, _request("bob"), progress=lambda *a, **k: None)
+        handlers.on_run(
+            "q", "tiny", "track", "", False, "99:1,1,5,5", state, _request("bob"), progress=lambda *a, **k: None
+        )
     long = write_video(tmp_path / "long.mp4", (np.zeros((16, 16, 3), np.uint8) for _ in range(40)), fps=4)
     state, _, image, status, _ = handlers.on_upload(str(long), state, _request("bob"))
     assert state.view is None and image is None and "long.mp4 is too long: 40 frames" in status

@@ -26,13 +26,26 @@ def test_two_turns_on_the_demo_clip_with_masks_and_gcg(demo_clip, tmp_path, caps
     path, record = demo_clip
     expression = record.expressions[0]
     out = tmp_path / "chat"
-    argv = ["chat", str(path), "-q", "What is in this video?", "-q", f"Can you segment {expression.text} in this video?",
-            "--out", str(out), "--mode", "perframe"]
+    argv = [
+        "chat",
+        str(path),
+        "-q",
+        "What is in this video?",
+        "-q",
+        f"Can you segment {expression.text} in this video?",
+        "--out",
+        str(out),
+        "--mode",
+        "perframe",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Q2: Can you segment" in printed and "mask for" in printed
     doc = json.loads((out / "chat.json").read_text())
-    assert [t["question"] for t in doc["turns"]] == ["What is in this video?", f"Can you segment {expression.text} in this video?"]
+    assert [t["question"] for t in doc["turns"]] == [
+        "What is in this video?",
+        f"Can you segment {expression.text} in this video?",
+    ]
     second = doc["turns"][1]
     assert "[SEG]" in second["answer"] and len(second["targets"]) == second["answer"].count("[SEG]") >= 1
     frames = second["targets"][0]["frames"]
@@ -69,10 +82,13 @@ def test_history_is_encoded_as_earlier_turns():
     assert len(two) > len(one) and vlm.tokenizer.decode(one).count("<|im_start|>user") == 1
 
 
-@pytest.mark.parametrize(("answer", "question", "phrases"), [
-    ("Sure, [BOX] [SEG].", "Where is the red car?", ["Where is the red car?"]),
-    ("A <p>red car</p> [BOX] [SEG] passes a <p>bakery</p> [SEG].", "Describe.", ["red car", "bakery"]),
-    ("The man [SEG] holds the dog [BOX] [SEG]", "q", ["The man", "holds the dog"]),
-])
+@pytest.mark.parametrize(
+    ("answer", "question", "phrases"),
+    [
+        ("Sure, [BOX] [SEG].", "Where is the red car?", ["Where is the red car?"]),
+        ("A <p>red car</p> [BOX] [SEG] passes a <p>bakery</p> [SEG].", "Describe.", ["red car", "bakery"]),
+        ("The man [SEG] holds the dog [BOX] [SEG]", "q", ["The man", "holds the dog"]),
+    ],
+)
 def test_grounded_phrases(answer, question, phrases):
     assert grounded_phrases(answer, question) == phrases

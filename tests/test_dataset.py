@@ -29,9 +29,12 @@ def records(split) -> list[VideoRecord]:
 
 
 def _same(a: ReferringSample, b: ReferringSample) -> bool:
-    return (a.vlm_indices, a.sam_indices, a.question, a.answer) == (b.vlm_indices, b.sam_indices, b.question, b.answer) and (
-        np.array_equal(a.vlm_frames, b.vlm_frames) and np.array_equal(a.masks, b.masks)
-    )
+    return (a.vlm_indices, a.sam_indices, a.question, a.answer) == (
+        b.vlm_indices,
+        b.sam_indices,
+        b.question,
+        b.answer,
+    ) and (np.array_equal(a.vlm_frames, b.vlm_frames) and np.array_equal(a.masks, b.masks))
 
 
 def test_sample_shapes_and_content(records):

@@ -23,7 +23,9 @@ def test_bfloat16_pipeline_runs_with_half_weights():
     assert result.masks.shape == (4, 32, 32) and result.answer
 
 
-@pytest.mark.parametrize(("device", "message"), [("gpu", "must be cuda, cuda:N, mps or cpu"), ("cuda:7", "CUDA"), ("mps", "MPS")])
+@pytest.mark.parametrize(
+    ("device", "message"), [("gpu", "must be cuda, cuda:N, mps or cpu"), ("cuda:7", "CUDA"), ("mps", "MPS")]
+)
 def test_bad_or_missing_device_is_a_sparrow_error(device, message):
     if device.startswith("cuda") and torch.cuda.device_count() > 7:
         pytest.skip("this machine has 8 GPUs")
@@ -39,8 +41,16 @@ def test_dtype_names():
         resolve_dtype("int8")
 
 
-@pytest.mark.parametrize("command", [["segment", "x.mp4", "q", "--out", "o"], ["chat", "x.mp4", "-q", "hi"], ["demo", "--out", "o"],
-                                     ["infer", "--data", "d", "--out", "o"], ["app"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["segment", "x.mp4", "q", "--out", "o"],
+        ["chat", "x.mp4", "-q", "hi"],
+        ["demo", "--out", "o"],
+        ["infer", "--data", "d", "--out", "o"],
+        ["app"],
+    ],
+)
 def test_every_model_command_takes_device_and_dtype(command, capsys):
     with pytest.raises(SystemExit):
         main([*command, "--dtype", "int8"])

@@ -64,7 +64,8 @@ def _masks() -> np.ndarray:
 def result():
     masks = _masks()
     targets = [
-        _Target([encode_mask(m) if m.any() else None for m in target], [mask_to_box(m) for m in target]) for target in masks
+        _Target([encode_mask(m) if m.any() else None for m in target], [mask_to_box(m) for m in target])
+        for target in masks
     ]
     return _Result("the moving square", "Sure, [BOX] [SEG].", T, H, W, 6.0, targets)
 

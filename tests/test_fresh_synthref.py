@@ -20,9 +20,14 @@ from sparrow.train.data import MixtureStream, build_sources
 
 def _same(a, b) -> bool:
     return (
-        a.video_id == b.video_id and a.question == b.question and a.answer == b.answer and a.text == b.text
-        and a.vlm_indices == b.vlm_indices and a.sam_indices == b.sam_indices
-        and np.array_equal(a.vlm_frames, b.vlm_frames) and np.array_equal(a.masks, b.masks)
+        a.video_id == b.video_id
+        and a.question == b.question
+        and a.answer == b.answer
+        and a.text == b.text
+        and a.vlm_indices == b.vlm_indices
+        and a.sam_indices == b.sam_indices
+        and np.array_equal(a.vlm_frames, b.vlm_frames)
+        and np.array_equal(a.masks, b.masks)
         and np.array_equal(a.boxes, b.boxes, equal_nan=True)
     )
 
@@ -77,7 +82,10 @@ def test_forced_planting_keeps_the_written_splits_unchanged() -> None:
 def test_two_processes_see_what_one_process_sees() -> None:
     sources = [FreshSynthRef(seed=1, length=21)]
     one = MixtureStream(sources, [1.0], seed=0, batch_size=2, num_micro_steps=2)
-    two = [MixtureStream(sources, [1.0], seed=0, batch_size=1, num_processes=2, process_index=r, num_micro_steps=2) for r in (0, 1)]
+    two = [
+        MixtureStream(sources, [1.0], seed=0, batch_size=1, num_processes=2, process_index=r, num_micro_steps=2)
+        for r in (0, 1)
+    ]
     for step in range(2):
         joint = one[step]
         split = two[0][step] + two[1][step]

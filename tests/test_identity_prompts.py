@@ -28,7 +28,9 @@ from sparrow.train.stages import apply_stage
 
 @pytest.fixture(scope="module")
 def model():
-    config = SparrowConfig(vlm_frames=4, vlm_max_frame_pixels=56 * 56, identity_prompts=NUM_IDENTITIES, proposer_queries=8)
+    config = SparrowConfig(
+        vlm_frames=4, vlm_max_frame_pixels=56 * 56, identity_prompts=NUM_IDENTITIES, proposer_queries=8
+    )
     return build_tiny(seed=0, config=config, sam_image_size=64)
 
 
@@ -87,8 +89,12 @@ def _toy_batch(gen: torch.Generator, n: int, size: int = 64) -> SparrowBatch:
         masks[i, 0, 0], masks[i, 1, 0] = square.float(), disc.float()
     ids = torch.tensor([[identity_index("red", "square"), identity_index("blue", "circle")]]).expand(n, -1)
     return SparrowBatch(
-        vlm=None, sam_pixels=pixels, masks=masks[:, :1], boxes=torch.full((n, 1, 1, 4), float("nan")),
-        identity_ids=ids.clone(), identity_masks=masks,
+        vlm=None,
+        sam_pixels=pixels,
+        masks=masks[:, :1],
+        boxes=torch.full((n, 1, 1, 4), float("nan")),
+        identity_ids=ids.clone(),
+        identity_masks=masks,
     )
 
 
@@ -102,7 +108,9 @@ def test_segmenter_loss_trains_the_identity_prompts(model) -> None:
     grad = model.identity_prompts.weight.grad
     used = grad.abs().sum(-1) > 0
     assert bool(used.all())  # the prototype classification reaches every prompt
-    assert float(losses["identity_cls"]) > 0 and model.pixel_decoder.sam.mask_decoder.mask_tokens.weight.grad is not None
+    assert (
+        float(losses["identity_cls"]) > 0 and model.pixel_decoder.sam.mask_decoder.mask_tokens.weight.grad is not None
+    )
     model.zero_grad()
     plain = segmenter_loss(model, batch, point_prompts=False)
     assert "identity_mask_bce" not in plain
@@ -136,7 +144,9 @@ def test_stages_and_saving(model, tmp_path) -> None:
 
 def test_identity_prompts_learn_to_tell_colour_and_shape_apart() -> None:
     """A tiny SAM2 trained on identity prompts alone segments the prompted object, not the other one."""
-    config = SparrowConfig(vlm_frames=4, vlm_max_frame_pixels=56 * 56, identity_prompts=NUM_IDENTITIES, proposer_queries=8)
+    config = SparrowConfig(
+        vlm_frames=4, vlm_max_frame_pixels=56 * 56, identity_prompts=NUM_IDENTITIES, proposer_queries=8
+    )
     net = build_tiny(seed=0, config=config, sam_image_size=64)
     apply_stage(net, StageConfig(name="segmenter"))
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=2e-3)
@@ -154,7 +164,10 @@ def test_identity_prompts_learn_to_tell_colour_and_shape_apart() -> None:
         ious = torch.zeros(2, 2)
         for k in range(2):
             prompts = net.identity_prompts(batch.identity_ids[:, k])
-            pred = net.pixel_decoder.upsample(net.decode(features, torch.arange(8), prompts, None).mask_logits, (64, 64)) > 0
+            pred = (
+                net.pixel_decoder.upsample(net.decode(features, torch.arange(8), prompts, None).mask_logits, (64, 64))
+                > 0
+            )
             for j in range(2):
                 target = batch.identity_masks[:, j, 0] > 0
                 ious[k, j] = ((pred & target).flatten(1).sum(1) / (pred | target).flatten(1).sum(1).clamp(min=1)).mean()

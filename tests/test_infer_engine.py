@@ -51,8 +51,20 @@ def test_infer_records_failures_per_item_and_resumes(refytvos, tmp_path, capsys)
     good = frame.read_bytes()
     frame.write_bytes(b"not a jpeg")
     out = tmp_path / "pred"
-    args = ["infer", "--data", str(refytvos), "--format", "refytvos", "--split", "train", "--out", str(out),
-            "--retries", "1", *BASE]
+    args = [
+        "infer",
+        "--data",
+        str(refytvos),
+        "--format",
+        "refytvos",
+        "--split",
+        "train",
+        "--out",
+        str(out),
+        "--retries",
+        "1",
+        *BASE,
+    ]
     assert main(args) == 1  # the broken video fails, the other one is written
     printed = capsys.readouterr().out
     assert re.search(r"wrote 2 expressions \(0 already done, \d without a generated \[SEG\], 2 failed\)", printed)
@@ -65,7 +77,9 @@ def test_infer_records_failures_per_item_and_resumes(refytvos, tmp_path, capsys)
     frame.write_bytes(good)
     before = {k: v for k, v in _files(out).items() if k.startswith("vid_a")}
     assert main(args) == 0  # resumes: only the failed expressions run
-    assert re.search(r"wrote 2 expressions \(2 already done, \d without a generated \[SEG\], 0 failed\)", capsys.readouterr().out)
+    assert re.search(
+        r"wrote 2 expressions \(2 already done, \d without a generated \[SEG\], 0 failed\)", capsys.readouterr().out
+    )
     assert {k: v for k, v in _files(out).items() if k.startswith("vid_a")} == before
     assert len(list(out.glob("*/*/answer.json"))) == 4 and not (out / FAILURES).exists()
 
@@ -87,12 +101,20 @@ def test_infer_rejects_bad_options(refytvos, tmp_path, capsys):
 def test_local_and_ray_write_the_same_predictions(refytvos, tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'sparrow-video[ray]')")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    job = InferJob(data=str(refytvos), format="refytvos", split="train", model="tiny", mode="framewise",
-                   out=str(tmp_path / "local"))
+    job = InferJob(
+        data=str(refytvos),
+        format="refytvos",
+        split="train",
+        model="tiny",
+        mode="framewise",
+        out=str(tmp_path / "local"),
+    )
     local = infer_split(job, progress=False)
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     try:
-        options = EngineOptions(engine="ray", workers=2, ray_init={"object_store_memory": 100 * 2**20, "_temp_dir": ray_tmp})
+        options = EngineOptions(
+            engine="ray", workers=2, ray_init={"object_store_memory": 100 * 2**20, "_temp_dir": ray_tmp}
+        )
         remote = infer_split(InferJob(**{**job.__dict__, "out": str(tmp_path / "ray")}), options, progress=False)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

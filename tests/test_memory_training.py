@@ -33,8 +33,12 @@ from sparrow.train.stages import STAGE_TRAINABLE, apply_stage
 
 T = 6
 MEMORY_PARTS = (
-    "memory_encoder", "memory_attention", "object_pointer_proj", "memory_temporal_positional_encoding",
-    "temporal_positional_encoding_projection_layer", "mask_downsample",
+    "memory_encoder",
+    "memory_attention",
+    "object_pointer_proj",
+    "memory_temporal_positional_encoding",
+    "temporal_positional_encoding_projection_layer",
+    "mask_downsample",
 )
 
 
@@ -59,7 +63,9 @@ def test_unroll_equals_propagation(sam, clip, single_mask: bool) -> None:
     frames, gt = clip
     set_single_mask_tracking(sam, single_mask)
     try:
-        reference = dict(MaskPropagator(sam, Sam2Preprocessor(S)).propagate(frames, {0: gt[0]}, direction="forward", logits=True))
+        reference = dict(
+            MaskPropagator(sam, Sam2Preprocessor(S)).propagate(frames, {0: gt[0]}, direction="forward", logits=True)
+        )
         hf = hf_reference(sam, frames, {0: gt[0]})
         sam.eval()
         with torch.no_grad():
@@ -115,7 +121,9 @@ def test_calibration_puts_memory_features_on_the_image_features_scale(sam, clip)
         return float(torch.cat(outputs).std())
 
     with torch.no_grad():
-        image = (model.get_image_features(pixels, return_dict=True).fpn_hidden_states[-1] + model.no_memory_embedding).flatten(0, 1)
+        image = (
+            model.get_image_features(pixels, return_dict=True).fpn_hidden_states[-1] + model.no_memory_embedding
+        ).flatten(0, 1)
     before = conditioned_std()
     calibrate_memory_output(model, pixels)
     assert torch.allclose(model.memory_attention.layer_norm.weight, image.std(0))
@@ -162,7 +170,9 @@ def test_memory_stage_lowers_its_loss_and_trains_only_the_memory_path(tmp_path) 
 def test_memory_stage_trains_no_parameter_outside_its_prefixes_and_prompts_from_boxes(tmp_path) -> None:
     model = build_initial_model(toy_config(tmp_path).model)
     plan = apply_stage(model, toy_config(tmp_path, stage="memory").stage)
-    assert not any(n.startswith(("vlm.", "proposer.", "selector.", "pixel_decoder.sam.vision_encoder.")) for n in plan.trainable)
+    assert not any(
+        n.startswith(("vlm.", "proposer.", "selector.", "pixel_decoder.sam.vision_encoder.")) for n in plan.trainable
+    )
     assert "pixel_decoder.sam.mask_decoder.pred_obj_score_head.proj_in.weight" in plan.trainable
     assert "pixel_decoder.sam.mask_decoder.transformer.layers.0.mlp.proj_in.weight" in plan.frozen
     batch = make_batch(model, [ToyClips(frames=3, sam_frames=3)[i] for i in range(2)])
@@ -179,8 +189,12 @@ def test_clip_sampling_gives_consecutive_frames_from_a_visible_key_frame() -> No
     masks = [None] * 3 + [np.ones((size, size), dtype=bool)] * 7  # visible from frame 3 on
     track = ObjectTrack.from_masks(1, [m if m is not None else np.zeros((size, size), bool) for m in masks])
     record = VideoRecord(
-        video_id="v", frames=[f"{i:05d}" for i in range(frames)], height=size, width=size,
-        objects={1: track}, expressions=[Expression(exp_id="0", text="it", obj_ids=[1])],
+        video_id="v",
+        frames=[f"{i:05d}" for i in range(frames)],
+        height=size,
+        width=size,
+        objects={1: track},
+        expressions=[Expression(exp_id="0", text="it", obj_ids=[1])],
     )
     data = ClipDataset([record], num_vlm_frames=2, num_sam_frames=4, seed=3)
     keys = set()

@@ -38,13 +38,24 @@ def test_selector_logits_equal_the_selector_frame_by_frame() -> None:
     n, k = 3, 5
     xy = torch.rand(n, k, 2) * 0.5
     data = SelectionSet(
-        torch.randn(n, 16), torch.cat([xy, xy + 0.3], -1), torch.randn(n, k), torch.randn(n, k, 8), torch.randn(n, k, 12),
-        torch.rand(n, k) > 0.2, torch.zeros(n, k), torch.zeros(n, k, dtype=torch.bool),
+        torch.randn(n, 16),
+        torch.cat([xy, xy + 0.3], -1),
+        torch.randn(n, k),
+        torch.randn(n, k, 8),
+        torch.randn(n, k, 12),
+        torch.rand(n, k) > 0.2,
+        torch.zeros(n, k),
+        torch.zeros(n, k, dtype=torch.bool),
     )
     batched = selector_logits(sel, data)
     for i in range(n):
-        one = Proposals(data.boxes[i : i + 1], data.logits[i : i + 1], data.features[i : i + 1], data.valid[i : i + 1],
-                        appearance=data.appearance[i : i + 1])
+        one = Proposals(
+            data.boxes[i : i + 1],
+            data.logits[i : i + 1],
+            data.features[i : i + 1],
+            data.valid[i : i + 1],
+            appearance=data.appearance[i : i + 1],
+        )
         assert torch.allclose(batched[i], sel(data.queries[i], one).logits[0], atol=1e-5)
     hits = torch.zeros(n, k, dtype=torch.bool)
     hits[0, 2] = True
@@ -80,7 +91,9 @@ def split(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    model = build_tiny(seed=0, config=SparrowConfig(vlm_frames=4, vlm_max_frame_pixels=56 * 56, proposer_queries=8), sam_image_size=64)
+    model = build_tiny(
+        seed=0, config=SparrowConfig(vlm_frames=4, vlm_max_frame_pixels=56 * 56, proposer_queries=8), sam_image_size=64
+    )
     path = tmp_path_factory.mktemp("m") / "model"
     save_pretrained(model, path)
     return path
@@ -111,7 +124,12 @@ def test_benchmark_end_to_end(split, model_dir, tmp_path, capsys) -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "figures.json"
-    assert bench.main(["--model", str(model_dir), "--data", str(split), "--videos", "4", "--epochs", "1", "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            ["--model", str(model_dir), "--data", str(split), "--videos", "4", "--epochs", "1", "--json", str(out)]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "(a) query sensitivity" in text and "objectness argmax" in text and "| sam2 |" in text
     figures = json.loads(out.read_text())

@@ -28,7 +28,9 @@ def _roundtrip(checkpoint: PropagationCheckpoint) -> PropagationCheckpoint:
     return PropagationCheckpoint.from_dict(torch.load(buffer, weights_only=True))
 
 
-@pytest.mark.parametrize(("direction", "key", "stop_after"), [("both", 9, 17), ("both", 9, 24), ("forward", 5, 10), ("backward", 14, 7)])
+@pytest.mark.parametrize(
+    ("direction", "key", "stop_after"), [("both", 9, 17), ("both", 9, 24), ("forward", 5, 10), ("backward", 14, 7)]
+)
 def test_resumed_run_yields_the_uninterrupted_logits(sam, direction, key, stop_after):
     frames, gt = moving_square(26)
     prompts = {key: gt[key], 20: gt[20]} if direction == "both" else {key: gt[key]}
@@ -37,8 +39,14 @@ def test_resumed_run_yields_the_uninterrupted_logits(sam, direction, key, stop_a
 
     saved: list[bytes] = []
     seen = []
-    run = prop.propagate(frames, prompts, direction=direction, logits=True, checkpoint_every=4,
-                         on_checkpoint=lambda c: saved.append(_roundtrip(c)))
+    run = prop.propagate(
+        frames,
+        prompts,
+        direction=direction,
+        logits=True,
+        checkpoint_every=4,
+        on_checkpoint=lambda c: saved.append(_roundtrip(c)),
+    )
     for item in run:  # "killed" after stop_after frames
         seen.append(item)
         if len(seen) == stop_after:
@@ -46,7 +54,11 @@ def test_resumed_run_yields_the_uninterrupted_logits(sam, direction, key, stop_a
     run.close()
     checkpoint = saved[-1]
     assert checkpoint.done == 4 * ((stop_after - 1) // 4) and len(checkpoint.outputs) <= 16  # emitted on the next read
-    resumed = list(MaskPropagator(sam, Sam2Preprocessor(S)).propagate(frames, prompts, direction=direction, logits=True, resume=checkpoint))
+    resumed = list(
+        MaskPropagator(sam, Sam2Preprocessor(S)).propagate(
+            frames, prompts, direction=direction, logits=True, resume=checkpoint
+        )
+    )
     stitched = seen[: checkpoint.done] + resumed
     assert [t for t, _ in stitched] == [t for t, _ in full]
     for (_, a), (_, b) in zip(stitched, full):

@@ -84,13 +84,28 @@ def test_built_model_has_the_real_widths(backbones):
     model = _model(backbones)
     text = model.vlm.model.config.text_config
     vision = model.vlm.model.config.vision_config
-    assert (text.hidden_size, text.num_attention_heads, text.num_key_value_heads, text.intermediate_size) == (2048, 16, 2, 11008)
-    assert (vision.hidden_size, vision.out_hidden_size, vision.intermediate_size, vision.num_heads) == (1280, 2048, 3420, 16)
+    assert (text.hidden_size, text.num_attention_heads, text.num_key_value_heads, text.intermediate_size) == (
+        2048,
+        16,
+        2,
+        11008,
+    )
+    assert (vision.hidden_size, vision.out_hidden_size, vision.intermediate_size, vision.num_heads) == (
+        1280,
+        2048,
+        3420,
+        16,
+    )
     layer = model.vlm.model.model.language_model.layers[0]
-    assert tuple(layer.mlp.up_proj.weight.shape) == (11008, 2048) and tuple(layer.self_attn.k_proj.weight.shape) == (256, 2048)
+    assert tuple(layer.mlp.up_proj.weight.shape) == (11008, 2048) and tuple(layer.self_attn.k_proj.weight.shape) == (
+        256,
+        2048,
+    )
     hiera = model.sam.config.vision_config.backbone_config
     assert hiera.embed_dim_per_stage == [112, 224, 448, 896] and hiera.num_attention_heads_per_stage == [2, 4, 8, 16]
-    assert model.sam.config.vision_config.fpn_hidden_size == 256 and model.sam.config.memory_attention_hidden_size == 256
+    assert (
+        model.sam.config.vision_config.fpn_hidden_size == 256 and model.sam.config.memory_attention_hidden_size == 256
+    )
     assert model.sam.config.memory_encoder_output_channels == 64 and model.sam.config.num_maskmem == 7
     assert (model.config.proposer_queries, model.config.proposer_layers, model.config.vlm_frames) == (300, 6, 4)
     assert model.box_head is not None and model.seg_head is not None
@@ -112,7 +127,9 @@ def _train_config(backbones: dict[str, str], out: Path, precision: str) -> Train
     return TrainConfig(
         model=ModelInit(init="real", seed=0, config={**backbones, **SMALL_INPUTS}),
         data=DataConfig(sources=[DataSource(path="in-memory")], num_vlm_frames=4, num_sam_frames=2),
-        stage=StageConfig(name="vlm", lora=LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"])),
+        stage=StageConfig(
+            name="vlm", lora=LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"])
+        ),
         optimizer=OptimizerConfig(lr=1e-3, warmup_steps=0, schedule="constant"),
         steps=2,  # max_steps=1 below: one step, a checkpoint, and no 1 GB final export
         batch_size=1,
@@ -182,24 +199,57 @@ def _free_port() -> int:
 
 def test_two_process_training_step_through_accelerate_launch(backbones, tmp_path):
     data = tmp_path / "synth"
-    generate_split(data, videos=2, seed=0, split="train",
-                   config=SynthConfig(size=64, num_frames=4, expressions_per_video=1), progress=False)
+    generate_split(
+        data,
+        videos=2,
+        seed=0,
+        split="train",
+        config=SynthConfig(size=64, num_frames=4, expressions_per_video=1),
+        progress=False,
+    )
     config = {
         "model": {"init": "real", "seed": 0, "config": {**backbones, **SMALL_INPUTS}},
         "data": {"sources": [{"path": str(data / "train")}], "num_vlm_frames": 4, "num_sam_frames": 2},
         "stage": {"name": "vlm", "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}},
         "optimizer": {"lr": 1.0e-3, "warmup_steps": 0, "schedule": "constant"},
-        "steps": 2, "batch_size": 1, "mixed_precision": "bf16", "output_dir": str(tmp_path / "run"),
+        "steps": 2,
+        "batch_size": 1,
+        "mixed_precision": "bf16",
+        "output_dir": str(tmp_path / "run"),
     }
     path = tmp_path / "real_vlm.yaml"
     path.write_text(yaml.safe_dump(config))
     src = str(Path(sparrow.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "bf16", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        "-m", "sparrow", "train", "--config", str(path), "--max-steps", "1", "--quiet",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "bf16",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "sparrow",
+        "train",
+        "--config",
+        str(path),
+        "--max-steps",
+        "1",
+        "--quiet",
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

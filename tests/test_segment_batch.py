@@ -30,8 +30,10 @@ def manifest(tmp_path):
         frames = rng.integers(0, 60, size=(4, 32, 32, 3), dtype=np.uint8)
         frames[:, 8:20, 4 + 4 * i : 16 + 4 * i] = (220, 40, 40)
         clips.append(write_video(tmp_path / "clips" / f"clip{i}.mp4", frames, fps=4).name)
-    lines = [json.dumps({"video": f"clips/{clips[i % 3]}", "query": f"the red square {i}", "out": f"runs/{i:02d}"})
-             for i in range(N)]
+    lines = [
+        json.dumps({"video": f"clips/{clips[i % 3]}", "query": f"the red square {i}", "out": f"runs/{i:02d}"})
+        for i in range(N)
+    ]
     lines[6] = json.dumps({"video": "clips/missing.mp4", "query": "the red square", "out": "runs/06"})  # no such video
     lines[13] = '{"video": "clips/clip0.mp4", "query": '  # truncated JSON
     path = tmp_path / "manifest.jsonl"
@@ -54,7 +56,9 @@ def test_batch_finishes_the_good_lines_reports_the_bad_and_reruns_for_free(manif
     done = sorted(p.name for p in runs.iterdir())
     assert done == [f"{i:02d}" for i in range(N) if i not in (6, 13)] and len(loads) == 1
     result = json.loads((runs / "07" / "result.json").read_text())
-    assert result["query"] == "the red square 7" and result["num_frames"] == 4 and (runs / "07" / "overlay.mp4").exists()
+    assert (
+        result["query"] == "the red square 7" and result["num_frames"] == 4 and (runs / "07" / "overlay.mp4").exists()
+    )
     report = json.loads(manifest.with_suffix(".report.json").read_text())
     assert len(report["written"]) == 18 and sorted(report["failed"]) == ["15", "8"]
 

@@ -56,7 +56,12 @@ def test_stream_writes_what_segment_computes(pipeline, clip, uninterrupted):
     assert doc == json.loads(json.dumps(result.to_json()))
     assert np.array_equal(pngs == 1, result.masks)
     assert probe_video(uninterrupted["track"] / "overlay.mp4").num_frames == T
-    assert sorted(p.name for p in uninterrupted["track"].iterdir()) == [".sparrow-output.json", "masks", "overlay.mp4", "result.json"]
+    assert sorted(p.name for p in uninterrupted["track"].iterdir()) == [
+        ".sparrow-output.json",
+        "masks",
+        "overlay.mp4",
+        "result.json",
+    ]
 
 
 @pytest.mark.parametrize("mode", ["track", "framewise"])
@@ -78,7 +83,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_masks(pipeline, clip, unin
     assert not out.exists() and not list(tmp_path.rglob("result.json"))  # nothing looks finished
     assert len((partial_dir(out) / "records.jsonl").read_text().splitlines()) == 10
 
-    report = segment_to_folder(pipeline, clip, QUERY, out, model_id="tiny-64", mode=mode, checkpoint_every=4, resume=True)
+    report = segment_to_folder(
+        pipeline, clip, QUERY, out, model_id="tiny-64", mode=mode, checkpoint_every=4, resume=True
+    )
     assert report.status == "written" and report.reused == 8 and not partial_dir(out).exists()
     doc, pngs = _read(out)
     want_doc, want_pngs = _read(uninterrupted[mode])

@@ -7,9 +7,16 @@ import argparse
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="start the web app: upload a video, type a query, see and download the masks")
-    p.add_argument("--model", action="append", default=None, metavar="NAME_OR_PATH",
-                   help="a model to offer (default | tiny | real | a saved folder); repeatable; default: default and tiny")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for all)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="a model to offer (default | tiny | real | a saved folder); repeatable; default: default and tiny",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for all)"
+    )
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     p.add_argument("--max-upload-mb", type=int, default=200, help="largest upload accepted, in MB")
     p.add_argument("--max-frames", type=int, default=3000, help="longest video accepted, in frames")
@@ -23,7 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_app(args: argparse.Namespace) -> int:
     from sparrow.errors import SparrowError
 
-    for name, value in (("--max-upload-mb", args.max_upload_mb), ("--max-frames", args.max_frames), ("--queue-size", args.queue_size)):
+    for name, value in (
+        ("--max-upload-mb", args.max_upload_mb),
+        ("--max-frames", args.max_frames),
+        ("--queue-size", args.queue_size),
+    ):
         if value < 1:
             raise SparrowError(f"{name} must be at least 1, got {value}")
     try:

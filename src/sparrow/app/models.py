@@ -23,7 +23,9 @@ def default_loader(name: str, device: str | None = None, dtype: str | None = Non
 class ModelPool:
     """Named models (``default``, ``tiny``, ``real`` or saved folders), loaded lazily by ``loader``."""
 
-    def __init__(self, names: Sequence[str], device: str | None = None, dtype: str | None = None, loader: Loader = default_loader) -> None:
+    def __init__(
+        self, names: Sequence[str], device: str | None = None, dtype: str | None = None, loader: Loader = default_loader
+    ) -> None:
         if not names:
             raise ValueError("ModelPool needs at least one model name")
         self.names = list(dict.fromkeys(names))

@@ -29,8 +29,8 @@ from sparrow.data.exports import (
 from sparrow.data.palette import overlay
 from sparrow.data.video_io import iter_frames, write_video
 
-SELECTED = (255, 255, 255)   # the box the model selected on the key frame
-USER = (255, 215, 0)         # boxes the user drew for TSF
+SELECTED = (255, 255, 255)  # the box the model selected on the key frame
+USER = (255, 215, 0)  # boxes the user drew for TSF
 
 
 @dataclass
@@ -40,7 +40,7 @@ class RunFiles:
     folder: Path
     overlay: Path
     masks_zip: Path
-    downloads: list[Path]   # masks.zip first, then result.json, coco.json, boxes.csv, preview.gif
+    downloads: list[Path]  # masks.zip first, then result.json, coco.json, boxes.csv, preview.gif
 
 
 def write_run(result: Any, video: Path, folder: Path, name: str = "video") -> RunFiles:
@@ -48,7 +48,9 @@ def write_run(result: Any, video: Path, folder: Path, name: str = "video") -> Ru
 
     Frames are decoded twice, streamed (overlay, then the subsampled GIF); masks come from the result's RLEs."""
     doc = result.to_json()
-    overlay_path = write_video(folder / "overlay.mp4", (overlay_frame(result, t, f) for t, f in iter_frames(video)), fps=result.fps or 10.0)
+    overlay_path = write_video(
+        folder / "overlay.mp4", (overlay_frame(result, t, f) for t, f in iter_frames(video)), fps=result.fps or 10.0
+    )
     masks_zip = write_masks_zip(result, folder / "masks.zip", doc)
     with atomic_file(folder / "result.json") as handle:
         json.dump(doc, handle)
@@ -64,7 +66,10 @@ def _scaled(box: Sequence[float], scale: float) -> tuple[int, int, int, int]:
 
 
 def frame_view(
-    view: VideoView, t: int, result: ResultLike | None = None, user_boxes: Mapping[int, Sequence[float]] | None = None,
+    view: VideoView,
+    t: int,
+    result: ResultLike | None = None,
+    user_boxes: Mapping[int, Sequence[float]] | None = None,
     corner: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Display frame ``t`` ``[h, w, 3]`` uint8 with the masks and per-frame boxes of ``result``, the box the model
@@ -95,7 +100,9 @@ def describe(result: Any) -> str:
         score = "no [BOX]" if target.selection_score is None else f"selection score {target.selection_score:.3f}"
         box = "" if target.key_box is None else " · box " + ", ".join(f"{v:.0f}" for v in target.key_box)
         visible = sum(r is not None for r in target.rles)
-        lines.append(f"**target {k}**: key frame **{target.key_frame}** · {score}{box} · visible in {visible}/{result.num_frames} frames")
+        lines.append(
+            f"**target {k}**: key frame **{target.key_frame}** · {score}{box} · visible in {visible}/{result.num_frames} frames"
+        )
     if not result.targets:
         lines.append("no target: the answer has no [SEG]")
     if getattr(result, "forced_prompt", False):

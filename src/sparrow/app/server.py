@@ -47,8 +47,13 @@ class RunningApp:
 
 
 def start_app(
-    pool: ModelPool, limits: UploadLimits | None = None, host: str = "127.0.0.1", port: int | None = None,
-    demo: bool = True, queue_size: int = 16, root: str | Path | None = None,
+    pool: ModelPool,
+    limits: UploadLimits | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    demo: bool = True,
+    queue_size: int = 16,
+    root: str | Path | None = None,
 ) -> RunningApp:
     """Build, queue and launch the app in background threads; ``close()`` the result to stop it.
 
@@ -62,7 +67,12 @@ def start_app(
     blocks.queue(default_concurrency_limit=1, max_size=queue_size)
     port = port or free_port(host)
     blocks.launch(
-        server_name=host, server_port=port, max_file_size=f"{limits.max_mb}mb", prevent_thread_lock=True,
-        quiet=True, show_error=False, ssr_mode=False,
+        server_name=host,
+        server_port=port,
+        max_file_size=f"{limits.max_mb}mb",
+        prevent_thread_lock=True,
+        quiet=True,
+        show_error=False,
+        ssr_mode=False,
     )
     return RunningApp(f"http://{host}:{port}/", blocks, store)

@@ -40,7 +40,9 @@ class UploadLimits:
         try:
             info = probe_video(path)
         except SparrowError as exc:
-            raise SparrowError(f"{name} is not a video this app can read ({_reason(exc)}); upload an MP4, WebM or MOV file") from exc
+            raise SparrowError(
+                f"{name} is not a video this app can read ({_reason(exc)}); upload an MP4, WebM or MOV file"
+            ) from exc
         seconds = info.num_frames / max(info.fps, 1e-6)
         if info.num_frames > self.max_frames or seconds > self.max_seconds:
             raise SparrowError(
@@ -76,7 +78,10 @@ class VideoView:
 
     def to_original(self, x: float, y: float) -> tuple[float, float]:
         """Display pixel -> original pixel coordinates, clipped to the frame."""
-        return (min(max(x / self.scale, 0.0), float(self.info.width)), min(max(y / self.scale, 0.0), float(self.info.height)))
+        return (
+            min(max(x / self.scale, 0.0), float(self.info.width)),
+            min(max(y / self.scale, 0.0), float(self.info.height)),
+        )
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")

@@ -47,11 +47,11 @@ class SessionState:
     """What the server keeps for one browser session (Gradio ``gr.State``; never sent to the browser)."""
 
     view: VideoView | None = None
-    result: Any = None                  # the last SegmentationResult
+    result: Any = None  # the last SegmentationResult
     run: RunFiles | None = None
-    corner: tuple[float, float] | None = None     # first corner of a box being drawn, original pixels
+    corner: tuple[float, float] | None = None  # first corner of a box being drawn, original pixels
     boxes: dict[int, list[float]] = field(default_factory=dict)
-    chat: ChatSession | None = None     # the conversation about ``view`` (reset with the video or the model)
+    chat: ChatSession | None = None  # the conversation about ``view`` (reset with the video or the model)
     chat_key: tuple[str, str] | None = None
 
 
@@ -106,8 +106,16 @@ class AppHandlers:
         return str(self.demo.path), self.demo.query, state, slider, image, status, ""
 
     def on_run(
-        self, query: str, model: str, mode: str, key: str, self_tsf: bool, boxes_text: str, state: SessionState,
-        request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (how Gradio injects a progress bar)
+        self,
+        query: str,
+        model: str,
+        mode: str,
+        key: str,
+        self_tsf: bool,
+        boxes_text: str,
+        state: SessionState,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
     ) -> tuple:
         """Segment: load the model if needed, run it with a progress bar, write the overlay and the exports."""
         view = state.view
@@ -122,8 +130,13 @@ class AppHandlers:
             pipeline = self.pool.get(model)
             progress(0.05, desc="segmenting")
             result = pipeline.segment(
-                str(view.path), query.strip(), mode=None if mode == MODES[0] else mode, key_frame=key_frame,
-                tsf_boxes=tsf_boxes, self_tsf=True if self_tsf else None, progress=True,
+                str(view.path),
+                query.strip(),
+                mode=None if mode == MODES[0] else mode,
+                key_frame=key_frame,
+                tsf_boxes=tsf_boxes,
+                self_tsf=True if self_tsf else None,
+                progress=True,
             )
             progress(0.9, desc="writing the overlay video and the downloads")
             files = write_run(result, view.path, self.store.fresh(request.session_hash, "run"), name=view.path.stem)
@@ -132,8 +145,14 @@ class AppHandlers:
         state.result, state.run, state.corner = result, files, None
         key_t = result.targets[0].key_frame if result.targets else 0
         return (
-            state, result.answer, str(files.overlay), gr.Slider(value=key_t), frame_view(view, key_t, result, state.boxes),
-            frame_view(view, key_t, result), describe(result), [str(p) for p in files.downloads],
+            state,
+            result.answer,
+            str(files.overlay),
+            gr.Slider(value=key_t),
+            frame_view(view, key_t, result, state.boxes),
+            frame_view(view, key_t, result),
+            describe(result),
+            [str(p) for p in files.downloads],
         )
 
     def on_frame(self, t: float, state: SessionState) -> Any:
@@ -173,8 +192,15 @@ class AppHandlers:
         state.chat, state.chat_key = None, None
 
     def on_chat(
-        self, message: str, masks: bool, model: str, mode: str, history: list, state: SessionState, request: gr.Request,
-        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (how Gradio injects a progress bar)
+        self,
+        message: str,
+        masks: bool,
+        model: str,
+        mode: str,
+        history: list,
+        state: SessionState,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
     ) -> tuple:
         """One chat turn about the loaded video; a grounded answer also shows its overlay and key frame."""
         view = state.view
@@ -214,9 +240,17 @@ class AppHandlers:
     def _turn_result(turn: ChatTurn, chat: ChatSession) -> SegmentationResult:
         info = chat.video.info
         return SegmentationResult(
-            query=turn.question, question=turn.question, answer=turn.answer, targets=turn.targets,
-            vlm_frame_indices=chat.vlm_indices, num_frames=info.num_frames, height=info.height, width=info.width,
-            fps=info.fps, mode=chat.mode, forced_prompt=turn.forced,
+            query=turn.question,
+            question=turn.question,
+            answer=turn.answer,
+            targets=turn.targets,
+            vlm_frame_indices=chat.vlm_indices,
+            num_frames=info.num_frames,
+            height=info.height,
+            width=info.width,
+            fps=info.fps,
+            mode=chat.mode,
+            forced_prompt=turn.forced,
         )
 
     def on_unload(self, request: gr.Request) -> None:
@@ -234,30 +268,52 @@ def build_app(pool: ModelPool, store: SessionStore, limits: UploadLimits, demo: 
                 video = gr.Video(label="Video", sources=["upload"], elem_id="video-in")
                 demo_button = gr.Button("Use the demo clip", elem_id="demo-clip", visible=demo is not None)
                 status = gr.Markdown(elem_id="status")
-                query = gr.Textbox(label="What to find", placeholder="the red car that drives past the bakery", elem_id="query")
+                query = gr.Textbox(
+                    label="What to find", placeholder="the red car that drives past the bakery", elem_id="query"
+                )
                 with gr.Row():
                     model = gr.Dropdown(pool.names, value=pool.names[0], label="Model", elem_id="model")
                     mode = gr.Dropdown(MODES, value=MODES[0], label="Mode", elem_id="mode")
                 with gr.Row():
-                    key = gr.Textbox(value="", label="Key frame ('auto' or an index; empty: the model's)", elem_id="key")
+                    key = gr.Textbox(
+                        value="", label="Key frame ('auto' or an index; empty: the model's)", elem_id="key"
+                    )
                     self_tsf = gr.Checkbox(label="Self-TSF (runs twice)", elem_id="self-tsf")
-                boxes = gr.Textbox(label="TSF boxes: click two corners of the target on a frame (FRAME:X0,Y0,X1,Y1)", lines=2, elem_id="tsf-boxes")
+                boxes = gr.Textbox(
+                    label="TSF boxes: click two corners of the target on a frame (FRAME:X0,Y0,X1,Y1)",
+                    lines=2,
+                    elem_id="tsf-boxes",
+                )
                 clear = gr.Button("Clear boxes", size="sm", elem_id="clear-boxes")
                 run = gr.Button("Run", variant="primary", elem_id="run")
-                gr.Markdown(f"Videos up to {limits.max_mb} MB, {limits.max_frames} frames and {limits.max_seconds:.0f} s.")
+                gr.Markdown(
+                    f"Videos up to {limits.max_mb} MB, {limits.max_frames} frames and {limits.max_seconds:.0f} s."
+                )
             with gr.Column(scale=2):
                 answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
                 overlay = gr.Video(label="Masks over the video", interactive=False, elem_id="overlay")
                 slider = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="frame-slider")
-                frame = gr.Image(label="Frame: masks, boxes (white: the selected box), your TSF boxes (gold)", interactive=False, format="png", elem_id="frame-view")
+                frame = gr.Image(
+                    label="Frame: masks, boxes (white: the selected box), your TSF boxes (gold)",
+                    interactive=False,
+                    format="png",
+                    elem_id="frame-view",
+                )
                 with gr.Row():
                     key_image = gr.Image(label="Key frame", interactive=False, format="png", elem_id="key-frame")
                     key_info = gr.Markdown(elem_id="key-info")
-                downloads = gr.File(label="Downloads (masks.zip: palette PNGs + RLE JSON)", file_count="multiple", interactive=False, elem_id="downloads")
+                downloads = gr.File(
+                    label="Downloads (masks.zip: palette PNGs + RLE JSON)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="downloads",
+                )
         with gr.Tab("Chat"), gr.Row():
             with gr.Column(scale=1):
-                gr.Markdown("Questions about the video loaded in the Segment tab, with the model and mode chosen there. "
-                            "Answers with [SEG] come with masks.")
+                gr.Markdown(
+                    "Questions about the video loaded in the Segment tab, with the model and mode chosen there. "
+                    "Answers with [SEG] come with masks."
+                )
                 chatbot = gr.Chatbot(label="Conversation", elem_id="chat", height=360)
                 message = gr.Textbox(label="Question", placeholder="What is moving to the left?", elem_id="chat-input")
                 with gr.Row():
@@ -265,19 +321,28 @@ def build_app(pool: ModelPool, store: SessionStore, limits: UploadLimits, demo: 
                     send = gr.Button("Ask", variant="primary", elem_id="chat-send")
                 chat_file = gr.File(label="chat.json (turns, masks, GCG)", interactive=False, elem_id="chat-json")
             with gr.Column(scale=1):
-                chat_overlay = gr.Video(label="Masks of the last grounded answer", interactive=False, elem_id="chat-overlay")
+                chat_overlay = gr.Video(
+                    label="Masks of the last grounded answer", interactive=False, elem_id="chat-overlay"
+                )
                 chat_key = gr.Image(label="Its key frame", interactive=False, format="png", elem_id="chat-key-frame")
 
         loaded = [state, slider, frame, status, boxes]
         video.upload(h.on_upload, [video, state], loaded, concurrency_limit=4)
         demo_button.click(h.on_demo, [state], [video, query, *loaded], concurrency_limit=4)
-        run.click(h.on_run, [query, model, mode, key, self_tsf, boxes, state],
-                  [state, answer, overlay, slider, frame, key_image, key_info, downloads], concurrency_limit=1,
-                  concurrency_id="model")
+        run.click(
+            h.on_run,
+            [query, model, mode, key, self_tsf, boxes, state],
+            [state, answer, overlay, slider, frame, key_image, key_info, downloads],
+            concurrency_limit=1,
+            concurrency_id="model",
+        )
         slider.change(h.on_frame, [slider, state], [frame], concurrency_limit=8, show_progress="hidden")
         frame.select(h.on_click, [slider, boxes, state], [state, frame, boxes], concurrency_limit=1)  # clicks in order
         clear.click(h.on_clear_boxes, [slider, state], [state, frame, boxes], concurrency_limit=8)
-        chat_args = ([message, chat_masks, model, mode, chatbot, state], [state, chatbot, message, chat_overlay, chat_key, chat_file])
+        chat_args = (
+            [message, chat_masks, model, mode, chatbot, state],
+            [state, chatbot, message, chat_overlay, chat_key, chat_file],
+        )
         send.click(h.on_chat, *chat_args, concurrency_limit=1, concurrency_id="model")
         message.submit(h.on_chat, *chat_args, concurrency_limit=1, concurrency_id="model")
         app.unload(h.on_unload)

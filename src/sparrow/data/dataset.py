@@ -21,6 +21,7 @@ Only the sampled frames are decoded.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,9 @@ class ReferringSample:
     text: str
     kind: str | None = None
     tags: list[str] = field(default_factory=list)
-    object_boxes: list[np.ndarray] = field(default_factory=list)  # per SAM frame: [M, 4] pixel boxes of every visible object
+    object_boxes: list[np.ndarray] = field(
+        default_factory=list
+    )  # per SAM frame: [M, 4] pixel boxes of every visible object
     seconds_per_frame: float = 1.0  # time between consecutive VLM frames (fps from the record, 10 if unknown)
     tsf_crops: np.ndarray | None = None  # [K, s, s, 3] uint8 target crops (TSF) when a TSF cache is given
 
@@ -125,7 +128,7 @@ class ReferringVideoDataset(Dataset):
             sam = [key] + _even(key, T, self.num_sam_frames)[1:] if self.num_sam_frames > 1 else [key]
             return vlm, sam
         edges = np.linspace(0, T, self.num_vlm_frames + 1)
-        vlm = [int(rng.integers(int(a), max(int(a) + 1, int(np.ceil(b))))) for a, b in zip(edges[:-1], edges[1:])]
+        vlm = [int(rng.integers(int(a), max(int(a) + 1, int(np.ceil(b))))) for a, b in itertools.pairwise(edges)]
         vlm = [min(t, T - 1) for t in vlm]
         key = int(visible[int(rng.integers(0, len(visible)))]) if visible else 0
         others = [t for t in range(T) if t != key]
@@ -168,7 +171,9 @@ class ReferringVideoDataset(Dataset):
             kind=expression.kind,
             tags=list(expression.tags),
             object_boxes=[
-                np.array([o.boxes[t] for o in record.objects.values() if o.boxes[t] is not None], dtype=np.float32).reshape(-1, 4)
+                np.array(
+                    [o.boxes[t] for o in record.objects.values() if o.boxes[t] is not None], dtype=np.float32
+                ).reshape(-1, 4)
                 for t in sam_idx
             ],
             seconds_per_frame=(vlm_idx[-1] - vlm_idx[0]) / max(len(vlm_idx) - 1, 1) / (record.fps or 10.0),

@@ -71,8 +71,14 @@ def coco_instances(result: ResultLike, video_name: str = "video") -> dict[str, A
     (one per target and frame where it is visible; ``track_id`` = target index, starting at 1) and one category
     named by the query."""
     images = [
-        {"id": t + 1, "file_name": f"{video_name}/{t:05d}.jpg", "width": result.width, "height": result.height,
-         "frame_index": t, "video": video_name}
+        {
+            "id": t + 1,
+            "file_name": f"{video_name}/{t:05d}.jpg",
+            "width": result.width,
+            "height": result.height,
+            "frame_index": t,
+            "video": video_name,
+        }
         for t in range(result.num_frames)
     ]
     annotations = []
@@ -83,14 +89,26 @@ def coco_instances(result: ResultLike, video_name: str = "video") -> dict[str, A
                 continue
             mask = decode_rle(rle, expected_size=(result.height, result.width))
             x0, y0, x1, y1 = box if box is not None else _tight_box(mask)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": t + 1, "category_id": 1, "track_id": k, "iscrowd": 0,
-                "segmentation": {"size": list(rle["size"]), "counts": rle["counts"]},
-                "area": float(mask.sum()), "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": t + 1,
+                    "category_id": 1,
+                    "track_id": k,
+                    "iscrowd": 0,
+                    "segmentation": {"size": list(rle["size"]), "counts": rle["counts"]},
+                    "area": float(mask.sum()),
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                }
+            )
     return {
-        "info": {"description": "SPARROW referring segmentation", "video": video_name, "query": result.query,
-                 "answer": result.answer, "fps": result.fps},
+        "info": {
+            "description": "SPARROW referring segmentation",
+            "video": video_name,
+            "query": result.query,
+            "answer": result.answer,
+            "fps": result.fps,
+        },
         "images": images,
         "annotations": annotations,
         "categories": [{"id": 1, "name": result.query, "supercategory": "referred"}],
@@ -128,7 +146,10 @@ def write_boxes_csv(result: ResultLike, path: str | Path) -> Path:
 
 
 def write_gif(
-    result: ResultLike, frames: Iterable[tuple[int, np.ndarray]], path: str | Path, max_side: int = 320,
+    result: ResultLike,
+    frames: Iterable[tuple[int, np.ndarray]],
+    path: str | Path,
+    max_side: int = 320,
     max_frames: int = 150,
 ) -> Path:
     """Animated GIF preview of the overlay from ``(t, frame [H, W, 3] uint8)`` pairs (e.g. ``iter_frames``).

@@ -34,7 +34,9 @@ def index_png(index_mask: np.ndarray) -> Image.Image:
     return img
 
 
-def overlay(frame: np.ndarray, index_mask: np.ndarray, boxes: list[list[float] | None], alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    frame: np.ndarray, index_mask: np.ndarray, boxes: list[list[float] | None], alpha: float = 0.5
+) -> np.ndarray:
     """Blend target colours over ``frame`` ``[H, W, 3]`` and draw each target's box."""
     out = frame.astype(np.float32)
     for k in range(1, int(index_mask.max()) + 1):

@@ -83,9 +83,7 @@ def extract_clip(model: SparrowModel, record: VideoRecord) -> ClipFeatures:
     frames = record.load_frames(frame_ids)
     texts = [e.text for e in record.expressions]
     vlm = model.vlm
-    samples = [
-        VLMSample(frames, cfg.question_template.format(query=clean_phrase(t)), PROBE_ANSWER) for t in texts
-    ]
+    samples = [VLMSample(frames, cfg.question_template.format(query=clean_phrase(t)), PROBE_ANSWER) for t in texts]
     batch = vlm.collate(samples).to(model.device)
     _, hidden = vlm(batch)
     pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id)
@@ -108,18 +106,27 @@ def extract_clip(model: SparrowModel, record: VideoRecord) -> ClipFeatures:
     h, w = record.size
     masks = np.stack([np.stack([record.objects[o].mask(t, record.size) for t in frame_ids]) for o in obj_ids])
     scale = np.array([w, h, w, h], dtype=np.float32)
-    boxes = np.array(
-        [[record.objects[o].boxes[t] or [np.nan] * 4 for t in frame_ids] for o in obj_ids], dtype=np.float32
-    ) / scale
+    boxes = (
+        np.array([[record.objects[o].boxes[t] or [np.nan] * 4 for t in frame_ids] for o in obj_ids], dtype=np.float32)
+        / scale
+    )
     features = model.pixel_decoder.encode(model.preprocessor(frames).to(model.device))
     maps = [features.embedding, *features.high_res]
     roi = torch.from_numpy(np.nan_to_num(boxes, nan=0.0)).permute(1, 0, 2).contiguous().to(model.device)  # [T, O, 4]
     sam_objects = proposal_appearance(maps, roi).permute(1, 0, 2)  # [O, T, A]
     return ClipFeatures(
-        record=record, frame_ids=frame_ids, texts=texts,
-        box=torch.stack(box).cpu(), seg=torch.stack(seg).cpu(),
-        box_state=torch.stack(box_state).cpu(), seg_state=torch.stack(seg_state).cpu(),
-        vision_tokens=vision.reshape(gt, gh, gw, -1).cpu(), lm_tokens=lm.reshape(gt, gh, gw, -1).cpu(),
-        obj_ids=obj_ids, object_masks=masks, object_boxes=boxes, sam_objects=sam_objects.cpu(),
+        record=record,
+        frame_ids=frame_ids,
+        texts=texts,
+        box=torch.stack(box).cpu(),
+        seg=torch.stack(seg).cpu(),
+        box_state=torch.stack(box_state).cpu(),
+        seg_state=torch.stack(seg_state).cpu(),
+        vision_tokens=vision.reshape(gt, gh, gw, -1).cpu(),
+        lm_tokens=lm.reshape(gt, gh, gw, -1).cpu(),
+        obj_ids=obj_ids,
+        object_masks=masks,
+        object_boxes=boxes,
+        sam_objects=sam_objects.cpu(),
         proposals=model.candidates(features).detach(),
     )

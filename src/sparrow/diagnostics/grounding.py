@@ -68,7 +68,9 @@ def selection_set(
 ) -> tuple[SelectionSet, list[str]]:
     """One row per (clip, expression, frame with the target visible); ``queries(clip) -> [E, Dq]``. Also returns
     each row's expression kind."""
-    rows: dict[str, list[Tensor]] = {k: [] for k in ("q", "boxes", "logits", "features", "appearance", "valid", "labels", "hit")}
+    rows: dict[str, list[Tensor]] = {
+        k: [] for k in ("q", "boxes", "logits", "features", "appearance", "valid", "labels", "hit")
+    }
     kinds = []
     for clip in clips:
         q = queries(clip)
@@ -85,7 +87,9 @@ def selection_set(
                 rows["boxes"].append(boxes)
                 rows["logits"].append(props.logits[i].float())
                 rows["features"].append(props.features[i].float())
-                rows["appearance"].append(props.appearance[i].float() if props.appearance is not None else torch.zeros(boxes.shape[0], 0))
+                rows["appearance"].append(
+                    props.appearance[i].float() if props.appearance is not None else torch.zeros(boxes.shape[0], 0)
+                )
                 rows["valid"].append(props.valid[i])
                 rows["labels"].append(selection_labels(boxes, target, pos_iou, neg_iou))
                 rows["hit"].append(box_iou(boxes, target[None])[:, 0] > 0.5)
@@ -93,8 +97,14 @@ def selection_set(
     stacked = {k: torch.stack(v) for k, v in rows.items()}
     appearance = stacked["appearance"] if stacked["appearance"].shape[-1] else None
     data = SelectionSet(
-        stacked["q"], stacked["boxes"], stacked["logits"], stacked["features"], appearance, stacked["valid"].bool(),
-        stacked["labels"], stacked["hit"] & stacked["valid"].bool(),
+        stacked["q"],
+        stacked["boxes"],
+        stacked["logits"],
+        stacked["features"],
+        appearance,
+        stacked["valid"].bool(),
+        stacked["labels"],
+        stacked["hit"] & stacked["valid"].bool(),
     )
     return data, kinds
 
@@ -125,8 +135,13 @@ def selection_report(
     app_dim = 0 if held_model.appearance is None else held_model.appearance.shape[-1]
     report = {}
     with torch.no_grad():
-        report["model selector, [BOX]"] = _by_kind(top1_hits(selector_logits(selector, held_model), held_model.hit), kinds)
-    for name, tr, te in (("probe on bag of words", train_bow, held_bow), ("probe on frozen [BOX]", train_model, held_model)):
+        report["model selector, [BOX]"] = _by_kind(
+            top1_hits(selector_logits(selector, held_model), held_model.hit), kinds
+        )
+    for name, tr, te in (
+        ("probe on bag of words", train_bow, held_bow),
+        ("probe on frozen [BOX]", train_model, held_model),
+    ):
         probe = train_selector_probe(tr, feat_dim, app_dim, epochs=epochs)
         with torch.no_grad():
             report[name] = _by_kind(top1_hits(selector_logits(probe, te), te.hit), kinds)

@@ -83,7 +83,9 @@ class SelectionSet:
         return self.queries.shape[0]
 
     def with_queries(self, queries: Tensor) -> SelectionSet:
-        return SelectionSet(queries, self.boxes, self.logits, self.features, self.appearance, self.valid, self.labels, self.hit)
+        return SelectionSet(
+            queries, self.boxes, self.logits, self.features, self.appearance, self.valid, self.labels, self.hit
+        )
 
     def subset(self, index: Tensor) -> SelectionSet:
         pick = lambda t: None if t is None else t[index]
@@ -116,7 +118,12 @@ def top1_hits(logits: Tensor, hit: Tensor) -> Tensor:
 
 
 def train_selector_probe(
-    data: SelectionSet, feature_dim: int, appearance_dim: int, epochs: int = 20, batch: int = 64, lr: float = 1e-3,
+    data: SelectionSet,
+    feature_dim: int,
+    appearance_dim: int,
+    epochs: int = 20,
+    batch: int = 64,
+    lr: float = 1e-3,
     key_dim: int = 64,
 ) -> Selector:
     """A fresh :class:`Selector` (query/key width ``key_dim``; the model's is 256) for queries of size

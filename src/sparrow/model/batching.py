@@ -29,7 +29,9 @@ def make_batch(model: SparrowModel, samples: Sequence[Any], with_tsf: bool = Fal
     vlm = model.vlm.collate(
         [
             VLMSample(
-                frames=s.vlm_frames, question=s.question, answer=s.answer,
+                frames=s.vlm_frames,
+                question=s.question,
+                answer=s.answer,
                 seconds_per_frame=float(getattr(s, "seconds_per_frame", 1.0)),
                 tsf_crops=getattr(s, "tsf_crops", None) if with_tsf else None,
             )
@@ -43,11 +45,20 @@ def make_batch(model: SparrowModel, samples: Sequence[Any], with_tsf: bool = Fal
     masks = torch.from_numpy(np.stack([np.asarray(s.masks, dtype=bool) for s in samples])).float()
     object_boxes = None
     if all(getattr(s, "object_boxes", None) is not None for s in samples):
-        object_boxes = [torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4) / scale) for s in samples for b in s.object_boxes]
+        object_boxes = [
+            torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4) / scale)
+            for s in samples
+            for b in s.object_boxes
+        ]
     identity_ids, identity_masks = _identities(samples)
     return SparrowBatch(
-        vlm=vlm, sam_pixels=sam_pixels, masks=masks, boxes=boxes, object_boxes=object_boxes,
-        identity_ids=identity_ids, identity_masks=identity_masks,
+        vlm=vlm,
+        sam_pixels=sam_pixels,
+        masks=masks,
+        boxes=boxes,
+        object_boxes=object_boxes,
+        identity_ids=identity_ids,
+        identity_masks=identity_masks,
     )
 
 

@@ -103,8 +103,13 @@ def unroll_memory(sam: Sam2VideoModel, pixel_values: Tensor, prompt: Tensor) -> 
         vision = sam.get_image_features(pixel_values, return_dict=True)
     feats, pos = vision.fpn_hidden_states, vision.fpn_position_encoding  # each [HW_l, T, C_l]
     session = BoundedInferenceSession(
-        total_frames=num_frames, video_height=size, video_width=size, inference_device=device,
-        inference_state_device=device, video_storage_device=device, dtype=dtype,
+        total_frames=num_frames,
+        video_height=size,
+        video_width=size,
+        inference_device=device,
+        inference_state_device=device,
+        video_storage_device=device,
+        dtype=dtype,
     )
     obj = session.obj_id_to_idx(OBJ_ID)
     mask_input = prompt.to(dtype)[None, None]
@@ -117,8 +122,14 @@ def unroll_memory(sam: Sam2VideoModel, pixel_values: Tensor, prompt: Tensor) -> 
         )
         with _decoder_tap(sam) as calls:
             out = sam._run_single_frame_inference(
-                inference_session=session, frame_idx=t, obj_idx=obj, batch_size=1, is_init_cond_frame=key,
-                point_inputs=None, mask_inputs=mask_input if key else None, reverse=False,
+                inference_session=session,
+                frame_idx=t,
+                obj_idx=obj,
+                batch_size=1,
+                is_init_cond_frame=key,
+                point_inputs=None,
+                mask_inputs=mask_input if key else None,
+                reverse=False,
             )
         session.store_output(obj, t, output_value=out, is_conditioning_frame=key)
         if key:  # the mask is the output; its object score is SAM2's rule (eval-mode outputs carry it too)
@@ -134,15 +145,20 @@ def unroll_memory(sam: Sam2VideoModel, pixel_values: Tensor, prompt: Tensor) -> 
             scores.append(score.reshape(()))
             session.frames_tracked_per_obj[obj][t] = {"reverse": False}
         memory, memory_pos = sam._encode_new_memory(
-            current_vision_feats=frame_feats[-1], pred_masks_high_res=out["high_res_masks"],
-            object_score_logits=score, is_mask_from_pts=key,
+            current_vision_feats=frame_feats[-1],
+            pred_masks_high_res=out["high_res_masks"],
+            object_score_logits=score,
+            is_mask_from_pts=key,
         )
         stored = session.output_dict_per_obj[obj]["cond_frame_outputs" if key else "non_cond_frame_outputs"][t]
         stored["maskmem_features"], stored["maskmem_pos_enc"] = memory, memory_pos
         pred.append(out["pred_masks"][0, 0])
     return MemoryUnroll(
-        pred_masks=torch.stack(pred), mask_logits=torch.stack(raw), iou_scores=torch.stack(iou),
-        chosen=torch.stack(chosen).to(device), object_score_logits=torch.stack(scores),
+        pred_masks=torch.stack(pred),
+        mask_logits=torch.stack(raw),
+        iou_scores=torch.stack(iou),
+        chosen=torch.stack(chosen).to(device),
+        object_score_logits=torch.stack(scores),
     )
 
 
@@ -164,7 +180,10 @@ def calibrate_memory_output(sam: Sam2VideoModel, pixel_values: Tensor) -> None:
 
 
 MEMORY_MODULES = (
-    "memory_encoder", "memory_attention", "object_pointer_proj", "temporal_positional_encoding_projection_layer",
+    "memory_encoder",
+    "memory_attention",
+    "object_pointer_proj",
+    "temporal_positional_encoding_projection_layer",
     "mask_downsample",
 )
 MEMORY_INITS = ("keep", "reset", "xavier")

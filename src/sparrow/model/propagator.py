@@ -77,13 +77,25 @@ class PropagationCheckpoint:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers of tensors and numbers (for ``torch.save``; reload with ``weights_only=True``)."""
-        return {"part": self.part, "next_frame": self.next_frame, "done": self.done, "cond": self.cond,
-                "outputs": self.outputs, "tracked": self.tracked}
+        return {
+            "part": self.part,
+            "next_frame": self.next_frame,
+            "done": self.done,
+            "cond": self.cond,
+            "outputs": self.outputs,
+            "tracked": self.tracked,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PropagationCheckpoint:
-        return cls(int(data["part"]), int(data["next_frame"]), int(data["done"]), dict(data["cond"]),
-                   dict(data["outputs"]), dict(data["tracked"]))
+        return cls(
+            int(data["part"]),
+            int(data["next_frame"]),
+            int(data["done"]),
+            dict(data["cond"]),
+            dict(data["outputs"]),
+            dict(data["tracked"]),
+        )
 
 
 class BoundedInferenceSession(Sam2VideoInferenceSession):
@@ -109,7 +121,9 @@ def prompt_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
     if tuple(m.shape[-2:]) == (size, size):
         return m
     lead = m.shape[:-2]
-    m = F.interpolate(m.reshape(-1, 1, *m.shape[-2:]), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    m = F.interpolate(
+        m.reshape(-1, 1, *m.shape[-2:]), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
     return (m >= 0.5).float().reshape(*lead, size, size)
 
 
@@ -282,7 +296,11 @@ class MaskPropagator:
         direction: str,
         progress: bool,
         logits: bool = False,
-        hooks: tuple[int, Callable[[PropagationCheckpoint], None] | None, PropagationCheckpoint | None] = (0, None, None),
+        hooks: tuple[int, Callable[[PropagationCheckpoint], None] | None, PropagationCheckpoint | None] = (
+            0,
+            None,
+            None,
+        ),
     ) -> Iterator[tuple[int, np.ndarray]]:
         every, on_checkpoint, resume = hooks
         was_training = self.sam.training
@@ -311,7 +329,9 @@ class MaskPropagator:
                 kind, begin, stop, step, reserve = parts[p]
                 begin = start if p == part else begin
                 if kind == "untracked":
-                    items = ((t, self._untracked(low_res, height, width, logits)) for t in range(begin, stop + step, step))
+                    items = (
+                        (t, self._untracked(low_res, height, width, logits)) for t in range(begin, stop + step, step)
+                    )
                 else:
                     items = self._pass(session, obj_idx, cond_store, frames, begin, stop, step, reserve, logits)
                 for t, item in items:
@@ -335,12 +355,21 @@ class MaskPropagator:
 
     @staticmethod
     def _checkpoint(
-        session: BoundedInferenceSession, obj_idx: int, cond_store: dict[int, dict], part: int, next_frame: int, done: int
+        session: BoundedInferenceSession,
+        obj_idx: int,
+        cond_store: dict[int, dict],
+        part: int,
+        next_frame: int,
+        done: int,
     ) -> PropagationCheckpoint:
         outputs = session.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"]
         tracked = session.frames_tracked_per_obj[obj_idx]
         return PropagationCheckpoint(
-            part, next_frame, done, {k: dict(v) for k, v in cond_store.items()}, {k: dict(v) for k, v in outputs.items()},
+            part,
+            next_frame,
+            done,
+            {k: dict(v) for k, v in cond_store.items()},
+            {k: dict(v) for k, v in outputs.items()},
             {k: dict(v) for k, v in tracked.items()},
         )
 
@@ -458,7 +487,9 @@ def _as_video(frames: Video | np.ndarray) -> Video:
         return frames
     if isinstance(frames, np.ndarray):
         return Video.open(frames)
-    raise SparrowError(f"propagation reads an opened Video or a frame array, got {type(frames).__name__} (use Video.open)")
+    raise SparrowError(
+        f"propagation reads an opened Video or a frame array, got {type(frames).__name__} (use Video.open)"
+    )
 
 
 __all__ = ["BoundedInferenceSession", "MaskPropagator", "PropagationCheckpoint", "prompt_mask", "select_cond_frames"]

@@ -27,8 +27,12 @@ from sparrow.errors import SparrowError
 # Qwen2.5-VL-3B-Instruct: vocabulary and special-token ids of the released tokenizer
 QWEN3B_VOCAB = 151936
 QWEN3B_TOKEN_IDS = {
-    "<|endoftext|>": 151643, "<|im_end|>": 151645, "<|vision_start|>": 151652, "<|vision_end|>": 151653,
-    "<|image_pad|>": 151655, "<|video_pad|>": 151656,
+    "<|endoftext|>": 151643,
+    "<|im_end|>": 151645,
+    "<|vision_start|>": 151652,
+    "<|vision_end|>": 151653,
+    "<|image_pad|>": 151655,
+    "<|video_pad|>": 151656,
 }
 QWEN3B_TEXT_LAYERS = 36
 QWEN3B_VISION_DEPTH = 32
@@ -37,7 +41,8 @@ SAM2_BASE_PLUS_GLOBAL = (12, 16, 20)
 
 
 def qwen25_vl_3b_config(
-    tokenizer: PreTrainedTokenizerBase | None = None, text_layers: int = QWEN3B_TEXT_LAYERS,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    text_layers: int = QWEN3B_TEXT_LAYERS,
     vision_depth: int = QWEN3B_VISION_DEPTH,
 ) -> Qwen2_5_VLConfig:
     """Qwen2.5-VL-3B-Instruct: text hidden 2048, 16 heads, 2 KV heads, MLP 11008, 36 layers, tied embeddings,
@@ -57,26 +62,49 @@ def qwen25_vl_3b_config(
     full_attention = sorted({b for b in range(7, vision_depth, 8)} | {vision_depth - 1})
     return Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": vocab, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": text_layers,
-            "num_attention_heads": 16, "num_key_value_heads": 2, "hidden_act": "silu", "max_position_embeddings": 128000,
-            "rms_norm_eps": 1e-6, "use_sliding_window": False, "sliding_window": 32768, "max_window_layers": 70,
+            "vocab_size": vocab,
+            "hidden_size": 2048,
+            "intermediate_size": 11008,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 2,
+            "hidden_act": "silu",
+            "max_position_embeddings": 128000,
+            "rms_norm_eps": 1e-6,
+            "use_sliding_window": False,
+            "sliding_window": 32768,
+            "max_window_layers": 70,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
             "tie_word_embeddings": True,
         },
         vision_config={
-            "depth": vision_depth, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 2048,
-            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "tokens_per_second": 2,
-            "fullatt_block_indexes": full_attention, "hidden_act": "silu",
+            "depth": vision_depth,
+            "hidden_size": 1280,
+            "intermediate_size": 3420,
+            "num_heads": 16,
+            "out_hidden_size": 2048,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "tokens_per_second": 2,
+            "fullatt_block_indexes": full_attention,
+            "hidden_act": "silu",
         },
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
 
 
 def sam21_base_plus_config(
-    image_size: int = 1024, blocks_per_stage: Sequence[int] = SAM2_BASE_PLUS_BLOCKS,
+    image_size: int = 1024,
+    blocks_per_stage: Sequence[int] = SAM2_BASE_PLUS_BLOCKS,
     global_attention_blocks: Sequence[int] | None = None,
 ) -> Sam2VideoConfig:
     """SAM2.1 Hiera base+: trunk width 112 doubling per stage (112/224/448/896), heads 2/4/8/16, windows
@@ -103,9 +131,15 @@ def sam21_base_plus_config(
     dims = [112, 224, 448, 896]
     vision = {
         "backbone_config": {
-            "model_type": "sam2_hiera_det_model", "hidden_size": 112, "num_attention_heads": 2, "image_size": [s, s],
-            "blocks_per_stage": blocks, "embed_dim_per_stage": dims, "num_attention_heads_per_stage": [2, 4, 8, 16],
-            "window_size_per_stage": [8, 4, 14, 7], "global_attention_blocks": list(global_attention_blocks),
+            "model_type": "sam2_hiera_det_model",
+            "hidden_size": 112,
+            "num_attention_heads": 2,
+            "image_size": [s, s],
+            "blocks_per_stage": blocks,
+            "embed_dim_per_stage": dims,
+            "num_attention_heads_per_stage": [2, 4, 8, 16],
+            "window_size_per_stage": [8, 4, 14, 7],
+            "global_attention_blocks": list(global_attention_blocks),
             "window_positional_embedding_background_size": [14, 14],
         },
         "backbone_channel_list": dims[::-1],
@@ -115,15 +149,24 @@ def sam21_base_plus_config(
     return Sam2VideoConfig(
         vision_config=vision,
         prompt_encoder_config={"hidden_size": 256, "image_size": s, "patch_size": 16, "mask_input_channels": 16},
-        mask_decoder_config={"hidden_size": 256, "mlp_dim": 2048, "num_hidden_layers": 2, "num_attention_heads": 8,
-                             "iou_head_hidden_dim": 256},
+        mask_decoder_config={
+            "hidden_size": 256,
+            "mlp_dim": 2048,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 8,
+            "iou_head_hidden_dim": 256,
+        },
         image_size=s,
         memory_attention_rope_feat_sizes=[s // 16, s // 16],
     )
 
 
 def write_real_width_backbones(
-    folder: str | Path, seed: int = 0, text_layers: int = 2, vision_depth: int = 2, sam_image_size: int = 256,
+    folder: str | Path,
+    seed: int = 0,
+    text_layers: int = 2,
+    vision_depth: int = 2,
+    sam_image_size: int = 256,
     sam_blocks: Sequence[int] = (1, 1, 2, 1),
 ) -> tuple[Path, Path]:
     """Write random Qwen2.5-VL-3B-width and SAM2.1-base+-width backbones (reduced depth, the tiny tokenizer's

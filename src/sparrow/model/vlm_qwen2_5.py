@@ -73,10 +73,19 @@ class VLMBatch:
     labels: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> VLMBatch:
-        return VLMBatch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device)) for f in fields(self)})
+        return VLMBatch(
+            **{
+                f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
+                for f in fields(self)
+            }
+        )
 
     def model_kwargs(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None and f.name != "labels"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is not None and f.name != "labels"
+        }
 
 
 @dataclass
@@ -119,7 +128,13 @@ def patchify(frames: torch.Tensor, patch: int, merge: int, temporal: int) -> tup
 class QwenVLAdapter(nn.Module):
     """Wraps ``Qwen2_5_VLForConditionalGeneration`` and its tokenizer for SPARROW."""
 
-    def __init__(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer: PreTrainedTokenizerBase, max_frame_pixels: int = 112 * 112, max_crop_pixels: int = 56 * 56) -> None:
+    def __init__(
+        self,
+        model: Qwen2_5_VLForConditionalGeneration,
+        tokenizer: PreTrainedTokenizerBase,
+        max_frame_pixels: int = 112 * 112,
+        max_crop_pixels: int = 56 * 56,
+    ) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -176,7 +191,9 @@ class QwenVLAdapter(nn.Module):
 
     def image_inputs(self, crops: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Crops uint8 ``[K, h, w, 3]`` -> (patches ``[M, D]``, grids ``[K, 3]``), each crop one image."""
-        parts = [patchify(self._pixels(c[None], self.max_crop_pixels), self.patch, self.merge, self.temporal) for c in crops]
+        parts = [
+            patchify(self._pixels(c[None], self.max_crop_pixels), self.patch, self.merge, self.temporal) for c in crops
+        ]
         return torch.cat([p for p, _ in parts]), torch.cat([g for _, g in parts])
 
     def _tokens_for(self, grid: torch.Tensor) -> int:
@@ -186,7 +203,9 @@ class QwenVLAdapter(nn.Module):
     def _text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def encode(self, sample: VLMSample, video_grid: torch.Tensor, image_grids: torch.Tensor | None) -> tuple[list[int], list[int], list[int]]:
+    def encode(
+        self, sample: VLMSample, video_grid: torch.Tensor, image_grids: torch.Tensor | None
+    ) -> tuple[list[int], list[int], list[int]]:
         """Token ids, labels and mm token types (0 text, 1 image, 2 video) of one conversation."""
         ids: list[int] = []
         labels: list[int] = []
@@ -278,7 +297,9 @@ class QwenVLAdapter(nn.Module):
         return out.loss, hidden
 
     @torch.no_grad()
-    def generate(self, batch: VLMBatch, max_new_tokens: int = 64, do_sample: bool = False, **kwargs) -> list[VLMGeneration]:
+    def generate(
+        self, batch: VLMBatch, max_new_tokens: int = 64, do_sample: bool = False, **kwargs
+    ) -> list[VLMGeneration]:
         """Generate answers with the KV cache (greedy unless ``do_sample``); left-padded batch expected.
 
         Returns, per sequence, the new tokens (up to and excluding ``<|im_end|>``), the decoded text, and the
@@ -286,21 +307,32 @@ class QwenVLAdapter(nn.Module):
         """
         self._captured.clear()
         out = self.model.generate(
-            **batch.model_kwargs(), max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=self.im_end_id,
-            pad_token_id=self.pad_id, return_dict_in_generate=True, **kwargs,
+            **batch.model_kwargs(),
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            eos_token_id=self.im_end_id,
+            pad_token_id=self.pad_id,
+            return_dict_in_generate=True,
+            **kwargs,
         )
         steps = [h[:, -1] for h in self._captured]  # one [B, d] per generation step (prefill: last prompt position)
         self._captured.clear()
-        new_tokens = out.sequences[:, batch.input_ids.shape[1]:]
+        new_tokens = out.sequences[:, batch.input_ids.shape[1] :]
         results = []
         for b in range(new_tokens.shape[0]):
             toks = new_tokens[b]
             stop = (toks == self.im_end_id).nonzero()
             n = int(stop[0]) if len(stop) else len(toks)
             n = min(n, len(steps))
-            states = torch.stack([steps[s][b] for s in range(n)]) if n else toks.new_zeros((0, self.hidden_size), dtype=torch.float32)
+            states = (
+                torch.stack([steps[s][b] for s in range(n)])
+                if n
+                else toks.new_zeros((0, self.hidden_size), dtype=torch.float32)
+            )
             # [BOX]/[SEG] absorb the space before them (lstrip); put it back for display
-            text = re.sub(r"\s*(\[BOX\]|\[SEG\])", r" \1", self.tokenizer.decode(toks[:n], skip_special_tokens=False)).strip()
+            text = re.sub(
+                r"\s*(\[BOX\]|\[SEG\])", r" \1", self.tokenizer.decode(toks[:n], skip_special_tokens=False)
+            ).strip()
             results.append(VLMGeneration(tokens=toks[:n], text=text, states=states))
         return results
 
@@ -315,7 +347,11 @@ def ensure_prompt_tokens(model: Qwen2_5_VLForConditionalGeneration, tokenizer: P
     missing = [t for t in (BOX_TOKEN, SEG_TOKEN) if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens(
-            {"additional_special_tokens": [AddedToken(t, lstrip=True, rstrip=False, normalized=False, special=True) for t in missing]},
+            {
+                "additional_special_tokens": [
+                    AddedToken(t, lstrip=True, rstrip=False, normalized=False, special=True) for t in missing
+                ]
+            },
             replace_extra_special_tokens=False,
         )
     vocab = len(tokenizer)

@@ -72,7 +72,9 @@ def read_manifest(path: str | Path) -> tuple[list[BatchItem], dict[int, str]]:
         if not isinstance(entry, dict):
             bad[n] = "not a JSON object"
             continue
-        problems = [key for key in ("video", "query", "out") if not isinstance(entry.get(key), str) or not entry[key].strip()]
+        problems = [
+            key for key in ("video", "query", "out") if not isinstance(entry.get(key), str) or not entry[key].strip()
+        ]
         if problems:
             bad[n] = "needs non-empty strings for " + ", ".join(problems)
             continue
@@ -122,8 +124,16 @@ def run_batch(
     pipeline = load_pipeline() if todo else None
     for i, item in enumerate(todo, start=1):
         try:
-            segment_to_folder(pipeline, item.video, item.query, item.out, model_id=model_id, resume=True,
-                              progress=progress, **(options or {}))
+            segment_to_folder(
+                pipeline,
+                item.video,
+                item.query,
+                item.out,
+                model_id=model_id,
+                resume=True,
+                progress=progress,
+                **(options or {}),
+            )
         except SparrowError as exc:
             report.failed[item.line] = str(exc)
             log(f"line {item.line}: {exc}")

@@ -45,7 +45,9 @@ def grounded_phrases(answer: str, question: str) -> list[str]:
             phrase = tagged.group(1)
         else:
             phrase = re.split(r"[.,;:!?]", before)[-1]
-            phrase = re.sub(r"^\s*(it is|it's|this is|that is|here is|here it is|sure)\b", "", phrase, flags=re.IGNORECASE)
+            phrase = re.sub(
+                r"^\s*(it is|it's|this is|that is|here is|here it is|sure)\b", "", phrase, flags=re.IGNORECASE
+            )
         phrase = " ".join(re.sub(r"<[^>]*>", " ", phrase).split()[-MAX_PHRASE_WORDS:])
         phrases.append(phrase or " ".join(question.split()))
         start = match.end()
@@ -64,10 +66,18 @@ class ChatTurn:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "question": self.question, "answer": self.answer, "forced_prompt": self.forced, "phrases": self.phrases,
+            "question": self.question,
+            "answer": self.answer,
+            "forced_prompt": self.forced,
+            "phrases": self.phrases,
             "targets": [
-                {"phrase": p, "key_frame": t.key_frame, "key_box": t.key_box, "selection_score": t.selection_score,
-                 "frames": [{"frame": i, "rle": r, "box": b} for i, (r, b) in enumerate(zip(t.rles, t.boxes))]}
+                {
+                    "phrase": p,
+                    "key_frame": t.key_frame,
+                    "key_box": t.key_box,
+                    "selection_score": t.selection_score,
+                    "frames": [{"frame": i, "rle": r, "box": b} for i, (r, b) in enumerate(zip(t.rles, t.boxes))],
+                }
                 for p, t in zip(self.phrases, self.targets)
             ],
         }
@@ -76,8 +86,14 @@ class ChatTurn:
 class ChatSession:
     """A conversation about ``video`` with a pipeline (``mode``: how masks are computed, default the model's)."""
 
-    def __init__(self, pipeline: SegmentationPipeline, video: VideoSource | Video, mode: str | None = None,
-                 max_new_tokens: int | None = None, progress: bool = False) -> None:
+    def __init__(
+        self,
+        pipeline: SegmentationPipeline,
+        video: VideoSource | Video,
+        mode: str | None = None,
+        max_new_tokens: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.pipeline = pipeline
         self.mode = mode or pipeline.config.mode
         if self.mode not in MODES:
@@ -106,7 +122,10 @@ class ChatSession:
             turn = ChatTurn(question, answer.text, forced=answer.forced)
             if answer.prompts is not None:
                 features = encode_frames(model, self.vlm_frames)
-                choices = [choose_key(model, answer.prompts, k, features, self.vlm_indices) for k in range(len(answer.prompts.seg))]
+                choices = [
+                    choose_key(model, answer.prompts, k, features, self.vlm_indices)
+                    for k in range(len(answer.prompts.seg))
+                ]
                 plan = Plan(answer, choices)
                 turn.targets = [self._target(plan, k) for k in range(len(choices))]
                 # a forced [BOX] [SEG] grounds the question, not words the model wrote
@@ -133,8 +152,15 @@ class ChatSession:
             last = grounded[-1]
             gcg[video_id] = {"caption": last.answer, "phrases": last.phrases, "masks": [t.rles for t in last.targets]}
         return {
-            "video": video_id, "num_frames": info.num_frames, "height": info.height, "width": info.width, "fps": info.fps,
-            "mode": self.mode, "vlm_frame_indices": self.vlm_indices, "turns": [t.to_json() for t in self.turns], "gcg": gcg,
+            "video": video_id,
+            "num_frames": info.num_frames,
+            "height": info.height,
+            "width": info.width,
+            "fps": info.fps,
+            "mode": self.mode,
+            "vlm_frame_indices": self.vlm_indices,
+            "turns": [t.to_json() for t in self.turns],
+            "gcg": gcg,
         }
 
     def close(self) -> None:

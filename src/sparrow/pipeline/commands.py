@@ -17,8 +17,10 @@ from pathlib import Path
 from sparrow.errors import SparrowError
 
 MODES = ["track", "framewise", "perframe"]
-MODE_HELP = ("track: SAM2 memory; framewise: key-frame box on every frame; perframe: [BOX] selects a box on every "
-             "frame (default: the model's)")
+MODE_HELP = (
+    "track: SAM2 memory; framewise: key-frame box on every frame; perframe: [BOX] selects a box on every "
+    "frame (default: the model's)"
+)
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)"
 THREADS_HELP = "CPU threads for torch (default: the cores this process may use; see sparrow.threads)"
 DTYPE_HELP = "weights and compute precision (default float32; half precision runs under torch.autocast)"
@@ -29,20 +31,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment the object a sentence refers to in every frame of a video")
     p.add_argument("video", nargs="?", help="video file or folder of frames")
     p.add_argument("query", nargs="?", help='the referring sentence, e.g. "the red circle moving to the left"')
-    p.add_argument("--out", help="output folder (masks/, result.json, overlay.mp4); must be new, empty, or an "
-                   "earlier sparrow segment result; it appears only when complete")
-    p.add_argument("--batch", metavar="MANIFEST", help='a JSONL file of {"video", "query", "out"} lines, run with one '
-                   "model load (finished outputs are skipped, failures are reported per line)")
+    p.add_argument(
+        "--out",
+        help="output folder (masks/, result.json, overlay.mp4); must be new, empty, or an "
+        "earlier sparrow segment result; it appears only when complete",
+    )
+    p.add_argument(
+        "--batch",
+        metavar="MANIFEST",
+        help='a JSONL file of {"video", "query", "out"} lines, run with one '
+        "model load (finished outputs are skipped, failures are reported per line)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into --out (same settings)")
-    p.add_argument("--checkpoint-every", type=int, default=256, metavar="N",
-                   help="frames between checkpoints of a run (what an interruption can lose)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out folder that sparrow did not write (everything in it is deleted)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=256,
+        metavar="N",
+        help="frames between checkpoints of a run (what an interruption can lose)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out folder that sparrow did not write (everything in it is deleted)",
+    )
     p.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
     p.add_argument("--mode", choices=MODES, default=None, help=MODE_HELP)
     p.add_argument("--key-frame", default=None, help="'auto' or a frame index for the dual prompt")
-    p.add_argument("--tsf-box", action="append", default=[], metavar="FRAME:X0,Y0,X1,Y1",
-                   help="a box of the target (pixels) on a frame, shown to the model as TSF crops; repeatable")
+    p.add_argument(
+        "--tsf-box",
+        action="append",
+        default=[],
+        metavar="FRAME:X0,Y0,X1,Y1",
+        help="a box of the target (pixels) on a frame, shown to the model as TSF crops; repeatable",
+    )
     p.add_argument("--self-tsf", action="store_true", help="run twice: the first pass's track gives the TSF crops")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--dtype", choices=DTYPES, default=None, help=DTYPE_HELP)
@@ -52,34 +74,59 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     i = sub.add_parser("infer", help="run a model over a benchmark split; writes <out>/<video>/<exp_id>/<frame>.png")
     i.add_argument("--data", required=True, help="the dataset folder (for --format mevis: a split folder or the root)")
-    i.add_argument("--format", default="mevis", help="dataset layout: mevis (MeViS, SynthRef), refytvos, refdavis, "
-                   "revos, a2d, lasot, got10k, hcstvg, vidstg, vidsentence, refsav, curated (default mevis)")
+    i.add_argument(
+        "--format",
+        default="mevis",
+        help="dataset layout: mevis (MeViS, SynthRef), refytvos, refdavis, "
+        "revos, a2d, lasot, got10k, hcstvg, vidstg, vidsentence, refsav, curated (default mevis)",
+    )
     i.add_argument("--split", default=None, help="which split of --data (default: the only one present)")
     i.add_argument("--out", required=True, help="prediction folder (resumable: finished expressions are skipped)")
-    i.add_argument("--overwrite", action="store_true",
-                   help="write into an existing --out folder that does not hold sparrow infer predictions")
+    i.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing --out folder that does not hold sparrow infer predictions",
+    )
     i.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
     i.add_argument("--mode", choices=MODES, default=None, help=MODE_HELP)
     i.add_argument("--limit", type=int, default=None, help="only the first N expressions")
-    i.add_argument("--tsf", choices=["auto", "off", "self", "boxes"], default="auto",
-                   help="TSF at inference: the model's setting, none, self-TSF, or the annotated target boxes as user boxes")
+    i.add_argument(
+        "--tsf",
+        choices=["auto", "off", "self", "boxes"],
+        default="auto",
+        help="TSF at inference: the model's setting, none, self-TSF, or the annotated target boxes as user boxes",
+    )
     i.add_argument("--device", default=None, help=DEVICE_HELP)
     i.add_argument("--dtype", choices=DTYPES, default=None, help=DTYPE_HELP)
     i.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
-    i.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: this process; ray: one task per expression on a Ray cluster (pip install 'sparrow-video[ray]')")
+    i.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: one task per expression on a Ray cluster (pip install 'sparrow-video[ray]')",
+    )
     i.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
-    i.add_argument("--workers", type=int, default=2, help="local Ray instance: CPUs / concurrent expressions (default 2)")
-    i.add_argument("--gpus-per-item", type=float, default=0.0, help="Ray: GPUs each expression reserves (e.g. 1 or 0.5)")
+    i.add_argument(
+        "--workers", type=int, default=2, help="local Ray instance: CPUs / concurrent expressions (default 2)"
+    )
+    i.add_argument(
+        "--gpus-per-item", type=float, default=0.0, help="Ray: GPUs each expression reserves (e.g. 1 or 0.5)"
+    )
     i.add_argument("--retries", type=int, default=2, help="retries of an expression after a transient failure")
     i.add_argument("--quiet", action="store_true", help="no progress bars")
     i.set_defaults(func=run_infer)
 
     d = sub.add_parser("demo", help="generate a SynthRef clip and segment it with the bundled default model")
-    d.add_argument("--out", required=True, help="output folder: input.mp4, query.txt and result/; must be new, "
-                   "empty, or an earlier sparrow demo")
-    d.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out folder that sparrow did not write (everything in it is deleted)")
+    d.add_argument(
+        "--out",
+        required=True,
+        help="output folder: input.mp4, query.txt and result/; must be new, empty, or an earlier sparrow demo",
+    )
+    d.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out folder that sparrow did not write (everything in it is deleted)",
+    )
     d.add_argument("--model", default="default", help="default | tiny | path to a saved model folder")
     d.add_argument("--seed", type=int, default=0, help="which generated clip")
     d.add_argument("--mode", choices=MODES, default=None, help=MODE_HELP)
@@ -91,11 +138,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("chat", help="ask questions about a video, several turns; answers with [SEG] come with masks")
     c.add_argument("video", help="video file or folder of frames")
-    c.add_argument("-q", "--question", action="append", default=[], metavar="TEXT",
-                   help="a question (repeat for several turns); without it, questions are read from stdin, one a line "
-                        "('/masks QUESTION' asks for masks even if the answer has no [SEG])")
+    c.add_argument(
+        "-q",
+        "--question",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a question (repeat for several turns); without it, questions are read from stdin, one a line "
+        "('/masks QUESTION' asks for masks even if the answer has no [SEG])",
+    )
     c.add_argument("--out", help="output folder for chat.json: every turn with its masks (COCO RLE) and a GCG entry")
-    c.add_argument("--overwrite", action="store_true", help="replace an existing --out folder that sparrow did not write")
+    c.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out folder that sparrow did not write"
+    )
     c.add_argument("--masks", action="store_true", help="every turn gets masks (appends [BOX] [SEG] if missing)")
     c.add_argument("--model", default="default", help="default | tiny | real | path to a saved model folder")
     c.add_argument("--mode", choices=MODES, default=None, help=MODE_HELP)
@@ -123,7 +178,8 @@ def check_frame_folder(folder: Path) -> None:
         elif size != first[1]:
             raise SparrowError(
                 f"frame is {size[0]}x{size[1]} (WxH) but {first[0].name} is {first[1][0]}x{first[1][1]}; "
-                "all frames of a video must have one size", path,
+                "all frames of a video must have one size",
+                path,
             )
 
 
@@ -153,8 +209,14 @@ def run_segment(args: argparse.Namespace) -> int:
         key = check_key_frame(args.key_frame, video.num_frames)
         size = (video.info.height, video.info.width)
         tsf_boxes = parse_tsf_boxes(args.tsf_box, video.num_frames, size) if args.tsf_box else None
-        out = check_output(args.out, "segment", mode="replace", inputs=[args.video], overwrite=args.overwrite,
-                           recognise=_is_old_segment_result)
+        out = check_output(
+            args.out,
+            "segment",
+            mode="replace",
+            inputs=[args.video],
+            overwrite=args.overwrite,
+            recognise=_is_old_segment_result,
+        )
         from sparrow.pipeline.stream import is_finished, segment_to_folder
 
         if args.resume and is_finished(out):
@@ -165,9 +227,18 @@ def run_segment(args: argparse.Namespace) -> int:
 
         pipeline = load(args.model, device=device, dtype=args.dtype)
         report = segment_to_folder(
-            pipeline, video, args.query, out, model_id=args.model, mode=args.mode, key_frame=key,
-            tsf_boxes=tsf_boxes, self_tsf=args.self_tsf or None, resume=args.resume,
-            checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+            pipeline,
+            video,
+            args.query,
+            out,
+            model_id=args.model,
+            mode=args.mode,
+            key_frame=key,
+            tsf_boxes=tsf_boxes,
+            self_tsf=args.self_tsf or None,
+            resume=args.resume,
+            checkpoint_every=args.checkpoint_every,
+            progress=not args.quiet,
         )
     result = report.result
     if report.reused:
@@ -183,7 +254,9 @@ def run_batch_segment(args: argparse.Namespace) -> int:
     from sparrow.threads import configure_threads
 
     if args.video or args.query or args.out or args.tsf_box or args.resume:
-        raise SparrowError("--batch takes its videos, queries and outputs from the manifest (no VIDEO, QUERY, --out, --tsf-box, --resume)")
+        raise SparrowError(
+            "--batch takes its videos, queries and outputs from the manifest (no VIDEO, QUERY, --out, --tsf-box, --resume)"
+        )
     if args.checkpoint_every < 1:
         raise SparrowError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
     key = check_key_frame(args.key_frame)
@@ -197,8 +270,15 @@ def run_batch_segment(args: argparse.Namespace) -> int:
         configure_threads(args.threads)
         return load(args.model, device=device, dtype=args.dtype)
 
-    options = {"mode": args.mode, "key_frame": key, "self_tsf": args.self_tsf or None, "checkpoint_every": args.checkpoint_every}
-    report = run_batch(args.batch, load_once, args.model, options, progress=not args.quiet, recognise=_is_old_segment_result)
+    options = {
+        "mode": args.mode,
+        "key_frame": key,
+        "self_tsf": args.self_tsf or None,
+        "checkpoint_every": args.checkpoint_every,
+    }
+    report = run_batch(
+        args.batch, load_once, args.model, options, progress=not args.quiet, recognise=_is_old_segment_result
+    )
     print(f"batch {args.batch}: {report.summary()}; report: {Path(args.batch).with_suffix('.report.json')}")
     return 1 if report.failed else 0
 
@@ -208,7 +288,8 @@ def _is_old_segment_result(folder: Path) -> bool:
     names = {p.name for p in folder.iterdir()}
     masks = folder / "masks"
     return (
-        "result.json" in names and names <= {"masks", "result.json", "overlay.mp4"}
+        "result.json" in names
+        and names <= {"masks", "result.json", "overlay.mp4"}
         and (not masks.exists() or all(p.suffix == ".png" and p.is_file() for p in masks.iterdir()))
     )
 
@@ -244,23 +325,40 @@ def run_infer(args: argparse.Namespace) -> int:
         raise SparrowError(f"--workers must be >= 1 and --retries >= 0, got {args.workers} and {args.retries}")
     device = check_device(args.device)
     check_model_source(args.model)
-    check_output(args.out, "infer", mode="update", inputs=[args.data], overwrite=args.overwrite,
-                 recognise=_holds_predictions)
-    job = InferJob(
-        data=str(Path(args.data).resolve()), format=args.format, split=args.split, model=_model_name(args.model),
-        device=device, dtype=args.dtype, mode=args.mode, tsf=args.tsf, out=str(Path(args.out).resolve()),
+    check_output(
+        args.out, "infer", mode="update", inputs=[args.data], overwrite=args.overwrite, recognise=_holds_predictions
     )
-    options = EngineOptions(engine=args.engine, address=args.address, workers=args.workers, retries=args.retries,
-                            gpus_per_item=args.gpus_per_item)
+    job = InferJob(
+        data=str(Path(args.data).resolve()),
+        format=args.format,
+        split=args.split,
+        model=_model_name(args.model),
+        device=device,
+        dtype=args.dtype,
+        mode=args.mode,
+        tsf=args.tsf,
+        out=str(Path(args.out).resolve()),
+    )
+    options = EngineOptions(
+        engine=args.engine,
+        address=args.address,
+        workers=args.workers,
+        retries=args.retries,
+        gpus_per_item=args.gpus_per_item,
+    )
     claim_folder(args.out, "infer")
     configure_threads(args.threads)
     stats = infer_split(job, options, limit=args.limit, progress=not args.quiet)
-    print(f"wrote {stats.written} expressions ({stats.skipped} already done, {stats.forced} without a generated [SEG], "
-          f"{stats.failed} failed) to {args.out}")
+    print(
+        f"wrote {stats.written} expressions ({stats.skipped} already done, {stats.forced} without a generated [SEG], "
+        f"{stats.failed} failed) to {args.out}"
+    )
     for key, reason in stats.failures:
         print(f"  failed {key}: {reason}")
     if stats.failed:
-        print(f"{stats.failed} expressions failed (listed in {Path(args.out) / FAILURES}); run the command again to retry them")
+        print(
+            f"{stats.failed} expressions failed (listed in {Path(args.out) / FAILURES}); run the command again to retry them"
+        )
         return 1
     return 0
 
@@ -294,10 +392,14 @@ def run_demo(args: argparse.Namespace) -> int:
 
     name = args.model
     if name == "default" and not (BUNDLED_DIR / WEIGHTS_NAME).exists():
-        print("note: no trained default model is bundled in this install; using the untrained tiny preset, "
-              "so the masks show the pipeline running, not a trained result")
+        print(
+            "note: no trained default model is bundled in this install; using the untrained tiny preset, "
+            "so the masks show the pipeline running, not a trained result"
+        )
         name = "tiny"
-    report = demo(load(name, device=device, dtype=args.dtype), out, seed=args.seed, mode=args.mode, progress=not args.quiet)
+    report = demo(
+        load(name, device=device, dtype=args.dtype), out, seed=args.seed, mode=args.mode, progress=not args.quiet
+    )
     print(f"query : {report.query}  (tags: {', '.join(report.tags) or 'none'})")
     print(f"answer: {report.answer}")
     print(f"mean mask IoU against the generated ground truth: {report.iou:.3f}")
@@ -322,7 +424,11 @@ def run_chat(args: argparse.Namespace) -> int:
     check_model_source(args.model)
     if any(not q.strip() for q in args.question):
         raise SparrowError("a --question is empty")
-    out = check_output(args.out, "chat", mode="replace", inputs=[args.video], overwrite=args.overwrite) if args.out else None
+    out = (
+        check_output(args.out, "chat", mode="replace", inputs=[args.video], overwrite=args.overwrite)
+        if args.out
+        else None
+    )
     with Video.open(Path(args.video)) as video:  # a bad video fails before the model loads
         configure_threads(args.threads)
         from sparrow.pipeline import load
@@ -339,7 +445,9 @@ def run_chat(args: argparse.Namespace) -> int:
             print(f"Q{len(chat.turns)}: {question}\nA{len(chat.turns)}: {turn.answer}")
             for phrase, target in zip(turn.phrases, turn.targets):
                 visible = sum(r is not None for r in target.rles)
-                print(f"    mask for {phrase!r}: key frame {target.key_frame}, visible in {visible}/{video.num_frames} frames")
+                print(
+                    f"    mask for {phrase!r}: key frame {target.key_frame}, visible in {visible}/{video.num_frames} frames"
+                )
         if not chat.turns:
             raise SparrowError("no question was asked")
         if out is not None:

@@ -39,8 +39,12 @@ FAILURES = "failures.jsonl"
 
 
 def write_prediction(
-    pipeline: SegmentationPipeline, record: VideoRecord, expression: Expression, target: Path,
-    mode: str | None = None, tsf: str = "auto",
+    pipeline: SegmentationPipeline,
+    record: VideoRecord,
+    expression: Expression,
+    target: Path,
+    mode: str | None = None,
+    tsf: str = "auto",
 ) -> bool:
     """Segment one expression and write ``target/<frame>.png`` + ``answer.json`` atomically; returns whether the
     answer lacked a generated ``[SEG]`` (``forced_prompt``)."""
@@ -55,8 +59,11 @@ def write_prediction(
         for name, mask in zip(record.frames, masks):
             Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(tmp / f"{name}.png")
         info = {
-            "answer": result.answer, "forced_prompt": result.forced_prompt, "mode": result.mode,
-            "key_frames": [t.key_frame for t in result.targets], "selection_scores": [t.selection_score for t in result.targets],
+            "answer": result.answer,
+            "forced_prompt": result.forced_prompt,
+            "mode": result.mode,
+            "key_frames": [t.key_frame for t in result.targets],
+            "selection_scores": [t.selection_score for t in result.targets],
             "tsf": result.extra.get("tsf", {}).get("source"),
         }
         (tmp / "answer.json").write_text(json.dumps(info))
@@ -157,19 +164,27 @@ def infer_item(item: InferItem) -> dict[str, Any]:
     expression = next((e for e in record.expressions if e.exp_id == item.exp_id), None)
     if expression is None:
         raise SparrowError(f"video {item.video_id!r} has no expression {item.exp_id!r}", job.data)
-    forced = write_prediction(_pipeline(job.model, job.device, job.dtype), record, expression, item.target(), job.mode, job.tsf)
+    forced = write_prediction(
+        _pipeline(job.model, job.device, job.dtype), record, expression, item.target(), job.mode, job.tsf
+    )
     return {"forced": forced}
 
 
 def plan_items(job: InferJob, limit: int | None = None) -> list[InferItem]:
     """Every (video, expression) of the split in reading order (the first ``limit`` when given)."""
-    items = [InferItem(job, r.video_id, e.exp_id) for r in _records(job.data, job.format, job.split).values()
-             for e in r.expressions]
+    items = [
+        InferItem(job, r.video_id, e.exp_id)
+        for r in _records(job.data, job.format, job.split).values()
+        for e in r.expressions
+    ]
     return items if limit is None else items[:limit]
 
 
 def infer_split(
-    job: InferJob, options: EngineOptions | None = None, limit: int | None = None, progress: bool = True,
+    job: InferJob,
+    options: EngineOptions | None = None,
+    limit: int | None = None,
+    progress: bool = True,
 ) -> InferStats:
     """Run (or resume) ``job`` with the engine of ``options``: finished expressions (``answer.json`` present) are
     skipped, the rest run as items; each failure is appended to ``<out>/failures.jsonl`` as it arrives."""
@@ -196,8 +211,17 @@ def infer_split(
         stats.failed += 1
         stats.failures.append((f"{item.video_id}/{item.exp_id}", result.reason or ""))
         with open(failures, "a") as f:
-            f.write(json.dumps({"video": item.video_id, "exp_id": item.exp_id, "reason": result.reason,
-                                "attempts": result.attempts}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "video": item.video_id,
+                        "exp_id": item.exp_id,
+                        "reason": result.reason,
+                        "attempts": result.attempts,
+                    }
+                )
+                + "\n"
+            )
 
     try:
         run_items(infer_item, todo, options, on_result=record)

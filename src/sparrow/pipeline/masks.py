@@ -43,9 +43,16 @@ def upsampled_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def track_frames(
-    model: SparrowModel, video: Video, choice: KeyChoice, prompts: PromptEmbeddings, target: int, progress: bool,
-    reverse_chunk: int | None = None, checkpoint_every: int = 0,
-    on_checkpoint: Callable[[PropagationCheckpoint], None] | None = None, resume: PropagationCheckpoint | None = None,
+    model: SparrowModel,
+    video: Video,
+    choice: KeyChoice,
+    prompts: PromptEmbeddings,
+    target: int,
+    progress: bool,
+    reverse_chunk: int | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[PropagationCheckpoint], None] | None = None,
+    resume: PropagationCheckpoint | None = None,
 ) -> Iterator[tuple[int, FrameOutput]]:
     """SAM2 memory propagation from the key-frame mask, forward then backward through ``video``: yields
     ``(t, (rle, box))`` in propagation order; checkpoints and ``resume`` as in :meth:`MaskPropagator.propagate`."""
@@ -61,14 +68,24 @@ def track_frames(
                 masks[t] = upsampled_mask(again.mask_logits, size)
     propagator = MaskPropagator(model.sam, model.preprocessor, reverse_chunk=reverse_chunk)
     for t, mask in propagator.propagate(
-        video, masks, direction="both", progress=progress, checkpoint_every=checkpoint_every,
-        on_checkpoint=on_checkpoint, resume=resume,
+        video,
+        masks,
+        direction="both",
+        progress=progress,
+        checkpoint_every=checkpoint_every,
+        on_checkpoint=on_checkpoint,
+        resume=resume,
     ):
         yield t, frame_output(mask)
 
 
 def track_masks(
-    model: SparrowModel, video: Video, choice: KeyChoice, prompts: PromptEmbeddings, target: int, progress: bool,
+    model: SparrowModel,
+    video: Video,
+    choice: KeyChoice,
+    prompts: PromptEmbeddings,
+    target: int,
+    progress: bool,
     reverse_chunk: int | None = None,
 ) -> list[FrameOutput]:
     """:func:`track_frames` collected in frame order (one entry per frame)."""
@@ -83,8 +100,14 @@ def track_masks(
 
 
 def decoded_frames(
-    model: SparrowModel, video: Video, seg: torch.Tensor, box: torch.Tensor | None, progress: bool,
-    box_embedding: torch.Tensor | None = None, chunk: int = FRAMEWISE_CHUNK, start: int = 0,
+    model: SparrowModel,
+    video: Video,
+    seg: torch.Tensor,
+    box: torch.Tensor | None,
+    progress: bool,
+    box_embedding: torch.Tensor | None = None,
+    chunk: int = FRAMEWISE_CHUNK,
+    start: int = 0,
 ) -> Iterator[tuple[int, FrameOutput]]:
     """Decode every frame from ``start`` on (a multiple of ``chunk``, so a resumed run batches frames as the
     uninterrupted one did) independently with ``[SEG]`` ``[C]`` and a box: the key-frame box ``[4]`` (framewise),
@@ -110,8 +133,13 @@ def decoded_frames(
 
 
 def decoded_masks(
-    model: SparrowModel, video: Video, seg: torch.Tensor, box: torch.Tensor | None, progress: bool,
-    box_embedding: torch.Tensor | None = None, chunk: int = FRAMEWISE_CHUNK,
+    model: SparrowModel,
+    video: Video,
+    seg: torch.Tensor,
+    box: torch.Tensor | None,
+    progress: bool,
+    box_embedding: torch.Tensor | None = None,
+    chunk: int = FRAMEWISE_CHUNK,
 ) -> list[FrameOutput]:
     """:func:`decoded_frames` of every frame, as a list in frame order."""
     return [output for _, output in decoded_frames(model, video, seg, box, progress, box_embedding, chunk)]

@@ -27,7 +27,7 @@ class Answer:
 
     text: str
     prompts: PromptEmbeddings | None  # None only when generate_answer(force=False) found no [SEG]
-    forced: bool          # no [SEG] was generated: "[BOX] [SEG]" was appended and read by teacher forcing
+    forced: bool  # no [SEG] was generated: "[BOX] [SEG]" was appended and read by teacher forcing
     orphan_boxes: int
 
 
@@ -38,7 +38,7 @@ class KeyChoice:
     frame: int
     box: torch.Tensor | None
     score: float | None
-    mask_logits: torch.Tensor       # [S/4, S/4]
+    mask_logits: torch.Tensor  # [S/4, S/4]
 
 
 @dataclass
@@ -52,11 +52,19 @@ class Plan:
         """Tensors, strings and numbers only (``torch.save``; reload with ``weights_only=True``), on the CPU."""
         p = self.answer.prompts
         return {
-            "text": self.answer.text, "forced": self.answer.forced, "orphan_boxes": self.answer.orphan_boxes,
-            "box": p.box.cpu(), "seg": p.seg.cpu(), "has_box": p.has_box.cpu(),
+            "text": self.answer.text,
+            "forced": self.answer.forced,
+            "orphan_boxes": self.answer.orphan_boxes,
+            "box": p.box.cpu(),
+            "seg": p.seg.cpu(),
+            "has_box": p.has_box.cpu(),
             "choices": [
-                {"frame": c.frame, "box": None if c.box is None else c.box.cpu(), "score": c.score,
-                 "mask_logits": c.mask_logits.cpu()}
+                {
+                    "frame": c.frame,
+                    "box": None if c.box is None else c.box.cpu(),
+                    "score": c.score,
+                    "mask_logits": c.mask_logits.cpu(),
+                }
                 for c in self.choices
             ],
         }
@@ -65,7 +73,12 @@ class Plan:
     def from_dict(cls, data: dict[str, Any], device: torch.device | str = "cpu") -> Plan:
         prompts = PromptEmbeddings(data["box"].to(device), data["seg"].to(device), data["has_box"].to(device))
         choices = [
-            KeyChoice(int(c["frame"]), None if c["box"] is None else c["box"].to(device), c["score"], c["mask_logits"].to(device))
+            KeyChoice(
+                int(c["frame"]),
+                None if c["box"] is None else c["box"].to(device),
+                c["score"],
+                c["mask_logits"].to(device),
+            )
             for c in data["choices"]
         ]
         return cls(Answer(data["text"], prompts, bool(data["forced"]), int(data["orphan_boxes"])), choices)

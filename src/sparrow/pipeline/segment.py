@@ -174,8 +174,15 @@ class SegmentationPipeline:
                 source.close()
 
     def _segment(
-        self, source: Video, query: str, mode: str | None, key_frame: int | str | None, tsf_boxes: TSFBoxes | None,
-        self_tsf: bool | None, progress: bool, max_new_tokens: int | None,
+        self,
+        source: Video,
+        query: str,
+        mode: str | None,
+        key_frame: int | str | None,
+        tsf_boxes: TSFBoxes | None,
+        self_tsf: bool | None,
+        progress: bool,
+        max_new_tokens: int | None,
     ) -> SegmentationResult:
         session, extra = self.prepare(source, query, mode, key_frame, tsf_boxes, self_tsf, progress, max_new_tokens)
         result = self._run(session)
@@ -183,8 +190,14 @@ class SegmentationPipeline:
         return result
 
     def prepare(
-        self, video: Video, query: str, mode: str | None = None, key_frame: int | str | None = None,
-        tsf_boxes: TSFBoxes | None = None, self_tsf: bool | None = None, progress: bool = False,
+        self,
+        video: Video,
+        query: str,
+        mode: str | None = None,
+        key_frame: int | str | None = None,
+        tsf_boxes: TSFBoxes | None = None,
+        self_tsf: bool | None = None,
+        progress: bool = False,
         max_new_tokens: int | None = None,
     ) -> tuple[SegmentSession, dict[str, Any]]:
         """Stage 1 with TSF: the session the masks are computed from, and the result's extra fields (``tsf``).
@@ -195,7 +208,12 @@ class SegmentationPipeline:
         if tsf_boxes is not None:
             track, source = self._user_track(video, tsf_boxes), "boxes"
         elif self_tsf:
-            track, source = self._run(self.preprocess(video, query, mode, key_frame, None, progress, max_new_tokens)).targets[0].boxes, "self"
+            track, source = (
+                self._run(self.preprocess(video, query, mode, key_frame, None, progress, max_new_tokens))
+                .targets[0]
+                .boxes,
+                "self",
+            )
             if all(b is None for b in track):
                 note = {"source": "self", "entries": [], "note": "first pass found no target; TSF not applied"}
                 return self.preprocess(video, query, mode, key_frame, None, progress, max_new_tokens), {"tsf": note}
@@ -206,8 +224,14 @@ class SegmentationPipeline:
         return session, {"tsf": {"source": source, "entries": entries}}
 
     def preprocess(
-        self, video: Video, query: str, mode: str | None = None, key_frame: int | str | None = None,
-        tsf_crops: np.ndarray | None = None, progress: bool = False, max_new_tokens: int | None = None,
+        self,
+        video: Video,
+        query: str,
+        mode: str | None = None,
+        key_frame: int | str | None = None,
+        tsf_crops: np.ndarray | None = None,
+        progress: bool = False,
+        max_new_tokens: int | None = None,
     ) -> SegmentSession:
         """Check the options against the video and read the VLM's frames (stage 1)."""
         cfg = self.config
@@ -225,10 +249,20 @@ class SegmentationPipeline:
         vlm_frames = video.read(vlm_indices)
         step = (vlm_indices[1] - vlm_indices[0]) if len(vlm_indices) > 1 else 1
         question = cfg.question_template.format(query=query.strip())
-        sample = VLMSample(vlm_frames, question, seconds_per_frame=step / max(video.info.fps, 1e-6), tsf_crops=tsf_crops)
+        sample = VLMSample(
+            vlm_frames, question, seconds_per_frame=step / max(video.info.fps, 1e-6), tsf_crops=tsf_crops
+        )
         return SegmentSession(
-            video=video, query=query, question=question, mode=mode, key_frame=key, vlm_indices=vlm_indices,
-            vlm_frames=vlm_frames, sample=sample, max_new_tokens=max_new_tokens or cfg.max_new_tokens, progress=progress,
+            video=video,
+            query=query,
+            question=question,
+            mode=mode,
+            key_frame=key,
+            vlm_indices=vlm_indices,
+            vlm_frames=vlm_frames,
+            sample=sample,
+            max_new_tokens=max_new_tokens or cfg.max_new_tokens,
+            progress=progress,
         )
 
     def plan(self, session: SegmentSession) -> Plan:
@@ -246,7 +280,13 @@ class SegmentationPipeline:
         return Plan(answer, choices)
 
     def target_frames(
-        self, video: Video, plan: Plan, target: int, mode: str, progress: bool = False, start: int = 0,
+        self,
+        video: Video,
+        plan: Plan,
+        target: int,
+        mode: str,
+        progress: bool = False,
+        start: int = 0,
         **track_options: Any,
     ) -> Iterator[tuple[int, FrameOutput]]:
         """Stage 2b for one target: ``(t, (rle, box))`` as computed (``track``: propagation order, checkpoints and
@@ -255,7 +295,9 @@ class SegmentationPipeline:
         if mode == "track":
             return track_frames(model, video, choice, prompts, target, progress, **track_options)
         if mode == "perframe" and bool(prompts.has_box[target]):
-            return decoded_frames(model, video, prompts.seg[target], choice.box, progress, box_embedding=prompts.box[target], start=start)
+            return decoded_frames(
+                model, video, prompts.seg[target], choice.box, progress, box_embedding=prompts.box[target], start=start
+            )
         # framewise, or perframe for a [SEG] without [BOX] (nothing to select with)
         return decoded_frames(model, video, prompts.seg[target], choice.box, progress, start=start)
 
@@ -268,15 +310,27 @@ class SegmentationPipeline:
             key_box = None if choice.box is None else [round(float(v), 2) for v in choice.box.float().cpu() * scale]
             targets.append(
                 TargetResult(
-                    rles=[r for r, _ in outputs], boxes=[b for _, b in outputs], key_frame=choice.frame,
-                    key_box=key_box, selection_score=choice.score,
+                    rles=[r for r, _ in outputs],
+                    boxes=[b for _, b in outputs],
+                    key_frame=choice.frame,
+                    key_box=key_box,
+                    selection_score=choice.score,
                 )
             )
         answer = plan.answer
         return SegmentationResult(
-            query=session.query, question=session.question, answer=answer.text, targets=targets,
-            vlm_frame_indices=session.vlm_indices, num_frames=info.num_frames, height=info.height, width=info.width,
-            fps=info.fps, mode=session.mode, forced_prompt=answer.forced, orphan_boxes=answer.orphan_boxes,
+            query=session.query,
+            question=session.question,
+            answer=answer.text,
+            targets=targets,
+            vlm_frame_indices=session.vlm_indices,
+            num_frames=info.num_frames,
+            height=info.height,
+            width=info.width,
+            fps=info.fps,
+            mode=session.mode,
+            forced_prompt=answer.forced,
+            orphan_boxes=answer.orphan_boxes,
         )
 
     def _run(self, session: SegmentSession) -> SegmentationResult:
@@ -315,7 +369,9 @@ class SegmentationPipeline:
 
 
 def load(
-    name_or_path: str | Path = "default", device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+    name_or_path: str | Path = "default",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> SegmentationPipeline:
     """A pipeline around ``"default"`` (the bundled model), ``"tiny"`` (random tiny preset), ``"real"`` (public
     backbones, untrained SPARROW heads) or a folder written by :meth:`SegmentationPipeline.save_pretrained`.

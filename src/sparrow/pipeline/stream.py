@@ -86,7 +86,7 @@ class _Records:
         with open(path, "ab") as handle:
             handle.truncate(keep_bytes)  # drop what came after the last checkpoint
         self.path = path
-        self.handle = open(path, "a")  # noqa: SIM115 (held for the whole run, closed by close())
+        self.handle = open(path, "a")  # noqa: SIM115
 
     def add(self, k: int, t: int, output: FrameOutput) -> None:
         self.handle.write(json.dumps({"k": k, "t": t, "rle": output[0], "box": output[1]}) + "\n")
@@ -120,7 +120,9 @@ class _Work:
         existing = self._read_json("run.json") if resume else None
         if existing is not None and existing.get("spec") != spec:
             changed = sorted(k for k in spec if existing.get("spec", {}).get(k) != spec[k])
-            raise SparrowError(f"was started with a different {', '.join(changed)}; remove it or run without --resume", folder)
+            raise SparrowError(
+                f"was started with a different {', '.join(changed)}; remove it or run without --resume", folder
+            )
         self.run = existing
 
     def _read_json(self, name: str) -> dict[str, Any] | None:
@@ -185,10 +187,16 @@ def segment_to_folder(
     mode = mode or pipeline.config.mode
     with Video.open(video) as source, pipeline.precision(), torch.no_grad():
         spec = {
-            "video": _fingerprint(source), "query": query, "model": model_id, "mode": mode,
+            "video": _fingerprint(source),
+            "query": query,
+            "model": model_id,
+            "mode": mode,
             "key_frame": None if key_frame is None else str(key_frame),
-            "tsf_boxes": None if tsf_boxes is None else {str(t): list(map(float, b)) for t, b in sorted(tsf_boxes.items())},
-            "self_tsf": self_tsf, "dtype": str(pipeline.dtype).replace("torch.", ""),
+            "tsf_boxes": None
+            if tsf_boxes is None
+            else {str(t): list(map(float, b)) for t, b in sorted(tsf_boxes.items())},
+            "self_tsf": self_tsf,
+            "dtype": str(pipeline.dtype).replace("torch.", ""),
         }
         work = _Work(partial_dir(out), spec, resume)
         plan, header = _plan(pipeline, work, source, query, mode, key_frame, tsf_boxes, self_tsf, progress)
@@ -205,8 +213,15 @@ def segment_to_folder(
 
 
 def _plan(
-    pipeline: SegmentationPipeline, work: _Work, video: Video, query: str, mode: str, key_frame: int | str | None,
-    tsf_boxes: Mapping[int, Sequence[float]] | None, self_tsf: bool | None, progress: bool,
+    pipeline: SegmentationPipeline,
+    work: _Work,
+    video: Video,
+    query: str,
+    mode: str,
+    key_frame: int | str | None,
+    tsf_boxes: Mapping[int, Sequence[float]] | None,
+    self_tsf: bool | None,
+    progress: bool,
 ) -> tuple[Plan, dict[str, Any]]:
     """The answer and key choices: computed once and saved, or read back when resuming."""
     saved = work.load("plan.pt") if work.run is not None else None
@@ -236,15 +251,27 @@ def _masks(
 
             def save_state(state: PropagationCheckpoint | None, done: int, k: int = k) -> None:
                 offset = records.sync()
-                work.save("checkpoint.pt", {"target": k, "bytes": offset, "done": done,
-                                            "propagation": None if state is None else state.to_dict()})
+                work.save(
+                    "checkpoint.pt",
+                    {
+                        "target": k,
+                        "bytes": offset,
+                        "done": done,
+                        "propagation": None if state is None else state.to_dict(),
+                    },
+                )
 
             if mode == "track":
                 state = checkpoint.get("propagation") if current else None
                 resume = PropagationCheckpoint.from_dict(state) if state is not None else None
                 stream = pipeline.target_frames(
-                    video, plan, k, mode, checkpoint_every=every,
-                    on_checkpoint=lambda c, save=save_state: save(c, c.done), resume=resume,
+                    video,
+                    plan,
+                    k,
+                    mode,
+                    checkpoint_every=every,
+                    on_checkpoint=lambda c, save=save_state: save(c, c.done),
+                    resume=resume,
                 )
                 chunk_every = 0
             else:
@@ -287,21 +314,33 @@ def _finish(
     outputs = _read_records(work.folder / "records.jsonl", targets, info.num_frames)
     missing = [(k + 1, t) for k in range(targets) for t in range(info.num_frames) if outputs[k][t] is None]
     if missing:
-        raise RuntimeError(f"{len(missing)} masks missing after the run, e.g. target {missing[0][0]} frame {missing[0][1]}")
+        raise RuntimeError(
+            f"{len(missing)} masks missing after the run, e.g. target {missing[0][0]} frame {missing[0][1]}"
+        )
     scale = torch.tensor([info.width, info.height, info.width, info.height], dtype=torch.float32)
     result = SegmentationResult(
-        query=query, question=header["question"], answer=plan.answer.text,
+        query=query,
+        question=header["question"],
+        answer=plan.answer.text,
         targets=[
             TargetResult(
-                rles=[o[0] for o in per], boxes=[o[1] for o in per], key_frame=choice.frame,
+                rles=[o[0] for o in per],
+                boxes=[o[1] for o in per],
+                key_frame=choice.frame,
                 key_box=None if choice.box is None else [round(float(v), 2) for v in choice.box.float().cpu() * scale],
                 selection_score=choice.score,
             )
             for choice, per in zip(plan.choices, outputs)
         ],
-        vlm_frame_indices=list(header["vlm_indices"]), num_frames=info.num_frames, height=info.height,
-        width=info.width, fps=info.fps, mode=mode, forced_prompt=plan.answer.forced,
-        orphan_boxes=plan.answer.orphan_boxes, extra=dict(header["extra"]),
+        vlm_frame_indices=list(header["vlm_indices"]),
+        num_frames=info.num_frames,
+        height=info.height,
+        width=info.width,
+        fps=info.fps,
+        mode=mode,
+        forced_prompt=plan.answer.forced,
+        orphan_boxes=plan.answer.orphan_boxes,
+        extra=dict(header["extra"]),
     )
     for t in range(info.num_frames):  # PNGs not there yet (no target, or lost in an interrupted finish)
         if not (work.folder / "masks" / f"{t:05d}.png").exists():

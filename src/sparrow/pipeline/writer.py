@@ -38,7 +38,9 @@ def write_segmentation(
     source = Video.open(video, cache_size=0)
 
     def frames_with_overlay(tmp: Path):
-        for t, frame in tqdm(source.iter(), total=result.num_frames, disable=not progress, desc="writing", unit="frame"):
+        for t, frame in tqdm(
+            source.iter(), total=result.num_frames, disable=not progress, desc="writing", unit="frame"
+        ):
             index = np.zeros(size, dtype=np.uint8)
             for k, target in enumerate(result.targets, start=1):
                 if target.rles[t] is not None:

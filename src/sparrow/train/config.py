@@ -74,7 +74,9 @@ class DataSource:
     weight: float = 1.0
     format: str = "mevis"  # a sparrow.data.readers format: mevis, refytvos, revos, lasot, got10k, curated, ...
     split: str = ""  # the split of `path` to read ("": the only one present)
-    tsf_cache: str = ""  # a `sparrow tsf build` output (file or folder of shards); crops go to samples with data.with_tsf
+    tsf_cache: str = (
+        ""  # a `sparrow tsf build` output (file or folder of shards); crops go to samples with data.with_tsf
+    )
     synthref: FreshSynthRefSource | None = None  # instead of ``path``: clips generated on the fly
 
 
@@ -97,7 +99,9 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    prompt_tokens: bool = False  # also train the [BOX]/[SEG] embedding rows (peft trainable tokens; tied output rows follow)
+    prompt_tokens: bool = (
+        False  # also train the [BOX]/[SEG] embedding rows (peft trainable tokens; tied output rows follow)
+    )
 
 
 @dataclass
@@ -110,7 +114,9 @@ class StageConfig:
     freeze: list[str] = field(default_factory=list)
     lora: LoraSettings | None = None
     point_prompts: bool = True  # segmenter: also train with one positive point per target
-    memory_prompt: str = "mask"  # memory: first-frame prompt, the ground-truth "mask" or the mask decoded from its "box"
+    memory_prompt: str = (
+        "mask"  # memory: first-frame prompt, the ground-truth "mask" or the mask decoded from its "box"
+    )
     single_mask_tracking: bool = True  # memory: tracked frames use SAM2's single-mask output (saved in its config)
     memory_image_loss: bool = False  # memory: add the box-prompted image-path loss (when the mask decoder trains too)
     calibrate_memory: bool = False  # memory: set memory attention's output norm to the image features' scale first
@@ -221,7 +227,9 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
     if config.data.sampling not in SAMPLINGS:
         raise SparrowError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {config.data.sampling!r}", path)
     if config.stage.memory_init not in MEMORY_INITS:
-        raise SparrowError(f"stage.memory_init must be one of {', '.join(MEMORY_INITS)}, got {config.stage.memory_init!r}", path)
+        raise SparrowError(
+            f"stage.memory_init must be one of {', '.join(MEMORY_INITS)}, got {config.stage.memory_init!r}", path
+        )
     if config.stage.memory_prompt not in MEMORY_PROMPTS:
         raise SparrowError(
             f"stage.memory_prompt must be one of {', '.join(MEMORY_PROMPTS)}, got {config.stage.memory_prompt!r}", path
@@ -245,14 +253,17 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
             if fresh.seed < 0 or fresh.length < 1 or not 32 <= fresh.size <= 1024 or not 4 <= fresh.num_frames <= 1000:
                 raise SparrowError(
                     f"data.sources[{i}].synthref needs seed >= 0, length >= 1, size in [32, 1024] and num_frames in "
-                    f"[4, 1000], got {fresh}", path,
+                    f"[4, 1000], got {fresh}",
+                    path,
                 )
         elif not src.path:
             raise SparrowError(f"data.sources[{i}].path (or synthref) is required", path)
         if src.weight <= 0:
             raise SparrowError(f"data.sources[{i}].weight must be > 0, got {src.weight}", path)
         if src.path and src.format not in FORMATS:
-            raise SparrowError(f"data.sources[{i}].format {src.format!r} is unknown; supported: {', '.join(FORMATS)}", path)
+            raise SparrowError(
+                f"data.sources[{i}].format {src.format!r} is unknown; supported: {', '.join(FORMATS)}", path
+            )
         if check_paths and src.path and not Path(src.path).is_dir():
             raise SparrowError(f"data.sources[{i}].path does not exist: {src.path}", path)
         if check_paths and src.tsf_cache and not Path(src.tsf_cache).exists():
@@ -260,7 +271,9 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
     if config.data.with_tsf and not any(src.tsf_cache for src in config.data.sources):
         raise SparrowError("data.with_tsf needs a tsf_cache on at least one data source", path)
     if config.model.init not in PRESETS and check_paths and not Path(config.model.init).is_dir():
-        raise SparrowError(f"model.init is not 'tiny', 'small', 'real' or an existing model folder: {config.model.init}", path)
+        raise SparrowError(
+            f"model.init is not 'tiny', 'small', 'real' or an existing model folder: {config.model.init}", path
+        )
     if config.model.segmenter_from and config.model.init != "small":
         raise SparrowError("model.segmenter_from applies to model.init: small only", path)
     if config.model.segmenter_from and check_paths and not Path(config.model.segmenter_from).is_dir():

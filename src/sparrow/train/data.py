@@ -143,7 +143,12 @@ class ClipDataset(ReferringVideoDataset):
 
 
 def build_sources(
-    sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int, tsf_crop_size: int = 56,
+    sources: Sequence[Any],
+    num_vlm_frames: int,
+    num_sam_frames: int,
+    sampling: str,
+    seed: int,
+    tsf_crop_size: int = 56,
     identity: bool = False,
 ) -> list[Dataset]:
     """One dataset per configured source: a ReferringVideoDataset for a folder (``sampling="clip"``:
@@ -163,18 +168,29 @@ def build_sources(
         if fresh is not None:
             out.append(
                 FreshSynthRef(
-                    fresh.seed, length=fresh.length, config=fresh_config(fresh.size, fresh.num_frames),
-                    num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling,
-                    balance=fresh.balance, identity=identity,
+                    fresh.seed,
+                    length=fresh.length,
+                    config=fresh_config(fresh.size, fresh.num_frames),
+                    num_vlm_frames=num_vlm_frames,
+                    num_sam_frames=num_sam_frames,
+                    sampling=sampling,
+                    balance=fresh.balance,
+                    identity=identity,
                 )
             )
             continue
-        records = load_records(src.path, format=getattr(src, "format", "mevis"), split=getattr(src, "split", "") or None)
+        records = load_records(
+            src.path, format=getattr(src, "format", "mevis"), split=getattr(src, "split", "") or None
+        )
         cache = read_tsf_cache(src.tsf_cache) if getattr(src, "tsf_cache", "") else None
         kind, sampling_kw = (ClipDataset, {}) if sampling == "clip" else (ReferringVideoDataset, {"sampling": sampling})
         dataset = kind(
-            records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, seed=seed + k,
-            tsf_crops=None if cache is None else CachedCrops(cache, tsf_crop_size), **sampling_kw,
+            records,
+            num_vlm_frames=num_vlm_frames,
+            num_sam_frames=num_sam_frames,
+            seed=seed + k,
+            tsf_crops=None if cache is None else CachedCrops(cache, tsf_crop_size),
+            **sampling_kw,
         )
         out.append(IdentityDataset(dataset) if identity else dataset)
     return out

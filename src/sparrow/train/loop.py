@@ -35,9 +35,23 @@ from sparrow.train.objectives import stage_loss
 from sparrow.train.stages import StagePlan, apply_stage, merge_lora, set_train_mode
 
 LOG_KEYS = (
-    "loss", "ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "point_mask_bce", "point_mask_dice",
-    "object_score", "iou_l1", "track_iou", "image_mask_bce", "image_mask_dice",
-    "identity_mask_bce", "identity_mask_dice", "identity_cls",
+    "loss",
+    "ce",
+    "mask_bce",
+    "mask_dice",
+    "selection",
+    "box",
+    "proposer",
+    "point_mask_bce",
+    "point_mask_dice",
+    "object_score",
+    "iou_l1",
+    "track_iou",
+    "image_mask_bce",
+    "image_mask_dice",
+    "identity_mask_bce",
+    "identity_mask_dice",
+    "identity_cls",
 )
 
 
@@ -166,7 +180,8 @@ def train(
     if identity and (config.stage.name != "segmenter" or model.identity_prompts is None):
         raise SparrowError(
             "stage.identity_prompts trains the segmenter stage of a model with identity prompts "
-            "(model.config.identity_prompts: 36 for SynthRef)", config.source,
+            "(model.config.identity_prompts: 36 for SynthRef)",
+            config.source,
         )
     if sources is None:
         d = config.data
@@ -177,9 +192,16 @@ def train(
                 config.source,
             )
         if d.with_tsf and model.config.tsf == "off":
-            raise SparrowError("data.with_tsf is on but the model's tsf is 'off' (set model.config.tsf: train)", config.source)
+            raise SparrowError(
+                "data.with_tsf is on but the model's tsf is 'off' (set model.config.tsf: train)", config.source
+            )
         sources = build_sources(
-            d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed, tsf_crop_size=model.config.tsf_crop_size,
+            d.sources,
+            d.num_vlm_frames,
+            d.num_sam_frames,
+            d.sampling,
+            config.seed,
+            tsf_crop_size=model.config.tsf_crop_size,
             identity=identity,
         )
     accelerator = Accelerator(
@@ -211,8 +233,12 @@ def train(
     writer, log_path = None, None
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        world = {"processes": accelerator.num_processes, "distributed_type": accelerator.distributed_type.value,
-                 "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)}
+        world = {
+            "processes": accelerator.num_processes,
+            "distributed_type": accelerator.distributed_type.value,
+            "mixed_precision": accelerator.mixed_precision,
+            "device": str(accelerator.device),
+        }
         (out / "train_config.json").write_text(json.dumps({**config.to_dict(), "world": world}, indent=1))
         log_path = _log_file(out, start)
         from torch.utils.tensorboard import SummaryWriter

@@ -99,7 +99,9 @@ def identity_losses(model: SparrowModel, batch: SparrowBatch, features: ImageFea
     flattened ``[B*Ts, ...]``."""
     table = model.identity_prompts
     if table is None:
-        raise SparrowError("stage.identity_prompts needs a model with identity prompts (model.config.identity_prompts: 36)")
+        raise SparrowError(
+            "stage.identity_prompts needs a model with identity prompts (model.config.identity_prompts: 36)"
+        )
     if batch.identity_ids is None or batch.identity_masks is None:
         raise SparrowError("stage.identity_prompts needs samples with identity targets (SynthRef sources)")
     ids, masks = batch.identity_ids, batch.identity_masks  # [B, M], [B, M, Ts, H, W]
@@ -127,7 +129,10 @@ def identity_losses(model: SparrowModel, batch: SparrowBatch, features: ImageFea
 
 
 def segmenter_loss(
-    model: SparrowModel, batch: SparrowBatch, point_prompts: bool = True, sample_seeds: list[int] | None = None,
+    model: SparrowModel,
+    batch: SparrowBatch,
+    point_prompts: bool = True,
+    sample_seeds: list[int] | None = None,
     identity_prompts: bool = False,
 ) -> dict[str, Tensor]:
     """Box-prompted (and point-prompted, and identity-prompted) mask losses of SAM2's image path (``sample_seeds``:
@@ -141,7 +146,8 @@ def segmenter_loss(
     extra = 0.0
     if identity:
         extra = (
-            weights.mask_bce * identity["identity_mask_bce"] + weights.mask_dice * identity["identity_mask_dice"]
+            weights.mask_bce * identity["identity_mask_bce"]
+            + weights.mask_dice * identity["identity_mask_dice"]
             + identity["identity_cls"]
         )
     if len(frames) == 0:  # nothing visible: a zero loss that still touches the graph
@@ -201,7 +207,9 @@ def _clip_terms(model: SparrowModel, out: MemoryUnroll, targets: Tensor) -> dict
     weights = model.config.loss
     size = tuple(targets.shape[-2:])
     present = targets[1:].flatten(1).amax(-1) > 0  # [Ts-1]
-    terms = {"object_score": F.binary_cross_entropy_with_logits(out.object_score_logits, present.float(), reduction="none")}
+    terms = {
+        "object_score": F.binary_cross_entropy_with_logits(out.object_score_logits, present.float(), reduction="none")
+    }
     steps, cands = out.mask_logits.shape[:2]
     logits = PixelDecoder.upsample(out.mask_logits.flatten(0, 1), size).view(steps, cands, *size)[present]
     if len(logits) == 0:
@@ -218,7 +226,9 @@ def _clip_terms(model: SparrowModel, out: MemoryUnroll, targets: Tensor) -> dict
     return terms
 
 
-def memory_loss(model: SparrowModel, batch: SparrowBatch, prompt: str = "mask", image_loss: bool = False) -> dict[str, Tensor]:
+def memory_loss(
+    model: SparrowModel, batch: SparrowBatch, prompt: str = "mask", image_loss: bool = False
+) -> dict[str, Tensor]:
     """Mask and object-presence losses of SAM2's memory propagation over each sample's SAM frames (module doc).
 
     Every term is a mean over all tracked frames of the batch; ``track_iou`` is a metric, not optimised. With
@@ -234,7 +244,10 @@ def memory_loss(model: SparrowModel, batch: SparrowBatch, prompt: str = "mask", 
         for name, value in _clip_terms(model, unroll_memory(model.sam, batch.sam_pixels[b], key), targets).items():
             parts.setdefault(name, []).append(value)
     zero = model.sam.memory_temporal_positional_encoding.sum() * 0.0  # nothing to track: 0, still in the graph
-    losses = {name: torch.cat(parts[name]).mean() if name in parts else zero for name in ("mask_bce", "mask_dice", "object_score")}
+    losses = {
+        name: torch.cat(parts[name]).mean() if name in parts else zero
+        for name in ("mask_bce", "mask_dice", "object_score")
+    }
     weights = model.config.loss
     total = weights.mask_bce * losses["mask_bce"] + weights.mask_dice * losses["mask_dice"] + losses["object_score"]
     if "iou_l1" in parts:

@@ -104,7 +104,9 @@ class FreshSynthRef(Dataset):
         """The (kind, tag) that sample ``index`` of any epoch asks for (``tag`` may be ``none``)."""
         return KINDS[index % len(KINDS)], TAG_CYCLE[(index // len(KINDS)) % len(TAG_CYCLE)]
 
-    def _clip(self, index: int, draw: int, force: tuple[str, ...]) -> tuple[VideoRecord, np.ndarray, np.random.Generator]:
+    def _clip(
+        self, index: int, draw: int, force: tuple[str, ...]
+    ) -> tuple[VideoRecord, np.ndarray, np.random.Generator]:
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, FRESH_STREAM, self.epoch, int(index), draw]))
         vid = f"fresh{self.seed}_e{self.epoch}_{index:07d}_{draw}"
         record, frames = build_video(rng, vid, index, self.config, force)
@@ -121,7 +123,8 @@ class FreshSynthRef(Dataset):
         for draw in range(1 + self.tries):
             record, frames, rng = self._clip(index, draw, force)
             fits = [
-                i for i, e in enumerate(record.expressions)
+                i
+                for i, e in enumerate(record.expressions)
                 if e.kind == kind and ((tag in e.tags) if tag != "none" else not e.tags)
             ]
             if fits:
@@ -140,9 +143,14 @@ class FreshSynthRef(Dataset):
         fields = {k: getattr(record, k) for k in VideoRecord.__dataclass_fields__}
         fields["expressions"] = [record.expressions[e]]
         memory = InMemoryVideoRecord(**fields, pixels=frames, jpeg_quality=self.config.jpeg_quality)
-        sample_seed = int(np.random.SeedSequence([self.seed, FRESH_STREAM, self.epoch, int(index)]).generate_state(1)[0])
+        sample_seed = int(
+            np.random.SeedSequence([self.seed, FRESH_STREAM, self.epoch, int(index)]).generate_state(1)[0]
+        )
         inner = ReferringVideoDataset(
-            [memory], num_vlm_frames=self.num_vlm_frames, num_sam_frames=self.num_sam_frames, sampling=self.sampling,
+            [memory],
+            num_vlm_frames=self.num_vlm_frames,
+            num_sam_frames=self.num_sam_frames,
+            sampling=self.sampling,
             seed=sample_seed,
         )
         sample = inner[0]
