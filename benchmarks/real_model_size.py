@@ -198,7 +198,7 @@ def measure_vlm_step(tokenizer, args) -> dict[str, float]:
         return losses
 
     start = time.process_time()
-    peak, losses = peak_allocated(step)
+    peak, _ = peak_allocated(step)
     cpu = time.process_time() - start
     for h in handles:
         h.remove()
