@@ -112,13 +112,14 @@ def test_local_and_ray_write_the_same_predictions(refytvos, tmp_path, monkeypatc
     local = infer_split(job, progress=False)
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     try:
-        options = EngineOptions(
-            engine="ray", workers=2, ray_init={"object_store_memory": 100 * 2**20, "_temp_dir": ray_tmp}
-        )
+        # one (pretend) GPU, half of it per item: Ray's default for GPU tasks would start a process per item
+        ray_init = {"object_store_memory": 100 * 2**20, "_temp_dir": ray_tmp, "num_gpus": 1}
+        options = EngineOptions(engine="ray", workers=2, gpus_per_item=0.5, ray_init=ray_init)
         remote = infer_split(InferJob(**{**job.__dict__, "out": str(tmp_path / "ray")}), options, progress=False)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert (local.written, remote.written, remote.failed) == (4, 4, 0)
+    assert len(local.worker_pids) == 1 and 1 <= len(remote.worker_pids) <= 2  # each worker kept its model loaded
     a, b = _files(tmp_path / "local"), _files(tmp_path / "ray")
     assert a.keys() == b.keys() and len(a) == 4 * 5
     assert [k for k in a if a[k] != b[k]] == []

@@ -5,6 +5,8 @@ One sample per (video, expression) pair. Frame sampling is explicit and seeded:
 - **VLM frames** (``num_vlm_frames``): ``uniform`` takes evenly spaced frames over the whole video; ``random``
   cuts the video into ``num_vlm_frames`` equal segments and takes one random frame in each (sorted, covers the
   clip). Videos shorter than the count repeat frames, so the count is always exact.
+- A target with boxes but no mask on any frame (box-only sources such as LaSOT, GOT-10k, HC-STVG) is an error: its
+  mask targets would be empty; ``sparrow curate`` makes masks from the boxes (docs/data.md).
 - **SAM frames** (``num_sam_frames``): the **first SAM frame is the key frame**, the one the dual prompt
   (``[BOX]`` then ``[SEG]``) is decoded on. ``uniform``: the key frame is the first frame where a target is
   visible, followed by evenly spaced frames from there to the end. ``random``: the key frame is a random frame
@@ -122,6 +124,11 @@ class ReferringVideoDataset(Dataset):
         """``(vlm_indices, sam_indices)``; ``sam_indices[0]`` is the key frame (see the module docstring)."""
         T = record.num_frames
         visible = [t for t in range(T) if any(record.objects[o].masks[t] is not None for o in expression.obj_ids)]
+        if not visible and any(record.objects[o].boxes[t] is not None for o in expression.obj_ids for t in range(T)):
+            raise SparrowError(
+                f"video {record.video_id!r}, expression {expression.exp_id!r}: the target has boxes but no masks "
+                "(a box-only source); make its masks with `sparrow curate` (SAM2 from boxes) and train on the result"
+            )
         if self.sampling == "uniform":
             vlm = _even(0, T, self.num_vlm_frames)
             key = visible[0] if visible else 0

@@ -18,6 +18,7 @@ Two entry points share :func:`write_prediction`:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -141,6 +142,7 @@ class InferStats:
     failed: int = 0
     forced: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    worker_pids: set[int] = field(default_factory=set)  # the processes that ran the items (each loads the model once)
 
 
 @lru_cache(maxsize=2)
@@ -156,7 +158,8 @@ def _pipeline(model: str, device: str | None, dtype: str | None = None) -> Segme
 
 
 def infer_item(item: InferItem) -> dict[str, Any]:
-    """Segment one expression of the job's split and write it (see the module doc); returns ``{"forced": bool}``."""
+    """Segment one expression of the job's split and write it (see the module doc); returns ``{"forced": bool,
+    "pid": worker process id}``."""
     job = item.job
     record = _records(job.data, job.format, job.split).get(item.video_id)
     if record is None:
@@ -167,7 +170,7 @@ def infer_item(item: InferItem) -> dict[str, Any]:
     forced = write_prediction(
         _pipeline(job.model, job.device, job.dtype), record, expression, item.target(), job.mode, job.tsf
     )
-    return {"forced": forced}
+    return {"forced": forced, "pid": os.getpid()}
 
 
 def plan_items(job: InferJob, limit: int | None = None) -> list[InferItem]:
@@ -207,6 +210,7 @@ def infer_split(
         if result.status == "ok":
             stats.written += 1
             stats.forced += int(result.value["forced"])
+            stats.worker_pids.add(int(result.value["pid"]))
             return
         stats.failed += 1
         stats.failures.append((f"{item.video_id}/{item.exp_id}", result.reason or ""))
