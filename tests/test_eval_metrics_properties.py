@@ -222,3 +222,18 @@ def test_boundary_f_radius_cache_span_and_jf_mean() -> None:
     cache = BoundaryCache(masks)
     assert cache.span(0) is None and cache.span(1) == (2, 3, 3, 5) and cache.span(2) is None
     assert jf_mean(0.2, 0.6) == pytest.approx(0.4)
+
+
+def test_integer_masks_count_every_nonzero_value_as_foreground() -> None:
+    """Label-like masks (values 1, 2, 255) score as their boolean versions, in the fast path too."""
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 3, size=(4, 9, 13)).astype(np.uint8)
+    labels[1] = 0
+    labels[2, :4] = 255
+    labels[3] = 0
+    labels[3, 1, 3], labels[3, 5, 7] = 1, 2  # the first foreground row holds only the smaller value
+    gt = rng.random((4, 9, 13)) < 0.4
+    j, f = region_and_boundary(labels, gt)
+    rj, rf = region_and_boundary(labels > 0, gt)
+    assert j.tolist() == rj.tolist() and f.tolist() == rf.tolist()
+    assert f.tolist() == [ref_f(m > 0, g) for m, g in zip(labels, gt)]
