@@ -18,6 +18,7 @@ from eval_reference import ref_boundary_map, ref_f, ref_j
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sparrow.eval import metrics
 from sparrow.eval.metrics import BoundaryCache, boundary_f, jaccard, jf_mean, region_and_boundary, seg2bmap
 
 SETTINGS = settings(
@@ -222,3 +223,78 @@ def test_boundary_f_radius_cache_span_and_jf_mean() -> None:
     cache = BoundaryCache(masks)
     assert cache.span(0) is None and cache.span(1) == (2, 3, 3, 5) and cache.span(2) is None
     assert jf_mean(0.2, 0.6) == pytest.approx(0.4)
+
+
+def test_integer_masks_count_every_nonzero_value_as_foreground() -> None:
+    """Label-like masks (values 1, 2, 255) score as their boolean versions, in the fast path too."""
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 3, size=(4, 9, 13)).astype(np.uint8)
+    labels[1] = 0
+    labels[2, :4] = 255
+    labels[3] = 0
+    labels[3, 1, 3], labels[3, 5, 7] = 1, 2  # the first foreground row holds only the smaller value
+    gt = rng.random((4, 9, 13)) < 0.4
+    j, f = region_and_boundary(labels, gt)
+    rj, rf = region_and_boundary(labels > 0, gt)
+    assert j.tolist() == rj.tolist() and f.tolist() == rf.tolist()
+    assert f.tolist() == [ref_f(m > 0, g) for m, g in zip(labels, gt)]
+
+
+def reference_chunks(windows: list[tuple[int, int, int, int]], guard: int, budget: int) -> list[list[int]]:
+    """Greedy grouping by the stated cost: a group's stacked rows (window rows + guard + 1 each) times its widest
+    row (8 x bytes + guard), doubled for prediction and annotation, stays within ``budget`` unless it is one window."""
+    groups: list[list[int]] = []
+    for i, (ya, yb, ba, bb) in enumerate(windows):
+        if groups:
+            members = [windows[k] for k in groups[-1]] + [windows[i]]
+            rows = sum(w[1] - w[0] + guard + 1 for w in members)
+            width = max(8 * (w[3] - w[2]) + guard for w in members)
+            if 2 * rows * width <= budget:
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    return groups
+
+
+def test_chunks_group_windows_within_the_budget() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        windows = []
+        for _ in range(n):
+            ya, ba = int(rng.integers(0, 50)), int(rng.integers(0, 6))
+            windows.append((ya, ya + int(rng.integers(1, 60)), ba, ba + int(rng.integers(1, 8))))
+        guard = int(rng.integers(1, 9))
+        budget = int(rng.choice([1 << 10, 1 << 12, 1 << 14]))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(metrics, "_CHUNK_BITS", budget)
+            assert metrics._chunks(windows, guard) == reference_chunks(windows, guard, budget)
+
+
+def test_each_window_is_counted_once_in_its_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a small budget, every chunk goes to the bit stack once, holding exactly its own windows (and no void
+    pieces when there is no void), and the results still equal the reference."""
+    rng = np.random.default_rng(9)
+    pred, gt = rng.random((2, 12, 30, 40)) < 0.2
+    pred[3] = gt[3] = False  # a frame with nothing: no window
+    calls = []
+    real = metrics.stack_counts
+
+    def spy(shapes, p, g, void, edges, plan):
+        calls.append((len(shapes), len(p), len(g), void is None, len(edges)))
+        return real(shapes, p, g, void, edges, plan)
+
+    monkeypatch.setattr(metrics, "_CHUNK_BITS", 1 << 13)
+    monkeypatch.setattr(metrics, "stack_counts", spy)
+    j, f = region_and_boundary(pred, gt)
+    assert len(calls) > 2 and sum(c[0] for c in calls) == 11
+    assert all(c[0] == c[1] == c[2] == c[4] and c[3] for c in calls)
+    rj, rf = np.array([ref_j(p, g) for p, g in zip(pred, gt)]), np.array([ref_f(p, g) for p, g in zip(pred, gt)])
+    assert np.abs(j - rj).max() <= 1e-12 and np.abs(f - rf).max() <= 1e-12
+
+
+def test_fast_path_names_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match=r"^prediction \(2, 3, 4\) and annotation \(2, 3, 5\) shapes differ$"):
+        region_and_boundary(np.zeros((2, 3, 4)), np.zeros((2, 3, 5)))
+    with pytest.raises(ValueError, match=r"^void \(2, 4, 3\) and annotation \(2, 3, 4\) shapes differ$"):
+        region_and_boundary(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), np.zeros((2, 4, 3)))
