@@ -17,7 +17,9 @@ train on (default: the first half of ``--data``, then the rest is held out). It 
 (c) linear-probe accuracy of colour, shape, identity, quadrant and motion direction from the VLM's visual tokens
     (vision tower output; language-model states at the video positions) and from SAM2's ROI-pooled features, and
     per expression kind the share of expressions whose target a bag-of-words probe finds among the ground-truth
-    objects from those features.
+    objects from those features;
+and, on the frames of (b), the IoU of masks decoded from ``[SEG]`` alone, and from the target's identity prompt
+when the model has identity prompts (what SAM2's decoder can do with an ideal prompt).
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ import torch
 from sparrow.atomic import atomic_file
 from sparrow.data.mevis import read_mevis
 from sparrow.diagnostics.extract import extract_clip
-from sparrow.diagnostics.grounding import attribute_report, identification_report, query_sensitivity, selection_report
+from sparrow.diagnostics.grounding import (
+    attribute_report,
+    identification_report,
+    query_sensitivity,
+    seg_report,
+    selection_report,
+)
 from sparrow.errors import SparrowError
 from sparrow.model.loading import load_model
 
@@ -91,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = {
             "query_sensitivity": query_sensitivity(clips_held),
             "selection_top1": selection_report(model.selector, clips_train, clips_held, epochs=args.epochs),
+            "seg_decoding": seg_report(clips_held),
             "attribute_probes": attribute_report(clips_train, clips_held),
             "target_identification": identification_report(clips_train, clips_held),
         }
@@ -115,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{frames['probe_train']:.0f})",
         sel,
     )
+    _table("(b) masks decoded without a box, on the same frames (%)", figures["seg_decoding"])
     attr = dict(figures["attribute_probes"])
     counts = attr.pop("held-out samples")
     _table("(c) linear-probe accuracy per attribute (held out, %)", attr)

@@ -112,6 +112,20 @@ def test_extract_clip_shapes_and_sensitivity(split, model_dir) -> None:
     assert clip.object_masks.shape == (o, 4, 64, 64) and clip.sam_objects.shape == (o, 4, 128 + 32 + 16)
     assert clip.proposals.boxes.shape == (4, 8, 4) and clip.proposals.appearance is not None
     assert set(object_labels(record)) == set(clip.obj_ids)
+    visible = np.stack([record.target_masks(x, clip.frame_ids).any((1, 2)) for x in record.expressions])
+    assert clip.seg_iou.shape == (e, 4) and np.array_equal(~np.isnan(clip.seg_iou), visible)
+    assert np.isnan(clip.identity_iou).all()  # this model has no identity prompts
+    model.identity_prompts = torch.nn.Embedding(36, 128)
+    try:
+        with_prompts = extract_clip(model, record)
+    finally:
+        model.identity_prompts = None
+    single = [
+        len({(record.objects[o].attributes["colour"], record.objects[o].attributes["shape"]) for o in x.obj_ids}) == 1
+        for x in record.expressions
+    ]
+    assert np.array_equal(~np.isnan(with_prompts.identity_iou), visible & np.array(single)[:, None])
+    assert ((with_prompts.identity_iou >= 0) | np.isnan(with_prompts.identity_iou)).all()
     twin = extract_clip(model, record)
     twin.box, twin.seg = clip.box[:1].repeat(2, 1), clip.seg[:1].repeat(2, 1)  # the same query twice
     twin.box_state, twin.seg_state = clip.box_state[:1].repeat(2, 1), clip.seg_state[:1].repeat(2, 1)
@@ -136,4 +150,5 @@ def test_benchmark_end_to_end(split, model_dir, tmp_path, capsys) -> None:
     top1 = figures["selection_top1"]
     assert 0 <= top1["model selector, [BOX]"]["all"] <= top1["oracle (a proposal hits)"]["all"] <= 1
     assert set(figures["attribute_probes"]["sam2"]) == {"colour", "shape", "identity", "quadrant", "direction"}
+    assert 0 <= figures["seg_decoding"]["[SEG] only: mean IoU"]["all"] <= 1
     assert bench.main(["--data", str(tmp_path / "missing"), "--model", str(model_dir)]) == 2

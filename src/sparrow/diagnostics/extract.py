@@ -10,7 +10,11 @@ the same frames are the SAM frames here):
   ``[gt, gh, gw, d]`` (``gt`` temporal groups of ``temporal_patch_size`` frames, ``gh x gw`` merged patches);
 - per object: its visible mask on those frames ``[T, H, W]``, its visible boxes (NaN where absent), and SAM2's
   features ROI-pooled in its box (``proposal_appearance``, the selector's appearance keys) ``[T, A]``;
-- the top-k proposals of every frame with their appearance (``SparrowModel.candidates``), detached.
+- the top-k proposals of every frame with their appearance (``SparrowModel.candidates``), detached;
+- per expression and frame, the IoU with the target mask of the mask SAM2 decodes from the ``[SEG]`` embedding
+  alone (no box), and, for a model with identity prompts, of the mask decoded from the target's identity prompt
+  (the prompt the segmenter learned for the target's colour and shape: what an ideal ``[SEG]`` could reach); NaN
+  where the target is not visible (or, for identity, where the targets have no single identity).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sparrow.data.schema import VideoRecord
+from sparrow.data.synthref.identity import object_identity
 from sparrow.data.templates import clean_phrase
 from sparrow.data.video_io import sample_indices
+from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
 from sparrow.model.prompt_tokens import teacher_forced_pairs
 from sparrow.model.proposal_appearance import proposal_appearance
 from sparrow.model.proposer import Proposals
@@ -54,6 +60,8 @@ class ClipFeatures:
     object_boxes: np.ndarray  # [O, T, 4] normalised xyxy, NaN where absent
     sam_objects: Tensor  # [O, T, A]
     proposals: Proposals  # [T, K, ...] with appearance
+    seg_iou: np.ndarray  # [E, T]
+    identity_iou: np.ndarray  # [E, T]
 
 
 def pool_tokens(tokens: Tensor, masks: np.ndarray, temporal: int) -> tuple[Tensor, Tensor]:
@@ -114,6 +122,7 @@ def extract_clip(model: SparrowModel, record: VideoRecord) -> ClipFeatures:
     maps = [features.embedding, *features.high_res]
     roi = torch.from_numpy(np.nan_to_num(boxes, nan=0.0)).permute(1, 0, 2).contiguous().to(model.device)  # [T, O, 4]
     sam_objects = proposal_appearance(maps, roi).permute(1, 0, 2)  # [O, T, A]
+    seg_iou, identity_iou = _decode_ious(model, record, frame_ids, features, torch.stack(seg))
     return ClipFeatures(
         record=record,
         frame_ids=frame_ids,
@@ -129,4 +138,42 @@ def extract_clip(model: SparrowModel, record: VideoRecord) -> ClipFeatures:
         object_boxes=boxes,
         sam_objects=sam_objects.cpu(),
         proposals=model.candidates(features).detach(),
+        seg_iou=seg_iou,
+        identity_iou=identity_iou,
     )
+
+
+def _decode_ious(
+    model: SparrowModel, record: VideoRecord, frame_ids: list[int], features: ImageFeatures, seg: Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """IoU ``[E, T]`` of the ``[SEG]``-only masks and of the target-identity-prompt masks (see the module docstring)."""
+    t = len(frame_ids)
+    frames = torch.arange(t, device=seg.device)
+    seg_iou = np.full((len(record.expressions), t), np.nan)
+    identity_iou = np.full_like(seg_iou, np.nan)
+    for e, expression in enumerate(record.expressions):
+        target = torch.from_numpy(record.target_masks(expression, frame_ids))
+        visible = target.flatten(1).any(-1)
+        masks = (
+            PixelDecoder.upsample(model.decode(features, frames, seg[e].expand(t, -1), None).mask_logits, record.size)
+            > 0
+        )
+        seg_iou[e] = torch.where(visible, _iou(masks.cpu(), target), torch.nan).numpy()
+        idents = {object_identity(record.objects[o]) for o in expression.obj_ids}
+        if model.identity_prompts is not None and len(idents) == 1 and None not in idents:
+            prompt = model.identity_prompts.weight[next(iter(idents))]
+            masks = (
+                PixelDecoder.upsample(
+                    model.decode(features, frames, prompt.expand(t, -1), None).mask_logits, record.size
+                )
+                > 0
+            )
+            identity_iou[e] = torch.where(visible, _iou(masks.cpu(), target), torch.nan).numpy()
+    return seg_iou, identity_iou
+
+
+def _iou(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-frame IoU of bool masks ``[T, H, W]`` -> ``[T]`` (0 where both are empty)."""
+    inter = (pred & target).flatten(1).sum(-1).float()
+    union = (pred | target).flatten(1).sum(-1).float()
+    return inter / union.clamp(min=1)

@@ -15,7 +15,9 @@ Probes train on the clips of one set of videos (``train``) and are scored on ano
    pooled over the object's mask; SAM2 features ROI-pooled in its box per frame), and of the motion direction
    from the clip-level feature ``[mean over time, last - first]``; ``chance`` is the majority class of the held-out
    labels.
-4. :func:`identification_report`: per expression kind, how often a bilinear probe on a bag of words picks a target
+4. :func:`seg_report`: mean IoU (and share of frames above 0.5) of the masks SAM2 decodes from the ``[SEG]``
+   embedding alone, and from the target's identity prompt when the model has them, per expression kind.
+5. :func:`identification_report`: per expression kind, how often a bilinear probe on a bag of words picks a target
    among the clip's ground-truth objects from their clip-level features: whether the features carry what each
    kind of expression needs, with ideal boxes; ``chance`` is the mean of (targets / candidates).
 """
@@ -43,7 +45,14 @@ from sparrow.diagnostics.probes import (
 )
 from sparrow.model.selector import Selector, selection_labels
 
-__all__ = ["attribute_report", "identification_report", "query_sensitivity", "selection_report", "selection_set"]
+__all__ = [
+    "attribute_report",
+    "identification_report",
+    "query_sensitivity",
+    "seg_report",
+    "selection_report",
+    "selection_set",
+]
 
 KINDS = ("appearance", "motion", "position")
 
@@ -149,6 +158,24 @@ def selection_report(
     report["objectness argmax"] = _by_kind(top1_hits(objectness, held_model.hit), kinds)
     report["oracle (a proposal hits)"] = _by_kind(held_model.hit.any(-1), kinds)
     report["frames"] = {"held_out": float(len(held_model)), "probe_train": float(len(train_model))}
+    return report
+
+
+def seg_report(clips: Sequence[ClipFeatures]) -> dict[str, dict[str, float]]:
+    """``[SEG]``-only and identity-prompt decoding IoU per kind (module docstring, 4); rows without data are left out."""
+    report = {}
+    for name, field in (("[SEG] only", "seg_iou"), ("target's identity prompt", "identity_iou")):
+        values, kinds = [], []
+        for clip in clips:
+            ious = getattr(clip, field)
+            for e, expression in enumerate(clip.record.expressions):
+                keep = ~np.isnan(ious[e])
+                values.extend(ious[e][keep].tolist())
+                kinds.extend([expression.kind or ""] * int(keep.sum()))
+        if values:
+            iou = torch.tensor(values)
+            report[f"{name}: mean IoU"] = _by_kind(iou, kinds)
+            report[f"{name}: IoU > 0.5"] = _by_kind(iou > 0.5, kinds)
     return report
 
 
