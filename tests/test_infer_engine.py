@@ -72,7 +72,10 @@ def test_infer_records_failures_per_item_and_resumes(refytvos, tmp_path, capsys)
     assert [(x["video"], x["exp_id"]) for x in lines] == [("vid_b", "0"), ("vid_b", "1")]
     assert all(str(frame) in x["reason"] for x in lines), lines[0]["reason"]
     assert sorted(str(p.parent.relative_to(out)) for p in out.glob("*/*/answer.json")) == ["vid_a/0", "vid_a/1"]
-    assert not (out / "vid_b").exists() and not list(out.rglob(".*"))  # nothing half-written
+    hidden = [p.name for p in out.rglob(".*")]
+    assert not (out / "vid_b").exists() and hidden == [
+        ".sparrow-output.json"
+    ]  # only the output marker: nothing half-written
 
     frame.write_bytes(good)
     before = {k: v for k, v in _files(out).items() if k.startswith("vid_a")}
@@ -89,7 +92,7 @@ def test_infer_rejects_bad_options(refytvos, tmp_path, capsys):
     cases = [
         (["--format", "ytvos"], "unknown dataset format 'ytvos'"),
         (["--format", "refytvos"], "choose a split with --split (found train, valid)"),
-        (["--format", "refytvos", "--split", "train", "--model", str(tmp_path)], "not a model folder"),
+        (["--format", "refytvos", "--split", "train", "--model", str(tmp_path)], "model folder has no weights"),
     ]
     for extra, message in cases:
         assert main(["infer", "--data", str(refytvos), "--out", out, *BASE, *extra]) != 0

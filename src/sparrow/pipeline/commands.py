@@ -312,7 +312,7 @@ def run_infer(args: argparse.Namespace) -> int:
     from sparrow.data.readers import FORMATS
     from sparrow.engine import EngineOptions
     from sparrow.output import check_output, claim_folder
-    from sparrow.pipeline.infer import FAILURES, InferJob, infer_split
+    from sparrow.pipeline.infer import FAILURES, InferJob, infer_split, plan_items
     from sparrow.threads import configure_threads, prefer_passive_wait
 
     prefer_passive_wait()
@@ -346,6 +346,7 @@ def run_infer(args: argparse.Namespace) -> int:
         retries=args.retries,
         gpus_per_item=args.gpus_per_item,
     )
+    plan_items(job, args.limit)  # a bad split, format or TSF source fails here, before --out is created
     claim_folder(args.out, "infer")
     configure_threads(args.threads)
     stats = infer_split(job, options, limit=args.limit, progress=not args.quiet)
