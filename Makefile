@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test train-default ablation clean
+.PHONY: install demo test lint train-default ablation clean
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Reproduce the bundled default model (src/sparrow/assets/default, see its MODEL_CARD.md): about 25-30 CPU minutes
 # on 2 cores (23 min of training steps; 28.6 min for the from-scratch rerun in the card).

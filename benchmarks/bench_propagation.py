@@ -158,13 +158,19 @@ def timing(num_frames: int, size: int, repeats: int) -> None:
             assert run(sam, pre, frames, key, masks[key]) == num_frames
             wall[method].append(time.perf_counter() - start)
             cpu[method].append(time.process_time() - start_cpu)
-    print(f"per-frame cost, {num_frames} frames {HEIGHT}x{WIDTH}, tiny SAM2 at {size}px, key frame {key}, "
-          f"both directions, 1 thread, best of {repeats} (CPU time is robust to other load; wall time is not)")
+    print(
+        f"per-frame cost, {num_frames} frames {HEIGHT}x{WIDTH}, tiny SAM2 at {size}px, key frame {key}, "
+        f"both directions, 1 thread, best of {repeats} (CPU time is robust to other load; wall time is not)"
+    )
     for method in RUNNERS:
-        print(f"  {method:8s} {1000 * min(cpu[method]) / num_frames:7.2f} ms/frame CPU   "
-              f"{1000 * min(wall[method]) / num_frames:7.2f} ms/frame wall")
-    print(f"  overhead ratio sparrow/hf: {min(cpu['sparrow']) / min(cpu['hf']):.3f} (CPU), "
-          f"{min(wall['sparrow']) / min(wall['hf']):.3f} (wall)")
+        print(
+            f"  {method:8s} {1000 * min(cpu[method]) / num_frames:7.2f} ms/frame CPU   "
+            f"{1000 * min(wall[method]) / num_frames:7.2f} ms/frame wall"
+        )
+    print(
+        f"  overhead ratio sparrow/hf: {min(cpu['sparrow']) / min(cpu['hf']):.3f} (CPU), "
+        f"{min(wall['sparrow']) / min(wall['hf']):.3f} (wall)"
+    )
 
 
 def memory(lengths: list[int], size: int) -> None:
@@ -178,14 +184,18 @@ def memory(lengths: list[int], size: int) -> None:
     print(f"peak memory during propagation (fresh process per run; {HEIGHT}x{WIDTH} MP4, tiny SAM2 at {size}px)")
     print(f"  {'method':8s} {'frames':>6s} {'peak RSS':>10s} {'above start':>12s} {'s/run':>7s}")
     for (method, n), r in rows.items():
-        print(f"  {method:8s} {n:6d} {r['peak'] * mib:6.0f} MiB {(r['peak'] - r['rss_before']) * mib:8.0f} MiB "
-              f"{r['seconds']:7.1f}")
+        print(
+            f"  {method:8s} {n:6d} {r['peak'] * mib:6.0f} MiB {(r['peak'] - r['rss_before']) * mib:8.0f} MiB "
+            f"{r['seconds']:7.1f}"
+        )
     lo, hi = min(lengths), max(lengths)
     for method in RUNNERS:
         a, b = rows[method, lo], rows[method, hi]
         growth = (b["peak"] - b["rss_before"]) / max(1, a["peak"] - a["rss_before"])
-        print(f"  {method:8s} {hi} vs {lo} frames: peak RSS ratio {b['peak'] / a['peak']:.2f}, "
-              f"above-start ratio {growth:.2f}")
+        print(
+            f"  {method:8s} {hi} vs {lo} frames: peak RSS ratio {b['peak'] / a['peak']:.2f}, "
+            f"above-start ratio {growth:.2f}"
+        )
 
 
 def main() -> None:

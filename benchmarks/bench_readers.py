@@ -43,9 +43,15 @@ def make_split(folder: Path, videos: int, frames: int, objects: int, size: tuple
             ids = list(range(anno, anno + objects))
             f.writelines(("," if a else "") + json.dumps(str(a)) + ":" + json.dumps(rles) for a in ids)
             anno += objects
-            meta[f"video_{v:05d}"] = {"frames": names, "height": H, "width": W, "expressions": {
-                "0": {"exp": "the object moving right", "anno_id": [str(ids[0])], "obj_id": [0]},
-                "1": {"exp": "all of them", "anno_id": [str(a) for a in ids], "obj_id": list(range(objects))}}}
+            meta[f"video_{v:05d}"] = {
+                "frames": names,
+                "height": H,
+                "width": W,
+                "expressions": {
+                    "0": {"exp": "the object moving right", "anno_id": [str(ids[0])], "obj_id": [0]},
+                    "1": {"exp": "all of them", "anno_id": [str(a) for a in ids], "obj_id": list(range(objects))},
+                },
+            }
         f.write("}")
     (folder / "meta_expressions.json").write_text(json.dumps({"videos": meta}))
 
@@ -97,11 +103,15 @@ def main() -> None:
             print(f"  {name:9s} {sec:7.2f} s   peak heap {peak:8.1f} MiB")
     for objects in (1, 2):
         r = rows[objects]
-        print(f"{objects} object(s): full / streaming open = {r['full'][0] / r['stream'][0]:.1f}x time, "
-              f"{r['full'][1] / r['stream'][1]:.1f}x memory")
-    print(f"streaming open, 2 vs 1 objects per video (2x masks): {rows[2]['stream'][0] / rows[1]['stream'][0]:.2f}x time, "
-          f"{rows[2]['stream'][1] / rows[1]['stream'][1]:.2f}x memory; full decode: "
-          f"{rows[2]['full'][0] / rows[1]['full'][0]:.2f}x time, {rows[2]['full'][1] / rows[1]['full'][1]:.2f}x memory")
+        print(
+            f"{objects} object(s): full / streaming open = {r['full'][0] / r['stream'][0]:.1f}x time, "
+            f"{r['full'][1] / r['stream'][1]:.1f}x memory"
+        )
+    print(
+        f"streaming open, 2 vs 1 objects per video (2x masks): {rows[2]['stream'][0] / rows[1]['stream'][0]:.2f}x time, "
+        f"{rows[2]['stream'][1] / rows[1]['stream'][1]:.2f}x memory; full decode: "
+        f"{rows[2]['full'][0] / rows[1]['full'][0]:.2f}x time, {rows[2]['full'][1] / rows[1]['full'][1]:.2f}x memory"
+    )
 
 
 if __name__ == "__main__":

@@ -66,19 +66,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         load0 = os.getloadavg()[0]
         cpu0, t0 = _cpu(), time.perf_counter()
-        records = generate_split(out, args.videos, seed=0, split="train", config=config, workers=args.workers, progress=False)
+        records = generate_split(
+            out, args.videos, seed=0, split="train", config=config, workers=args.workers, progress=False
+        )
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
         load1 = os.getloadavg()[0]
         n_exp = sum(len(r.expressions) for r in records)
     print(f"cpus on this machine: {os.cpu_count()}, load average before/after: {load0:.2f}/{load1:.2f}")
-    print(f"generate_split: {args.videos} videos x {args.frames} frames x {args.size} px, {n_exp} expressions, "
-          f"{args.workers} workers")
+    print(
+        f"generate_split: {args.videos} videos x {args.frames} frames x {args.size} px, {n_exp} expressions, "
+        f"{args.workers} workers"
+    )
     print(f"  wall {wall:.1f} s  ({args.videos / wall:.1f} videos/s, {args.videos * args.frames / wall:.0f} frames/s)")
-    print(f"  cpu  {cpu:.1f} s  ({1000 * cpu / args.videos:.1f} ms per video; {cpu / args.workers:.1f} s if the "
-          f"{args.workers} cores were free)")
+    print(
+        f"  cpu  {cpu:.1f} s  ({1000 * cpu / args.videos:.1f} ms per video; {cpu / args.workers:.1f} s if the "
+        f"{args.workers} cores were free)"
+    )
     per_stage = stages(config, args.stage_videos)
-    print(f"per-stage, one core, mean of {args.stage_videos} videos (ms): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in per_stage.items()) + f", total {sum(per_stage.values()):.1f}")
+    print(
+        f"per-stage, one core, mean of {args.stage_videos} videos (ms): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in per_stage.items())
+        + f", total {sum(per_stage.values()):.1f}"
+    )
     print(f"check: {np.round(wall, 1)} s {'<' if wall < 60 else '>='} 60 s target (wall)")
 
 

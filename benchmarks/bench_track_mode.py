@@ -4,7 +4,7 @@ Command (CPU, tiny preset; about 2-4 minutes on 2 cores):
 
     PYTHONPATH=src python benchmarks/bench_track_mode.py [--frames 300] [--lengths 60 600]
 
-Prints (1) seconds per frame of `model.segment(video, query, mode="track")` on a synthetic clip next to plain
+Prints (1) seconds per frame of `pipeline.segment(video, query, mode="track")` on a synthetic clip next to plain
 Hugging Face SAM2 propagation of the same clip from the same key-frame mask (all frames loaded in a
 `Sam2VideoInferenceSession`, `propagate_in_video_iterator`), and their ratio (the overhead of SPARROW's VLM,
 proposer, selection, streaming and bounded memory; aim <= 1.2); (2) peak resident memory (ru_maxrss) of track
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from typing_extensions import Self
 
 
 def make_clip(path: Path, frames: int, h: int = 128, w: int = 160) -> Path:
@@ -57,7 +58,9 @@ def plain_sam2_seconds(model, video: Path, key_mask: np.ndarray) -> float:
     info = probe_video(video)
     start = time.perf_counter()
     pixels = model.preprocessor(read_frames(video))
-    session = Sam2VideoInferenceSession(video=pixels, video_height=info.height, video_width=info.width, dtype=torch.float32)
+    session = Sam2VideoInferenceSession(
+        video=pixels, video_height=info.height, video_width=info.width, dtype=torch.float32
+    )
     size = model.sam.config.image_size
     mask = F.interpolate(torch.from_numpy(key_mask)[None, None].float(), (size, size), mode="bilinear") > 0.5
     session.add_mask_inputs(session.obj_id_to_idx(1), 0, mask.float())
@@ -71,9 +74,10 @@ def plain_sam2_seconds(model, video: Path, key_mask: np.ndarray) -> float:
 
 def run_speed(frames: int) -> None:
     from sparrow.model.loading import build_tiny
+    from sparrow.pipeline import SegmentationPipeline
 
     torch.manual_seed(0)
-    model = build_tiny(seed=0).eval()
+    model = SegmentationPipeline(build_tiny(seed=0))
     with tempfile.TemporaryDirectory() as tmp:
         video = make_clip(Path(tmp) / "clip.mp4", frames)
         model.segment(video, "the red circle", mode="track", key_frame=0)  # warm-up
@@ -83,7 +87,7 @@ def run_speed(frames: int) -> None:
         key = result.targets[0].mask(0, (result.height, result.width))
         if not key.any():  # an untrained model may give an empty key mask: prompt SAM2 with a box-shaped mask then
             key[40:60, 20:60] = True
-        plain = plain_sam2_seconds(model, video, key)
+        plain = plain_sam2_seconds(model.model, video, key)
     print(f"track mode : {track / frames * 1000:8.1f} ms/frame  ({frames} frames, whole segment() call)")
     print(f"plain SAM2 : {plain / frames * 1000:8.1f} ms/frame  (all frames in a session, propagate_in_video_iterator)")
     print(f"overhead ratio track / plain = {track / plain:.2f}  (aim <= 1.2)")
@@ -92,7 +96,7 @@ def run_speed(frames: int) -> None:
 class PeakRSS:
     """Peak resident set size (MiB) of this process while the ``with`` block runs, sampled every 2 ms."""
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> Self:
         self.page = resource.getpagesize()
         self.before = self.peak = self._rss()
         self._stop = threading.Event()
@@ -117,9 +121,10 @@ class PeakRSS:
 
 def run_memory_child(frames: int, what: str) -> None:
     from sparrow.model.loading import build_tiny
+    from sparrow.pipeline import SegmentationPipeline
 
     torch.manual_seed(0)
-    model = build_tiny(seed=0).eval()
+    model = SegmentationPipeline(build_tiny(seed=0))
     with tempfile.TemporaryDirectory() as tmp:
         video = make_clip(Path(tmp) / "clip.mp4", frames)
         key = np.zeros((128, 160), dtype=bool)
@@ -154,8 +159,13 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             data = json.loads(out.stdout.strip().splitlines()[-1])
             peaks[n] = data["peak_mib"]
-            print(f"{what:5s}, {n:5d} frames: peak RSS {data['peak_mib']:.0f} MiB (before the call: {data['before_mib']:.0f} MiB)")
-        print(f"{what:5s}: peak memory ratio {hi}/{lo} frames = {peaks[hi] / peaks[lo]:.2f}" + ("  (aim <= 1.3)" if what == "track" else ""))
+            print(
+                f"{what:5s}, {n:5d} frames: peak RSS {data['peak_mib']:.0f} MiB (before the call: {data['before_mib']:.0f} MiB)"
+            )
+        print(
+            f"{what:5s}: peak memory ratio {hi}/{lo} frames = {peaks[hi] / peaks[lo]:.2f}"
+            + ("  (aim <= 1.3)" if what == "track" else "")
+        )
 
 
 if __name__ == "__main__":

@@ -59,14 +59,18 @@ def main() -> None:
     parser.add_argument("--stage", default="vlm", choices=("segmenter", "proposer", "vlm", "selection"))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--config", type=Path, default=None, help="a training config (default: the tiny chain's --stage)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="a training config (default: the tiny chain's --stage)"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="override the config's batch size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_train_config(args.config or CONFIGS / f"tiny_stage_{args.stage}.yaml", check_paths=False)
     args.stage = config.stage.name
     if config.model.init != "small":
-        config.model.init = "tiny"  # the chain's earlier stages have the same architecture; weights do not change the cost
+        config.model.init = (
+            "tiny"  # the chain's earlier stages have the same architecture; weights do not change the cost
+        )
     config.model.segmenter_from = ""
     config.model.sam_image_size = 128
     config.batch_size = args.batch_size or config.batch_size
@@ -89,7 +93,7 @@ def main() -> None:
         batch = make_batch(model, prepare_samples(samples, config.stage.seg_only)).to(device)
         t1 = time.perf_counter()
         set_train_mode(model, plan)
-        losses = stage_loss(config.stage.name, model, batch, config.stage.point_prompts)
+        losses = stage_loss(config.stage, model, batch)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, config.optimizer.grad_clip)
         optimizer.step()

@@ -22,10 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from sparrow.data.mevis import read_mevis, write_frames, write_mevis_annotations  # noqa: E402
-from sparrow.tsf.build import BuildConfig, build_tsf  # noqa: E402
-from sparrow.tsf.track import CsrtTracker, GtTracker  # noqa: E402
-from tsf_fixtures import synthetic_records  # noqa: E402
+from tsf_fixtures import synthetic_records
+
+from sparrow.data.mevis import read_mevis, write_frames, write_mevis_annotations
+from sparrow.tsf.build import BuildConfig, build_tsf
+from sparrow.tsf.track import CsrtTracker, GtTracker
 
 
 def main() -> None:

@@ -36,12 +36,22 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        generate_split(root, videos=2, seed=0, split="train", config=SynthConfig(size=128, num_frames=24), progress=False)
+        generate_split(
+            root, videos=2, seed=0, split="train", config=SynthConfig(size=128, num_frames=24), progress=False
+        )
         records = load_records(root / "train")
         build_tsf(records, root / "tsf", BuildConfig(k=4), progress=False)
-        ds = ReferringVideoDataset(records, num_vlm_frames=args.vlm_frames, num_sam_frames=4, tsf_cache=read_tsf_cache(root / "tsf"), tsf_crop_size=args.crop)
+        ds = ReferringVideoDataset(
+            records,
+            num_vlm_frames=args.vlm_frames,
+            num_sam_frames=4,
+            tsf_cache=read_tsf_cache(root / "tsf"),
+            tsf_crop_size=args.crop,
+        )
         samples = [ds[0], ds[1]]
-    model = build_tiny(seed=0, config=SparrowConfig(vlm_frames=args.vlm_frames, tsf="train", tsf_crop_size=args.crop)).train()
+    model = build_tiny(
+        seed=0, config=SparrowConfig(vlm_frames=args.vlm_frames, tsf="train", tsf_crop_size=args.crop)
+    ).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batches = {"off": make_batch(model, samples, with_tsf=False), "on": make_batch(model, samples, with_tsf=True)}
     tokens = {k: int(b.vlm.attention_mask.sum()) for k, b in batches.items()}
@@ -56,8 +66,12 @@ def main() -> None:
             if step:  # the first round warms up
                 times[key].append(time.perf_counter() - start)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    print(f"tokens per batch: off {tokens['off']}, on {tokens['on']} (+{tokens['on'] - tokens['off']} image tokens for 2x4 crops)")
-    print(f"median step: TSF off {med['off'] * 1000:.0f} ms, TSF on {med['on'] * 1000:.0f} ms, ratio {med['on'] / med['off']:.2f} (aim <= 1.15)")
+    print(
+        f"tokens per batch: off {tokens['off']}, on {tokens['on']} (+{tokens['on'] - tokens['off']} image tokens for 2x4 crops)"
+    )
+    print(
+        f"median step: TSF off {med['off'] * 1000:.0f} ms, TSF on {med['on'] * 1000:.0f} ms, ratio {med['on'] / med['off']:.2f} (aim <= 1.15)"
+    )
 
 
 if __name__ == "__main__":

@@ -87,8 +87,13 @@ def write_clip(path: Path, frames: int, gop: int) -> Path:
 
 def measure(src: Path, video: Path, key: int, masks: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(video), str(key), str(masks)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(video), str(key), str(masks)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -101,11 +106,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = tmp / "baseline"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base), args.baseline],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(base), args.baseline],
+            check=True,
+            capture_output=True,
+        )
         try:
             print(f"{args.frames}-frame MP4, 128x160, key frame {args.frames // 2}, track mode, tiny preset")
-            print("gop | decoded new (x T) | decoded baseline (x T) | s new | s baseline | decoded ratio | time ratio | masks equal")
+            print(
+                "gop | decoded new (x T) | decoded baseline (x T) | s new | s baseline | decoded ratio | time ratio | masks equal"
+            )
             for gop in args.gops:
                 video = write_clip(tmp / f"clip_{gop}.mp4", args.frames, gop)
                 start = time.perf_counter()
@@ -113,11 +123,15 @@ def main() -> None:
                 old = measure(base / "src", video, args.frames // 2, tmp / "old.npy")
                 same = np.array_equal(np.load(tmp / "new.npy"), np.load(tmp / "old.npy"))
                 t = args.frames
-                print(f"{gop:>3} | {new['decoded']:>6} ({new['decoded'] / t:.2f}) | {old['decoded']:>6} ({old['decoded'] / t:.2f})"
-                      f" | {new['seconds']:.1f} | {old['seconds']:.1f} | {new['decoded'] / old['decoded']:.3f}"
-                      f" | {new['seconds'] / old['seconds']:.3f} | {same}   ({time.perf_counter() - start:.0f} s)")
+                print(
+                    f"{gop:>3} | {new['decoded']:>6} ({new['decoded'] / t:.2f}) | {old['decoded']:>6} ({old['decoded'] / t:.2f})"
+                    f" | {new['seconds']:.1f} | {old['seconds']:.1f} | {new['decoded'] / old['decoded']:.3f}"
+                    f" | {new['seconds'] / old['seconds']:.3f} | {same}   ({time.perf_counter() - start:.0f} s)"
+                )
         finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], capture_output=True, check=False
+            )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,14 @@ import numpy as np
 from sparrow.atomic import atomic_file, atomic_path
 from sparrow.errors import SparrowError
 
-METRICS = [("J&F", "J&F"), ("J", "J"), ("F", "F"), ("first-frame IoU", "first_iou"), ("identity-switch rate", "id_switch"), ("drift", "drift")]
+METRICS = [
+    ("J&F", "J&F"),
+    ("J", "J"),
+    ("F", "F"),
+    ("first-frame IoU", "first_iou"),
+    ("identity-switch rate", "id_switch"),
+    ("drift", "drift"),
+]
 
 
 def load_rows(items: list[str]) -> list[tuple[str, dict]]:
@@ -49,16 +56,32 @@ def tables(rows: list[tuple[str, dict]]) -> str:
     for label, s in rows:
         lines.append(f"| {label} | " + " | ".join(f"{metric(s, key):.3f}" for _, key in METRICS) + " |")
     tags = sorted({t for _, s in rows for t in s.get("by_tag", {})})
-    per_tag = (("J&F", "J&F"), ("First-frame IoU", "first_iou"), ("Identity-switch rate", "id_switch"), ("Drift", "drift"))
-    for title, key in ((f"{name} per tag" , key) for name, key in per_tag):
-        lines += ["", f"### {title}", "", "| row | " + " | ".join(f"{t} (n={rows[0][1]['by_tag'].get(t, {}).get('n', 0)})" for t in tags) + " |"]
+    per_tag = (
+        ("J&F", "J&F"),
+        ("First-frame IoU", "first_iou"),
+        ("Identity-switch rate", "id_switch"),
+        ("Drift", "drift"),
+    )
+    for title, key in ((f"{name} per tag", key) for name, key in per_tag):
+        lines += [
+            "",
+            f"### {title}",
+            "",
+            "| row | " + " | ".join(f"{t} (n={rows[0][1]['by_tag'].get(t, {}).get('n', 0)})" for t in tags) + " |",
+        ]
         lines.append("|---" * (len(tags) + 1) + "|")
         for label, s in rows:
-            lines.append(f"| {label} | " + " | ".join(f"{s['by_tag'][t][key]:.3f}" if t in s["by_tag"] else "-" for t in tags) + " |")
+            lines.append(
+                f"| {label} | "
+                + " | ".join(f"{s['by_tag'][t][key]:.3f}" if t in s["by_tag"] else "-" for t in tags)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def grouped_bars(groups: list[str], values: list[tuple[str, list[float]]], title: str, path: Path, ylabel: str = "") -> None:
+def grouped_bars(
+    groups: list[str], values: list[tuple[str, list[float]]], title: str, path: Path, ylabel: str = ""
+) -> None:
     """One bar per (row, group), rows side by side within each group; written atomically as PNG."""
     fig, ax = plt.subplots(figsize=(9, 3.6))
     x = np.arange(len(groups))
@@ -79,8 +102,12 @@ def grouped_bars(groups: list[str], values: list[tuple[str, list[float]]], title
 def plots(rows: list[tuple[str, dict]], folder: Path) -> None:
     keys = [("J&F", "J&F"), ("first-frame IoU", "first_iou"), ("identity-switch rate", "id_switch")]
     overall = [(label, [metric(s, k) for _, k in keys]) for label, s in rows]
-    grouped_bars([name for name, _ in keys], overall, "TSF x BOX ablation, SynthRef test (30 videos, 120 expressions)",
-                 folder / "ablation_overall.png")
+    grouped_bars(
+        [name for name, _ in keys],
+        overall,
+        "TSF x BOX ablation, SynthRef test (30 videos, 120 expressions)",
+        folder / "ablation_overall.png",
+    )
     tags = sorted({t for _, s in rows for t in s.get("by_tag", {})})
     per_tag = [(label, [s["by_tag"].get(t, {}).get("J&F", np.nan) for t in tags]) for label, s in rows]
     grouped_bars(tags, per_tag, "J&F per tag", folder / "ablation_tags.png", ylabel="J&F")

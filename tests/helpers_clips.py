@@ -22,11 +22,17 @@ def two_object_clip(t: int = 6, h: int = 96, w: int = 96) -> tuple[np.ndarray, n
     return frames, masks, boxes
 
 
-def training_sample(frames: np.ndarray, masks: np.ndarray, boxes: np.ndarray, sam_indices: list[int]) -> SimpleNamespace:
+def training_sample(
+    frames: np.ndarray, masks: np.ndarray, boxes: np.ndarray, sam_indices: list[int]
+) -> SimpleNamespace:
     """A sample with the fields ``sparrow.model.batching.make_batch`` reads."""
     return SimpleNamespace(
-        vlm_frames=frames, question="Can you segment the red square in this video?", answer="Sure, it is [BOX] [SEG].",
-        sam_frames=frames[sam_indices], masks=masks[sam_indices][None], boxes=boxes[sam_indices][None],
+        vlm_frames=frames,
+        question="Can you segment the red square in this video?",
+        answer="Sure, it is [BOX] [SEG].",
+        sam_frames=frames[sam_indices],
+        masks=masks[sam_indices][None],
+        boxes=boxes[sam_indices][None],
     )
 
 

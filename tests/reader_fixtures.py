@@ -97,10 +97,15 @@ def revos(root: Path, T: int = 4) -> Path:
             for k in (1, 2):
                 masks[str(base + k)] = [encode_mask(mask(k, t)) if mask(k, t).any() else None for t in range(T)]
             fg[vid] = {"masks_rle": [encode_mask(mask(1, t) | mask(2, t)) for t in range(T)]}
-            meta[vid] = {"vid_id": n, "frames": names, "expressions": {
-                "0": {"exp": "the red box", "obj_id": [0], "anno_id": [base + 1], "type_id": 0},
-                "1": {"exp": "what moves to the right?", "obj_id": [0], "anno_id": [base + 1], "type_id": 1},
-                "2": {"exp": "both boxes", "obj_id": [0, 1], "anno_id": [base + 1, base + 2], "type_id": 0}}}
+            meta[vid] = {
+                "vid_id": n,
+                "frames": names,
+                "expressions": {
+                    "0": {"exp": "the red box", "obj_id": [0], "anno_id": [base + 1], "type_id": 0},
+                    "1": {"exp": "what moves to the right?", "obj_id": [0], "anno_id": [base + 1], "type_id": 1},
+                    "2": {"exp": "both boxes", "obj_id": [0, 1], "anno_id": [base + 1, base + 2], "type_id": 0},
+                },
+            }
         _json(root / f"meta_expressions_{split}_.json", {"videos": meta})
     _json(root / "mask_dict.json", masks)
     _json(root / "mask_dict_foreground.json", fg)
@@ -136,7 +141,9 @@ def lasot(root: Path, T: int = 5) -> Path:
     for cls, n in (("car", 1), ("car", 2), ("dog", 1)):
         seq = root / cls / f"{cls}-{n}"
         _jpegs(seq / "img", [f"{t:08d}" for t in range(1, T + 1)])
-        lines = [",".join(str(int(v)) for v in (b[0], b[1], b[2] - b[0], b[3] - b[1])) for b in (box(1, t) for t in range(T))]
+        lines = [
+            ",".join(str(int(v)) for v in (b[0], b[1], b[2] - b[0], b[3] - b[1])) for b in (box(1, t) for t in range(T))
+        ]
         (seq / "groundtruth.txt").write_text("\n".join(lines) + "\n")
         (seq / "full_occlusion.txt").write_text(",".join("1" if t == 2 else "0" for t in range(T)))
         (seq / "out_of_view.txt").write_text(",".join("0" for _ in range(T)))
@@ -146,8 +153,11 @@ def lasot(root: Path, T: int = 5) -> Path:
 
 
 def got10k(root: Path, T: int = 5) -> Path:
-    for split, names in (("train", ["GOT-10k_Train_000001", "GOT-10k_Train_000002"]), ("val", ["GOT-10k_Val_000001"]),
-                         ("test", ["GOT-10k_Test_000001"])):
+    for split, names in (
+        ("train", ["GOT-10k_Train_000001", "GOT-10k_Train_000002"]),
+        ("val", ["GOT-10k_Val_000001"]),
+        ("test", ["GOT-10k_Test_000001"]),
+    ):
         (root / split).mkdir(parents=True)
         (root / split / "list.txt").write_text("\n".join(names) + "\n")
         for name in names:
@@ -157,8 +167,9 @@ def got10k(root: Path, T: int = 5) -> Path:
             (seq / "groundtruth.txt").write_text("\n".join(lines[:1] if split == "test" else lines) + "\n")
             if split != "test":
                 (seq / "absence.label").write_text("\n".join("1" if t == 3 else "0" for t in range(T)) + "\n")
-                (seq / "meta_info.ini").write_text("[METAINFO]\nurl: https://example.org/x\nobject_class: red car\n"
-                                                   "motion_class: running\n")
+                (seq / "meta_info.ini").write_text(
+                    "[METAINFO]\nurl: https://example.org/x\nobject_class: red car\nmotion_class: running\n"
+                )
     return root
 
 
@@ -166,12 +177,35 @@ def hcstvg(root: Path, T: int = 8) -> Path:
     for vid in ("clip_a", "clip_b"):
         write_video(root / "video" / "part1" / f"{vid}.mp4", [frame(t) for t in range(T)], fps=8)
     tube = [[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in (box(1, t) for t in range(2, 6))]
-    _json(root / "anno_v2" / "val_v2.json", {"clip_a.mp4": {"img_num": T, "img_size": [H, W], "st_frame": 3,
-                                                           "st_time": 1.0, "ed_time": 3.0, "bbox": tube,
-                                                           "English": "The man in red walks right."}})
-    _json(root / "anno" / "test.json", {"clip_b.mp4": {"img_num": T, "height": H, "width": W, "st_frame": 3,
-                                                      "st_time": 1.0, "ed_time": 3.0, "bbox": tube,
-                                                      "caption": "The man in red walks."}})
+    _json(
+        root / "anno_v2" / "val_v2.json",
+        {
+            "clip_a.mp4": {
+                "img_num": T,
+                "img_size": [H, W],
+                "st_frame": 3,
+                "st_time": 1.0,
+                "ed_time": 3.0,
+                "bbox": tube,
+                "English": "The man in red walks right.",
+            }
+        },
+    )
+    _json(
+        root / "anno" / "test.json",
+        {
+            "clip_b.mp4": {
+                "img_num": T,
+                "height": H,
+                "width": W,
+                "st_frame": 3,
+                "st_time": 1.0,
+                "ed_time": 3.0,
+                "bbox": tube,
+                "caption": "The man in red walks.",
+            }
+        },
+    )
     return root
 
 
@@ -179,25 +213,56 @@ def vidstg(root: Path, T: int = 8) -> Path:
     vid = "2401075277"
     write_video(root / "vidor" / "video" / "0001" / f"{vid}.mp4", [frame(t) for t in range(T)], fps=8)
     keys = ("xmin", "ymin", "xmax", "ymax")  # VidOR tids 0 / 1 are the shared geometry's objects 1 / 2
-    traj = [[{"tid": k - 1, "bbox": dict(zip(keys, box(k, t))), "generated": 0, "tracker": "none"}
-             for k in (1, 2) if box(k, t) is not None] for t in range(T)]
-    _json(root / "vidor" / "annotation" / "validation" / "0001" / f"{vid}.json", {
-        "video_id": vid, "video_path": f"0001/{vid}.mp4", "frame_count": T, "fps": 8, "width": W, "height": H,
-        "subject/objects": [{"tid": 0, "category": "car"}, {"tid": 1, "category": "dog"}], "trajectories": traj})
-    _json(root / "test_annotations.json", [{
-        "vid": vid, "frame_count": T, "fps": 8, "width": W, "height": H,
-        "used_segment": {"begin_fid": 0, "end_fid": T}, "temporal_gt": {"begin_fid": 1, "end_fid": 6},
-        "captions": [{"target_id": 0, "description": "a red car moves right."}],
-        "questions": [{"target_id": 1, "description": "what is green?", "type": "what"}]}])
+    traj = [
+        [
+            {"tid": k - 1, "bbox": dict(zip(keys, box(k, t))), "generated": 0, "tracker": "none"}
+            for k in (1, 2)
+            if box(k, t) is not None
+        ]
+        for t in range(T)
+    ]
+    _json(
+        root / "vidor" / "annotation" / "validation" / "0001" / f"{vid}.json",
+        {
+            "video_id": vid,
+            "video_path": f"0001/{vid}.mp4",
+            "frame_count": T,
+            "fps": 8,
+            "width": W,
+            "height": H,
+            "subject/objects": [{"tid": 0, "category": "car"}, {"tid": 1, "category": "dog"}],
+            "trajectories": traj,
+        },
+    )
+    _json(
+        root / "test_annotations.json",
+        [
+            {
+                "vid": vid,
+                "frame_count": T,
+                "fps": 8,
+                "width": W,
+                "height": H,
+                "used_segment": {"begin_fid": 0, "end_fid": T},
+                "temporal_gt": {"begin_fid": 1, "end_fid": 6},
+                "captions": [{"target_id": 0, "description": "a red car moves right."}],
+                "questions": [{"target_id": 1, "description": "what is green?", "type": "what"}],
+            }
+        ],
+    )
     return root
 
 
 def vidsentence(root: Path, T: int = 5) -> Path:
     video = "ILSVRC2015_val_00000001"
     _jpegs(root / "ILSVRC" / "Data" / "VID" / "val" / video, [f"{t:06d}" for t in range(T)], ext=".JPEG")
-    track = [{"frame": t + 1, "bbox": [b[0], b[1], b[2] - 1, b[3] - 1]} for t, b in ((t, box(1, t)) for t in range(1, T))]
-    _json(root / "ILSVRC" / "Annotations" / "VID" / "tubeGt" / "val" / f"{video}.js",
-          {"annotations": [{"id": "0", "track": track}]})
+    track = [
+        {"frame": t + 1, "bbox": [b[0], b[1], b[2] - 1, b[3] - 1]} for t, b in ((t, box(1, t)) for t in range(1, T))
+    ]
+    _json(
+        root / "ILSVRC" / "Annotations" / "VID" / "tubeGt" / "val" / f"{video}.js",
+        {"annotations": [{"id": "0", "track": track}]},
+    )
     lists = root / "ILSVRC" / "Data" / "VID" / "annSamples"
     lists.mkdir(parents=True, exist_ok=True)
     (lists / "val_valid_list.txt").write_text(f"{video},0\n")
@@ -209,12 +274,28 @@ def refsav(root: Path, T: int = 9) -> Path:
     write_video(root / "sav_000" / "sav_000001.mp4", [frame(t) for t in range(T)], fps=24)
     annotated = list(range(0, T, 4))
     masklet = [[encode_mask(mask(1, t)), encode_mask(mask(2, t)) if mask(2, t).any() else None] for t in annotated]
-    _json(root / "sav_000" / "sav_000001_manual.json", {
-        "video_id": "sav_000001", "video_height": H, "video_width": W, "video_frame_count": T, "masklet": masklet,
-        "masklet_id": [0, 1], "masklet_num": 2})
-    _json(root / "Ref-SAV.json", {"sav_000001": {
-        "video_path": "sav_000/sav_000001.mp4", "anno_path": "sav_000/sav_000001_manual.json",
-        "objects": {"0": {"formated": "The red box sliding right."}, "1": {"formated": "The green box."}}}})
+    _json(
+        root / "sav_000" / "sav_000001_manual.json",
+        {
+            "video_id": "sav_000001",
+            "video_height": H,
+            "video_width": W,
+            "video_frame_count": T,
+            "masklet": masklet,
+            "masklet_id": [0, 1],
+            "masklet_num": 2,
+        },
+    )
+    _json(
+        root / "Ref-SAV.json",
+        {
+            "sav_000001": {
+                "video_path": "sav_000/sav_000001.mp4",
+                "anno_path": "sav_000/sav_000001_manual.json",
+                "objects": {"0": {"formated": "The red box sliding right."}, "1": {"formated": "The green box."}},
+            }
+        },
+    )
     return root
 
 
@@ -226,8 +307,11 @@ def curated(root: Path, T: int = 4) -> Path:
         for t, name in enumerate(names):
             for obj in (1, 2) if scheme != "single" else (1,):
                 png = Image.fromarray(mask(obj, t).astype(np.uint8) * 255)
-                path = {"folder": base / "mask" / f"{obj:03d}" / f"{name}.png", "suffix": base / "mask" / f"{name}_{obj}.png",
-                        "single": base / "mask" / f"{name}.png"}[scheme]
+                path = {
+                    "folder": base / "mask" / f"{obj:03d}" / f"{name}.png",
+                    "suffix": base / "mask" / f"{name}_{obj}.png",
+                    "single": base / "mask" / f"{name}.png",
+                }[scheme]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 png.save(path)
         lines = [f"{b[0]},{b[1]},{b[2] - b[0]},{b[3] - b[1]}" for b in (box(1, t) for t in range(T))]

@@ -18,7 +18,13 @@ def _script():
 
 def _report(folder: Path, jf: float, id_switch: float) -> Path:
     tag = {"n": 3, "J": jf, "F": jf, "J&F": jf, "first_iou": jf / 2, "id_switch": id_switch, "drift": -0.1}
-    summary = {"J": jf, "F": jf, "J&F": jf, "consistency": {"first_iou": jf / 2, "id_switch": id_switch, "drift": -0.1}, "by_tag": {"fast": tag}}
+    summary = {
+        "J": jf,
+        "F": jf,
+        "J&F": jf,
+        "consistency": {"first_iou": jf / 2, "id_switch": id_switch, "drift": -0.1},
+        "by_tag": {"fast": tag},
+    }
     folder.mkdir(parents=True)
     (folder / "report.json").write_text(json.dumps({"summary": summary}))
     return folder

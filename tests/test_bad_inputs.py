@@ -195,65 +195,156 @@ CASES = [
     # --out never destroys (the first finding: the input video and notes.txt were deleted)
     Case("out_contains_input_video", _seg(out="v"), r"--out contains the input file v/clip.mp4 .*choose another"),
     Case("out_contains_input_video_overwrite", _seg("--overwrite", out="v"), r"--out contains the input file"),
-    Case("out_foreign_folder", _with(_foreign("old", "notes.txt"), _seg(out="old")),
-         r"old: folder exists and holds files sparrow segment did not write \(notes.txt\); pass --overwrite"),
-    Case("out_old_result_plus_user_file", _with(_foreign("old", "result.json", "overlay.mp4", "thesis.tex"), _seg(out="old")),
-         r"holds files sparrow segment did not write \(overlay.mp4, result.json, thesis.tex\)"),
-    Case("out_is_a_file", _seg(out="v/notes.txt"), r"notes.txt: exists and is a file; sparrow never turns a file into a folder"),
+    Case(
+        "out_foreign_folder",
+        _with(_foreign("old", "notes.txt"), _seg(out="old")),
+        r"old: folder exists and holds files sparrow segment did not write \(notes.txt\); pass --overwrite",
+    ),
+    Case(
+        "out_old_result_plus_user_file",
+        _with(_foreign("old", "result.json", "overlay.mp4", "thesis.tex"), _seg(out="old")),
+        r"holds files sparrow segment did not write \(overlay.mp4, result.json, thesis.tex\)",
+    ),
+    Case(
+        "out_is_a_file",
+        _seg(out="v/notes.txt"),
+        r"notes.txt: exists and is a file; sparrow never turns a file into a folder",
+    ),
     Case("out_dot", _seg(out="."), r"--out '.' must name a new folder"),
     Case("out_unwritable_parent", _seg(out=UNWRITABLE), r"cannot write in /proc"),
-    Case("out_inside_input_frames", _with(lambda s: _frames(s / "frames", [(W, H)] * 3), _seg(video="frames", out="frames/out")),
-         r"--out lies inside the input folder frames"),
-    Case("demo_out_foreign_folder", _with(_foreign("old", "a.txt"), lambda s: ["demo", "--out", "old", "--quiet"]),
-         r"holds files sparrow demo did not write \(a.txt\)"),
+    Case(
+        "out_inside_input_frames",
+        _with(lambda s: _frames(s / "frames", [(W, H)] * 3), _seg(video="frames", out="frames/out")),
+        r"--out lies inside the input folder frames",
+    ),
+    Case(
+        "demo_out_foreign_folder",
+        _with(_foreign("old", "a.txt"), lambda s: ["demo", "--out", "old", "--quiet"]),
+        r"holds files sparrow demo did not write \(a.txt\)",
+    ),
     Case("infer_out_is_the_data", _synth_split, r"--out contains the input folder gt"),
-    Case("data_convert_onto_its_input", lambda s: ["data", "convert", "v", "--format", "mevis", "--out", "v"],
-         r"--out contains the input folder v"),
-    Case("synth_out_foreign_split", _with(_foreign("data/test", "keep.jpg"), lambda s: ["synth", "--out", "data", "--split", "test", "--quiet"]),
-         r"data/test: folder exists and holds files sparrow synth did not write \(keep.jpg\)"),
-    Case("tsf_out_foreign_folder", _with(_foreign("cache", "x.txt"), _tsf_build),
-         r"cache: folder exists and holds files sparrow tsf build did not write"),
-    Case("eval_report_foreign_folder", lambda s: _eval_case(s, "report"), r"--report.*holds files sparrow eval did not write \(thesis.md\)|reports: folder exists and holds files sparrow eval did not write"),
-    Case("ytvos_pack_over_a_file", _with(lambda s: (s / "sub.zip").write_bytes(b"zip"), lambda s: ["eval", "ytvos-pack", "--pred", "v", "--out", "sub.zip"]),
-         r"sub.zip: file exists; pass --overwrite"),
+    Case(
+        "data_convert_onto_its_input",
+        lambda s: ["data", "convert", "v", "--format", "mevis", "--out", "v"],
+        r"--out contains the input folder v",
+    ),
+    Case(
+        "synth_out_foreign_split",
+        _with(_foreign("data/test", "keep.jpg"), lambda s: ["synth", "--out", "data", "--split", "test", "--quiet"]),
+        r"data/test: folder exists and holds files sparrow synth did not write \(keep.jpg\)",
+    ),
+    Case(
+        "tsf_out_foreign_folder",
+        _with(_foreign("cache", "x.txt"), _tsf_build),
+        r"cache: folder exists and holds files sparrow tsf build did not write",
+    ),
+    Case(
+        "eval_report_foreign_folder",
+        lambda s: _eval_case(s, "report"),
+        r"--report.*holds files sparrow eval did not write \(thesis.md\)|reports: folder exists and holds files sparrow eval did not write",
+    ),
+    Case(
+        "ytvos_pack_over_a_file",
+        _with(
+            lambda s: (s / "sub.zip").write_bytes(b"zip"),
+            lambda s: ["eval", "ytvos-pack", "--pred", "v", "--out", "sub.zip"],
+        ),
+        r"sub.zip: file exists; pass --overwrite",
+    ),
     # checks before the model loads
     Case("device_gpu0", _seg("--device", "gpu0"), r"--device 'gpu0' is not a device name"),
     Case("device_cuda_without_gpu", _seg("--device", "cuda"), r"--device 'cuda': .*use --device cpu"),
     Case("tsf_box_letters", _seg("--tsf-box", "x:1,2,3,4"), r"--tsf-box 'x:1,2,3,4': the frame must be a whole number"),
-    Case("tsf_box_float_frame", _seg("--tsf-box", "1.5:1,2,30,40"), r"--tsf-box '1.5:1,2,30,40': the frame must be a whole number"),
+    Case(
+        "tsf_box_float_frame",
+        _seg("--tsf-box", "1.5:1,2,30,40"),
+        r"--tsf-box '1.5:1,2,30,40': the frame must be a whole number",
+    ),
     Case("tsf_box_nan_inf", _seg("--tsf-box", "2:nan,0,inf,40"), r"X0 must be a finite number, got 'nan'"),
-    Case("tsf_box_frame_out_of_range", _seg("--tsf-box", "50:1,2,30,40"), r"frame 50 is out of range, the video has 10 frames"),
+    Case(
+        "tsf_box_frame_out_of_range",
+        _seg("--tsf-box", "50:1,2,30,40"),
+        r"frame 50 is out of range, the video has 10 frames",
+    ),
     Case("tsf_box_outside_frame", _seg("--tsf-box", "2:500,500,600,600"), r"the box lies outside the 96x64"),
-    Case("key_frame_out_of_range", _seg("--key-frame", "99999"), r"--key-frame 99999 is out of range: the video has 10 frames"),
+    Case(
+        "key_frame_out_of_range",
+        _seg("--key-frame", "99999"),
+        r"--key-frame 99999 is out of range: the video has 10 frames",
+    ),
     Case("key_frame_negative", _seg("--key-frame", "-2"), r"--key-frame must be 'auto' or a frame index"),
     Case("threads_zero", _seg("--threads", "0"), r"--threads must be at least 1"),
     # bad videos and queries (handled before; kept so they stay handled)
     Case("video_missing", _seg(video="nope.mp4"), r"nope.mp4: no such video file"),
-    Case("video_empty_file", _with(lambda s: (s / "empty.mp4").touch(), _seg(video="empty.mp4")),
-         r"empty.mp4: cannot open video: Invalid data found"),
-    Case("video_corrupt", _with(lambda s: (s / "bad.mp4").write_bytes(b"not a video" * 100), _seg(video="bad.mp4")),
-         r"bad.mp4: cannot open video: Invalid data found when processing input$"),
-    Case("video_audio_only", _with(lambda s: _audio_only(s / "song.m4a"), _seg(video="song.m4a")), r"song.m4a: file has no video stream"),
-    Case("video_zero_frames", _with(lambda s: _zero_frame_mp4(s / "zero.mp4"), _seg(video="zero.mp4")), r"zero.mp4: (video has zero frames|file has no video stream)"),
+    Case(
+        "video_empty_file",
+        _with(lambda s: (s / "empty.mp4").touch(), _seg(video="empty.mp4")),
+        r"empty.mp4: cannot open video: Invalid data found",
+    ),
+    Case(
+        "video_corrupt",
+        _with(lambda s: (s / "bad.mp4").write_bytes(b"not a video" * 100), _seg(video="bad.mp4")),
+        r"bad.mp4: cannot open video: Invalid data found when processing input$",
+    ),
+    Case(
+        "video_audio_only",
+        _with(lambda s: _audio_only(s / "song.m4a"), _seg(video="song.m4a")),
+        r"song.m4a: file has no video stream",
+    ),
+    Case(
+        "video_zero_frames",
+        _with(lambda s: _zero_frame_mp4(s / "zero.mp4"), _seg(video="zero.mp4")),
+        r"zero.mp4: (video has zero frames|file has no video stream)",
+    ),
     Case("query_empty", _seg(query="   "), r"the query is empty"),
-    Case("frames_mixed_sizes", _with(lambda s: _frames(s / "frames", [(W, H), (W, H), (W // 2, H)]), _seg(video="frames")),
-         r"frames/00002.jpg: frame is 48x64 \(WxH\) but 00000.jpg is 96x64; all frames of a video must have one size"),
-    Case("frames_folder_empty", _with(lambda s: (s / "frames").mkdir(), _seg(video="frames")), r"folder holds no frames"),
+    Case(
+        "frames_mixed_sizes",
+        _with(lambda s: _frames(s / "frames", [(W, H), (W, H), (W // 2, H)]), _seg(video="frames")),
+        r"frames/00002.jpg: frame is 48x64 \(WxH\) but 00000.jpg is 96x64; all frames of a video must have one size",
+    ),
+    Case(
+        "frames_folder_empty", _with(lambda s: (s / "frames").mkdir(), _seg(video="frames")), r"folder holds no frames"
+    ),
     Case("weights_corrupt", _corrupt_weights, r"model.safetensors: cannot load weights"),
-    Case("model_config_bad_value", _bad_model_config, r"config.json: proposer_queries must be a positive whole number, got 0"),
+    Case(
+        "model_config_bad_value",
+        _bad_model_config,
+        r"config.json: proposer_queries must be a positive whole number, got 0",
+    ),
     Case("model_config_not_json", _broken_model_config, r"config.json: not valid JSON"),
-    Case("weights_not_safetensors", _foreign_weights, r"model.safetensors: cannot load weights: not a safetensors file"),
+    Case(
+        "weights_not_safetensors", _foreign_weights, r"model.safetensors: cannot load weights: not a safetensors file"
+    ),
     Case("model_missing", _seg("--model", "no_such_model"), r"no_such_model: no such model folder"),
     # bad training configs
-    Case("train_config_bad_value", lambda s: _train_config(s, ", config: {proposer_queries: -3}"), r"bad.yaml: proposer_queries must be a positive whole number, got -3"),
-    Case("train_config_unknown_section", lambda s: _train_config(s, ", config: {selection: {bogus: 1}}"), r"bad.yaml: unknown model.config.selection fields \['bogus'\]"),
-    Case("train_config_not_yaml", _with(lambda s: (s / "bad.yaml").write_text("model: [unclosed\n"), lambda s: ["train", "--config", "bad.yaml"]),
-         r"bad.yaml: not valid YAML"),
+    Case(
+        "train_config_bad_value",
+        lambda s: _train_config(s, ", config: {proposer_queries: -3}"),
+        r"bad.yaml: proposer_queries must be a positive whole number, got -3",
+    ),
+    Case(
+        "train_config_unknown_section",
+        lambda s: _train_config(s, ", config: {selection: {bogus: 1}}"),
+        r"bad.yaml: unknown model.config.selection fields \['bogus'\]",
+    ),
+    Case(
+        "train_config_not_yaml",
+        _with(lambda s: (s / "bad.yaml").write_text("model: [unclosed\n"), lambda s: ["train", "--config", "bad.yaml"]),
+        r"bad.yaml: not valid YAML",
+    ),
     # evaluation: every prediction file is checked before anything is scored
-    Case("eval_wrong_mask_size", lambda s: _eval_case(s, "size"), r"00005.png: mask is 43x24 \(WxH\) but the annotation is 40x24 \(nothing was scored\)"),
-    Case("eval_truncated_png", lambda s: _eval_case(s, "truncated"), r"00005.png: unreadable image .*nothing was scored"),
+    Case(
+        "eval_wrong_mask_size",
+        lambda s: _eval_case(s, "size"),
+        r"00005.png: mask is 43x24 \(WxH\) but the annotation is 40x24 \(nothing was scored\)",
+    ),
+    Case(
+        "eval_truncated_png", lambda s: _eval_case(s, "truncated"), r"00005.png: unreadable image .*nothing was scored"
+    ),
     Case("eval_rgb_index_png", _davis_rgb, r"00004.png: an index image .* is required, got mode 'RGB'"),
-    Case("eval_corrupt_annotation", _davis_corrupt_annotation, r"gt/seq/00003.png: unreadable image .*nothing was scored"),
+    Case(
+        "eval_corrupt_annotation", _davis_corrupt_annotation, r"gt/seq/00003.png: unreadable image .*nothing was scored"
+    ),
 ]
 
 
@@ -267,10 +358,21 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 def _run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent / "src"),
-                                                         os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "sparrow", *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parent.parent / "src"), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "sparrow", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")

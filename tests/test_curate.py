@@ -29,9 +29,11 @@ def _mixture(tmp: Path, sam2: bool = True, k: int = 2) -> Path:
     if sam2:
         tiny_sam2_video(tmp / "sam2")
     cfg = {
-        "sources": [{"name": "curated", "format": "curated", "root": "curated", "split": "train"},
-                    {"name": "ytvos", "format": "refytvos", "root": "ytvos", "split": "train", "max_videos": 1},
-                    {"name": "lasot", "format": "lasot", "root": "lasot", "split": "train"}],
+        "sources": [
+            {"name": "curated", "format": "curated", "root": "curated", "split": "train"},
+            {"name": "ytvos", "format": "refytvos", "root": "ytvos", "split": "train", "max_videos": 1},
+            {"name": "lasot", "format": "lasot", "root": "lasot", "split": "train"},
+        ],
         "tsf": {"k": k, "max_candidates": 8},
         "masks": "sam2" if sam2 else "none",
         **({"sam2_model": "sam2"} if sam2 else {}),
@@ -98,9 +100,17 @@ def test_killed_run_resumes_without_redoing_finished_items(tmp_path):
     frame.unlink()
     os.mkfifo(frame)  # opening it blocks: the run hangs inside the last item
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "sparrow", "curate", "--config", str(config_path), "--out", str(out)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparrow", "curate", "--config", str(config_path), "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     items = out / "work" / "items"
     try:
         deadline = time.time() + 60

@@ -19,7 +19,9 @@ def test_local_and_ray_give_the_same_dataset(tmp_path, monkeypatch):
     local = curate(config, tmp_path / "local")
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     try:
-        options = EngineOptions(engine="ray", workers=2, ray_init={"object_store_memory": 100 * 2**20, "_temp_dir": ray_tmp})
+        options = EngineOptions(
+            engine="ray", workers=2, ray_init={"object_store_memory": 100 * 2**20, "_temp_dir": ray_tmp}
+        )
         remote = curate(config, tmp_path / "ray", options)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

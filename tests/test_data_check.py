@@ -62,9 +62,15 @@ def test_check_damaged_mevis_and_missing_annotation(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "fmt, build, split",
-    [("refytvos", fx.refvos, "train"), ("revos", fx.revos, "valid"), ("a2d", fx.a2d, "train"),
-     ("lasot", fx.lasot, "train"), ("refsav", fx.refsav, None), ("curated", fx.curated, "train"),
-     ("vidstg", fx.vidstg, "test")],
+    [
+        ("refytvos", fx.refvos, "train"),
+        ("revos", fx.revos, "valid"),
+        ("a2d", fx.a2d, "train"),
+        ("lasot", fx.lasot, "train"),
+        ("refsav", fx.refsav, None),
+        ("curated", fx.curated, "train"),
+        ("vidstg", fx.vidstg, "test"),
+    ],
 )
 def test_convert_round_trips_through_read_mevis(tmp_path, fmt, build, split):
     if fmt == "a2d":
@@ -78,7 +84,9 @@ def test_convert_round_trips_through_read_mevis(tmp_path, fmt, build, split):
     assert [r.video_id for r in back] == [r.video_id for r in source]
     for a, b in zip(source, back):
         assert (a.frames, a.size) == (b.frames, b.size)
-        assert [(e.exp_id, e.text, e.tags) for e in a.expressions] == [(e.exp_id, e.text, e.tags) for e in b.expressions]
+        assert [(e.exp_id, e.text, e.tags) for e in a.expressions] == [
+            (e.exp_id, e.text, e.tags) for e in b.expressions
+        ]
         by_source = {o.attributes["source_obj_id"]: o for o in b.objects.values()}
         assert sorted(by_source) == sorted(a.objects)
         for k, obj in a.objects.items():

@@ -29,9 +29,12 @@ def records(split) -> list[VideoRecord]:
 
 
 def _same(a: ReferringSample, b: ReferringSample) -> bool:
-    return (a.vlm_indices, a.sam_indices, a.question, a.answer) == (b.vlm_indices, b.sam_indices, b.question, b.answer) and (
-        np.array_equal(a.vlm_frames, b.vlm_frames) and np.array_equal(a.masks, b.masks)
-    )
+    return (a.vlm_indices, a.sam_indices, a.question, a.answer) == (
+        b.vlm_indices,
+        b.sam_indices,
+        b.question,
+        b.answer,
+    ) and (np.array_equal(a.vlm_frames, b.vlm_frames) and np.array_equal(a.masks, b.masks))
 
 
 def test_sample_shapes_and_content(records):
@@ -157,3 +160,22 @@ def test_custom_templates(records):
     s = ReferringVideoDataset(records, templates=t)[0]
     assert s.question == f"Where is {records[0].expressions[0].text}?"
     assert s.answer == "Here: [BOX] [SEG]."
+
+
+def test_load_records_reads_any_layout_into_training_samples(tmp_path):
+    import reader_fixtures as fx
+
+    root = fx.refvos(tmp_path / "refytvos")
+    records = load_records(root, format="refytvos", split="train")
+    assert [r.video_id for r in records] == ["vid_a", "vid_b"]
+    dataset = ReferringVideoDataset(records, num_vlm_frames=3, num_sam_frames=2, sampling="uniform")
+    sample = dataset[1]  # vid_a, "the green box": object 2, absent on frame 0
+    assert (sample.video_id, sample.text) == ("vid_a", "the green box")
+    assert sample.vlm_frames.shape == (3, 24, 32, 3) and sample.sam_frames.shape == (2, 24, 32, 3)
+    assert sample.sam_indices[0] == 1 and sample.boxes[0, 0].tolist() == fx.box(2, 1)  # key frame: first visible
+    assert np.array_equal(sample.masks[0, 0], fx.mask(2, 1))
+    with pytest.raises(SparrowError, match="choose a split"):
+        load_records(root, format="refytvos")
+    lasot = load_records(fx.lasot(tmp_path / "lasot"), format="lasot", split="train")  # boxes only
+    with pytest.raises(SparrowError, match="'car-1', expression '0': the target has boxes but no masks"):
+        ReferringVideoDataset(lasot, num_vlm_frames=2, num_sam_frames=2)[0]

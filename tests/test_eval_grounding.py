@@ -175,7 +175,9 @@ def test_mean_pooled_phrase_similarity_with_a_local_tiny_encoder(tmp_path: Path)
     tok, enc = BertTokenizerFast.from_pretrained(tmp_path / "enc"), BertModel.from_pretrained(tmp_path / "enc").eval()
     with torch.no_grad():
         pooled = {t: enc(**tok(t, return_tensors="pt")).last_hidden_state[0].mean(0) for t in ("a cat", "red car dog")}
-    expected = float(torch.dot(pooled["a cat"], pooled["red car dog"]) / (pooled["a cat"].norm() * pooled["red car dog"].norm()))
+    expected = float(
+        torch.dot(pooled["a cat"], pooled["red car dog"]) / (pooled["a cat"].norm() * pooled["red car dog"].norm())
+    )
     assert sim("a cat", "red car dog") == pytest.approx(expected, abs=1e-5)
     assert sim("red car dog", "a cat") == pytest.approx(expected, abs=1e-5)
     assert abs(expected) < 0.99  # the two phrases really are different vectors

@@ -51,12 +51,17 @@ def test_davis_unsupervised_row_order_official_vs_gt(tmp_path: Path) -> None:
     pred = np.zeros_like(gt)
     pred[gt == 1] = 2  # proposal 2 is GT object 1, exactly
     b_rows = np.argwhere(gt[0] == 2)[:, 0]
-    pred[:, b_rows.min() : b_rows.min() + 4][gt[:, b_rows.min() : b_rows.min() + 4] == 2] = 1  # proposal 1: half of GT 2
+    pred[:, b_rows.min() : b_rows.min() + 4][gt[:, b_rows.min() : b_rows.min() + 4] == 2] = (
+        1  # proposal 1: half of GT 2
+    )
     write_index_sequence(tmp_path / "pred" / "seq", pred)
     official = evaluate_davis(tmp_path / "pred", gt_dir, task="unsupervised")
     by_gt = evaluate_davis(tmp_path / "pred", gt_dir, task="unsupervised", object_order="gt")
     # official DAVISEvaluation: row k = k-th matched proposal (here proposal 1 <-> GT 2 first)
-    assert [(o["name"], o["proposal"], o["gt_object"]) for o in official["objects"]] == [("seq_1", 1, 2), ("seq_2", 2, 1)]
+    assert [(o["name"], o["proposal"], o["gt_object"]) for o in official["objects"]] == [
+        ("seq_1", 1, 2),
+        ("seq_2", 2, 1),
+    ]
     assert [(o["name"], o["proposal"], o["gt_object"]) for o in by_gt["objects"]] == [("seq_1", 2, 1), ("seq_2", 1, 2)]
     assert official["objects"][0]["J-Mean"] == pytest.approx(0.5) and official["objects"][1]["J-Mean"] == 1.0
     assert official["global"] == by_gt["global"] and official["object_order"] == "official"

@@ -104,8 +104,17 @@ def test_mask_dice_both_empty_and_all_correct_are_zero():
 
 
 def test_weighted_total_uses_weights_and_skips_other_keys():
-    losses = {k: torch.tensor(v) for k, v in
-              {"ce": 1.0, "mask_bce": 2.0, "mask_dice": 3.0, "selection": 4.0, "box": 5.0, "logged": 100.0}.items()}
+    losses = {
+        k: torch.tensor(v)
+        for k, v in {
+            "ce": 1.0,
+            "mask_bce": 2.0,
+            "mask_dice": 3.0,
+            "selection": 4.0,
+            "box": 5.0,
+            "logged": 100.0,
+        }.items()
+    }
     w = LossWeights()
     assert (w.ce, w.mask_bce, w.mask_dice, w.selection, w.box) == (1.0, 2.0, 0.5, 1.0, 2.0)
     assert weighted_total(losses, w).item() == pytest.approx(1 * 1 + 2 * 2 + 0.5 * 3 + 1 * 4 + 2 * 5)

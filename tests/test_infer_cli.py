@@ -18,7 +18,14 @@ from sparrow.pipeline import load
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    generate_split(root, videos=1, seed=3, split="test", config=SynthConfig(size=64, num_frames=6, expressions_per_video=2), progress=False)
+    generate_split(
+        root,
+        videos=1,
+        seed=3,
+        split="test",
+        config=SynthConfig(size=64, num_frames=6, expressions_per_video=2),
+        progress=False,
+    )
     return root / "test"
 
 
@@ -39,7 +46,10 @@ def test_infer_then_eval(split, tmp_path, capsys):
         assert arr.shape == (64, 64) and set(np.unique(arr)) <= {0, 255}
         assert "answer" in json.loads((folder / "answer.json").read_text())
     report = tmp_path / "report"
-    assert main(["eval", "rvos", "--pred", str(pred), "--gt", str(split), "--format", "mevis", "--report", str(report)]) == 0
+    assert (
+        main(["eval", "rvos", "--pred", str(pred), "--gt", str(split), "--format", "mevis", "--report", str(report)])
+        == 0
+    )
     rows = {r["exp_id"]: r for r in json.loads((report / "report.json").read_text())["expressions"]}
     # values: each folder holds what the pipeline computes for that expression, and eval scores those very masks
     pipe = load("tiny", device="cpu")
@@ -60,7 +70,20 @@ def test_infer_then_eval(split, tmp_path, capsys):
 @pytest.mark.parametrize("tsf", ["off", "self", "boxes"])
 def test_infer_tsf_at_inference_sources(split, tmp_path, tsf):
     pred = tmp_path / "pred"
-    args = ["infer", "--data", str(split), "--out", str(pred), "--model", "tiny", "--mode", "perframe", "--quiet", "--limit", "1"]
+    args = [
+        "infer",
+        "--data",
+        str(split),
+        "--out",
+        str(pred),
+        "--model",
+        "tiny",
+        "--mode",
+        "perframe",
+        "--quiet",
+        "--limit",
+        "1",
+    ]
     assert main(args + ["--tsf", tsf]) == 0
     (answer,) = pred.glob("*/*/answer.json")
     info = json.loads(answer.read_text())

@@ -17,16 +17,24 @@ ROOT = Path(__file__).resolve().parent.parent / "src" / "sparrow"
 # Layer of each top-level part of the package; a module may import its own part or a strictly lower layer.
 LAYERS = {
     # layer 0, the base, in three steps (a step imports only lower steps):
-    "errors": -2, "threads": -2, "version": -2,  # one-line user errors; CPU thread policy; the version string
-    "atomic": -1, "checks": -1,     # atomic writes; argument checks that run before a model loads
-    "output": 0,                    # where a command may write (uses atomic)
-    "engine": 1,                    # run a function over many items, locally or on Ray
+    "errors": -2,
+    "threads": -2,
+    "version": -2,  # one-line user errors; CPU thread policy; the version string
+    "atomic": -1,
+    "checks": -1,  # atomic writes; argument checks that run before a model loads
+    "output": 0,  # where a command may write (uses atomic)
+    "engine": 1,  # run a function over many items, locally or on Ray
     "data": 1,
-    "eval": 2, "tsf": 2,            # eval scores files; tsf builds target tracks: neither uses the model
+    "eval": 2,
+    "tsf": 2,  # eval scores files; tsf builds target tracks: neither uses the model
     "model": 3,
-    "pipeline": 4, "train": 4,      # the users of the model: inference on videos, and training
-    "app": 5, "cli": 5, "__init__": 5,
-    "__main__": 6,                  # `python -m sparrow` runs the CLI
+    "pipeline": 4,
+    "train": 4,  # the users of the model: inference on videos, and training
+    "diagnostics": 4,  # probes of what a trained model has learned (benchmarks/probe_grounding.py)
+    "app": 5,
+    "__init__": 5,
+    "cli": 6,  # registers every part's commands, the app's included
+    "__main__": 7,  # `python -m sparrow` runs the CLI
 }
 MAX_LINES = 500
 
@@ -88,8 +96,10 @@ def upward_imports(modules: dict[str, tuple[Path, list[tuple[int, str]]]], root:
                 bad.append(f"{path.name}:{line}: part {src!r} or {dst!r} has no layer in LAYERS")
             elif LAYERS[dst] >= LAYERS[src] and line not in seen:
                 seen.add(line)
-                bad.append(f"{path.relative_to(root.parent)}:{line}: {src} (layer {LAYERS[src]}) imports {target} "
-                           f"({dst}, layer {LAYERS[dst]})")
+                bad.append(
+                    f"{path.relative_to(root.parent)}:{line}: {src} (layer {LAYERS[src]}) imports {target} "
+                    f"({dst}, layer {LAYERS[dst]})"
+                )
     return bad
 
 
@@ -104,7 +114,7 @@ def import_cycles(modules: dict[str, tuple[Path, list[tuple[int, str]]]]) -> lis
         stack.append(node)
         for nxt in graph[node]:
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -127,7 +137,9 @@ def test_no_import_cycle() -> None:
 
 
 def test_no_module_over_500_lines() -> None:
-    long = [f"{p.relative_to(ROOT)}: {n}" for p in ROOT.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES]
+    long = [
+        f"{p.relative_to(ROOT)}: {n}" for p in ROOT.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES
+    ]
     assert not long, long
 
 
@@ -158,6 +170,10 @@ def test_the_checker_catches_an_upward_import(tmp_path: Path, where: str, line: 
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
-    modules = {"a": (Path("a.py"), [(1, "b")]), "b": (Path("b.py"), [(1, "c")]), "c": (Path("c.py"), [(3, "a")]),
-               "sparrow": (Path("__init__.py"), [])}
+    modules = {
+        "a": (Path("a.py"), [(1, "b")]),
+        "b": (Path("b.py"), [(1, "c")]),
+        "c": (Path("c.py"), [(3, "a")]),
+        "sparrow": (Path("__init__.py"), []),
+    }
     assert import_cycles(modules) == [["a", "b", "c", "a"]]

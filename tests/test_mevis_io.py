@@ -28,16 +28,22 @@ def _handmade(video_id: str = "vid_a", base_id: int = 0) -> tuple[VideoRecord, n
     frames[a] = (200, 30, 30)
     frames[b] = (30, 200, 30)
     rec = VideoRecord(
-        video_id=video_id, frames=[f"{t:05d}" for t in range(T)], height=H, width=W,
+        video_id=video_id,
+        frames=[f"{t:05d}" for t in range(T)],
+        height=H,
+        width=W,
         objects={
             base_id: ObjectTrack.from_masks(base_id, a, category="car", attributes={"colour": "red"}),
             base_id + 1: ObjectTrack.from_masks(base_id + 1, list(b), category="dog"),
         },
         expressions=[
             Expression("0", "the red car", [base_id], tags=["late"], kind="appearance"),
-            Expression("1", "both animals", [base_id, base_id + 1], tags=["multi"], kind="motion", extra={"source": "x"}),
+            Expression(
+                "1", "both animals", [base_id, base_id + 1], tags=["multi"], kind="motion", extra={"source": "x"}
+            ),
         ],
-        tags=["late", "multi"], extra={"note": "hand-made"},
+        tags=["late", "multi"],
+        extra={"note": "hand-made"},
     )
     rec.objects[base_id].full_boxes = [[0.0, 0.0, 12.0, 12.0]] * T
     return rec, frames
@@ -50,15 +56,35 @@ def _write(split: Path, pairs) -> None:
 
 
 def _assert_same(a: VideoRecord, b: VideoRecord) -> None:
-    assert (a.video_id, a.frames, a.height, a.width, a.tags, a.extra) == (b.video_id, b.frames, b.height, b.width, b.tags, b.extra)
+    assert (a.video_id, a.frames, a.height, a.width, a.tags, a.extra) == (
+        b.video_id,
+        b.frames,
+        b.height,
+        b.width,
+        b.tags,
+        b.extra,
+    )
     assert a.objects.keys() == b.objects.keys()
     for k in a.objects:
         oa, ob = a.objects[k], b.objects[k]
-        assert (oa.masks, oa.boxes, oa.full_boxes, oa.category, oa.attributes) == (ob.masks, ob.boxes, ob.full_boxes, ob.category, ob.attributes)
+        assert (oa.masks, oa.boxes, oa.full_boxes, oa.category, oa.attributes) == (
+            ob.masks,
+            ob.boxes,
+            ob.full_boxes,
+            ob.category,
+            ob.attributes,
+        )
     assert len(a.expressions) == len(b.expressions)
     for ea, eb in zip(a.expressions, b.expressions):
         extra_b = {k: v for k, v in eb.extra.items() if k != "obj_id"}  # MeViS's per-video obj_id list is added
-        assert (ea.exp_id, ea.text, ea.obj_ids, ea.tags, ea.kind, ea.extra) == (eb.exp_id, eb.text, eb.obj_ids, eb.tags, eb.kind, extra_b)
+        assert (ea.exp_id, ea.text, ea.obj_ids, ea.tags, ea.kind, ea.extra) == (
+            eb.exp_id,
+            eb.text,
+            eb.obj_ids,
+            eb.tags,
+            eb.kind,
+            extra_b,
+        )
 
 
 def test_round_trip_handmade_and_synthref(tmp_path):
@@ -82,9 +108,17 @@ def test_round_trip_handmade_and_synthref(tmp_path):
 def test_reads_plain_mevis_without_sparrow_keys(tmp_path):
     rec, frames = _handmade()
     write_frames(tmp_path / "JPEGImages" / rec.video_id, rec.frames, frames)
-    meta = {"videos": {rec.video_id: {"frames": rec.frames, "expressions": {
-        "0": {"exp": "the red car", "obj_id": [0], "anno_id": [0]},
-        "1": {"exp": "both", "obj_id": [0, 1], "anno_id": ["0", "1"]}}}}}
+    meta = {
+        "videos": {
+            rec.video_id: {
+                "frames": rec.frames,
+                "expressions": {
+                    "0": {"exp": "the red car", "obj_id": [0], "anno_id": [0]},
+                    "1": {"exp": "both", "obj_id": [0, 1], "anno_id": ["0", "1"]},
+                },
+            }
+        }
+    }
     (tmp_path / "meta_expressions.json").write_text(json.dumps(meta))
     masks = {str(k): obj.masks for k, obj in rec.objects.items()}
     (tmp_path / "mask_dict.json").write_text(json.dumps(masks))
@@ -165,7 +199,9 @@ def test_rle_of_the_wrong_size(split, lazy):
     with pytest.raises(SparrowError) as exc:
         _read_all(split, lazy)
     msg = str(exc.value)
-    assert str(path) in msg and "anno_id 1, frame 2" in msg and "RLE of size [10, 10] where the frames are [24, 32]" in msg
+    assert (
+        str(path) in msg and "anno_id 1, frame 2" in msg and "RLE of size [10, 10] where the frames are [24, 32]" in msg
+    )
 
 
 @pytest.mark.parametrize("lazy", [False, True])

@@ -177,8 +177,23 @@ def test_failed_replace_keeps_the_old_folder(tmp_path):
 
 
 def _synth_cmd(out: Path, videos: int) -> list[str]:
-    return [sys.executable, "-m", "sparrow", "synth", "--out", str(out), "--videos", str(videos), "--frames", "4",
-            "--size", "32", "--quiet", "--split", "test"]
+    return [
+        sys.executable,
+        "-m",
+        "sparrow",
+        "synth",
+        "--out",
+        str(out),
+        "--videos",
+        str(videos),
+        "--frames",
+        "4",
+        "--size",
+        "32",
+        "--quiet",
+        "--split",
+        "test",
+    ]
 
 
 def _wait_for_temp(parent: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -248,7 +263,8 @@ def test_tsf_box_errors(item, expected):
 
 def test_tsf_boxes_and_key_frame_values():
     assert parse_tsf_boxes(["3:10,20,50.5,60", "0:0,0,5,5"], num_frames=10, size=(64, 96)) == {
-        3: [10.0, 20.0, 50.5, 60.0], 0: [0.0, 0.0, 5.0, 5.0],
+        3: [10.0, 20.0, 50.5, 60.0],
+        0: [0.0, 0.0, 5.0, 5.0],
     }
     with pytest.raises(SparrowError, match="frame 3 is given twice"):
         parse_tsf_boxes(["3:1,1,5,5", "3:1,1,6,6"])
@@ -281,10 +297,14 @@ def test_passive_wait_policy_is_asked_for_before_torch_loads():
         "print(prefer_passive_wait(), os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=60
+    )
     assert proc.stdout.split() == ["True", "PASSIVE", "False"], proc.stderr
     env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's choice wins
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=60
+    )
     assert proc.stdout.split() == ["False", "ACTIVE", "False"], proc.stderr
 
 
@@ -327,7 +347,9 @@ def test_every_flag_has_help_and_no_bar_is_called_quiet():
 
 
 def test_version_flag():
-    proc = subprocess.run([sys.executable, "-m", "sparrow", "--version"], check=False, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparrow", "--version"], check=False, capture_output=True, text=True, timeout=60
+    )
     import sparrow
     from sparrow.version import __version__
 

@@ -28,7 +28,12 @@ def test_overfit_one_clip_reaches_high_iou_and_emits_dual_prompt():
         optimizer.zero_grad()
         losses["loss"].backward()
         if step == 0:  # gradients reach every head and the new token rows
-            for name, module in [("box_head", model.box_head), ("seg_head", model.seg_head), ("selector", model.selector), ("proposer", model.proposer)]:
+            for name, module in [
+                ("box_head", model.box_head),
+                ("seg_head", model.seg_head),
+                ("selector", model.selector),
+                ("proposer", model.proposer),
+            ]:
                 grads = [p.grad for p in module.parameters() if p.requires_grad]
                 assert grads and all(g is not None for g in grads), name
                 assert sum(float(g.abs().sum()) for g in grads) > 0, name

@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 from sparrow.model.matching import box_match_cost, hungarian_match
 from sparrow.model.proposer import Proposals, Proposer, ProposerConfig, ProposerLossWeights, proposer_loss
 
-TINY = dict(in_channels=32, hidden_size=64, num_queries=16, num_layers=2, num_heads=4, top_k=8)
+TINY = {"in_channels": 32, "hidden_size": 64, "num_queries": 16, "num_layers": 2, "num_heads": 4, "top_k": 8}
 
 
 def _proposals(boxes: torch.Tensor, logits: torch.Tensor) -> Proposals:

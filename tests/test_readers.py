@@ -133,7 +133,9 @@ def test_vidstg(tmp_path):
     (rec,) = read_dataset(root, "vidstg", "test")
     assert _unloaded([rec]) and rec.objects[0].category == "car"
     assert [(e.kind, e.obj_ids, e.extra["span"]) for e in rec.expressions] == [
-        ("declarative", [0], [1, 6]), ("interrogative", [1], [1, 6])]
+        ("declarative", [0], [1, 6]),
+        ("interrogative", [1], [1, 6]),
+    ]
     assert rec.expressions[1].extra["type"] == "what"
     assert rec.objects[0].boxes == [fx.box(1, t) for t in range(8)]
     assert rec.objects[1].boxes == [fx.box(2, t) for t in range(8)]
@@ -143,7 +145,10 @@ def test_vidsentence(tmp_path):
     root = fx.vidsentence(tmp_path)
     (rec,) = read_dataset(root, "vidsentence", "val")
     assert rec.frame_ext == ".JPEG" and len(rec.frames) == 5
-    assert [(e.exp_id, e.text) for e in rec.expressions] == [("0", "A red car drives to the right."), ("0-1", "The red car.")]
+    assert [(e.exp_id, e.text) for e in rec.expressions] == [
+        ("0", "A red car drives to the right."),
+        ("0-1", "The red car."),
+    ]
     assert rec.objects[0].boxes == [None] + [fx.box(1, t) for t in range(1, 5)]  # inclusive corners made exclusive
 
 
@@ -151,7 +156,10 @@ def test_refsav(tmp_path):
     root = fx.refsav(tmp_path)
     (rec,) = read_dataset(root, "refsav")
     assert rec.frame_indices == [0, 4, 8] and rec.frames == ["00000", "00004", "00008"] and _unloaded([rec])
-    assert [(e.text, e.obj_ids) for e in rec.expressions] == [("The red box sliding right.", [0]), ("The green box.", [1])]
+    assert [(e.text, e.obj_ids) for e in rec.expressions] == [
+        ("The red box sliding right.", [0]),
+        ("The green box.", [1]),
+    ]
     _check_obj(rec, 0, 1, [0, 4, 8])
     _check_obj(rec, 1, 2, [0, 4, 8])
     assert rec.load_frames([2]).shape == (1, 24, 32, 3)

@@ -26,7 +26,9 @@ def _proposals(p: int, d: int, seed: int = 0, batch_dim: bool = True) -> Proposa
     wh = 0.1 + torch.rand(p, 2, generator=g) * 0.3
     boxes = torch.cat([xy, xy + wh], dim=-1)
     props = Proposals(
-        boxes=boxes, logits=torch.randn(p, generator=g), features=torch.randn(p, d, generator=g),
+        boxes=boxes,
+        logits=torch.randn(p, generator=g),
+        features=torch.randn(p, d, generator=g),
         valid=torch.ones(p, dtype=torch.bool),
     )
     if batch_dim:
@@ -55,8 +57,15 @@ def test_logits_formula_invalid_and_both_proposal_layouts():
     squeezed = Proposals(props.boxes[0], props.logits[0], props.features[0], props.valid[0])
     torch.testing.assert_close(sel(emb, squeezed).logits, out.logits)
     with pytest.raises(ValueError, match="ONE image"):
-        sel(emb, Proposals(props.boxes.repeat(2, 1, 1), props.logits.repeat(2, 1),
-                           props.features.repeat(2, 1, 1), props.valid.repeat(2, 1)))
+        sel(
+            emb,
+            Proposals(
+                props.boxes.repeat(2, 1, 1),
+                props.logits.repeat(2, 1),
+                props.features.repeat(2, 1, 1),
+                props.valid.repeat(2, 1),
+            ),
+        )
 
 
 def test_refinement_starts_as_identity():
@@ -79,11 +88,13 @@ def _output(logits: list[list[float]]) -> SelectorOutput:
 
 def test_select_threshold_sorts_caps_and_falls_back():
     inf = float("inf")
-    out = _output([
-        [0.5, 2.0, -3.0, 1.0, -inf],   # sigmoid: .62 .88 .05 .73 -> three pass
-        [-2.0, -1.0, -5.0, -0.5, -inf],  # none passes 0.4 -> argmax (index 3)
-        [-inf, -inf, -inf, -inf, -inf],  # nothing valid -> nothing
-    ])
+    out = _output(
+        [
+            [0.5, 2.0, -3.0, 1.0, -inf],  # sigmoid: .62 .88 .05 .73 -> three pass
+            [-2.0, -1.0, -5.0, -0.5, -inf],  # none passes 0.4 -> argmax (index 3)
+            [-inf, -inf, -inf, -inf, -inf],  # nothing valid -> nothing
+        ]
+    )
     idx, boxes = select_boxes(out, threshold=0.4, max_boxes=None)
     assert [i.tolist() for i in idx] == [[1, 3, 0], [3], []]
     torch.testing.assert_close(boxes[0], out.refined_boxes[0, [1, 3, 0]])
@@ -183,10 +194,17 @@ def test_gradients_reach_selector_and_box_embedding():
     labels = selection_labels(props.boxes[0], target)
     assert labels[2] == 1
     loss = selection_loss(out.logits, labels) + 2.0 * refinement_loss(
-        out.refined_boxes, labels[None].expand(2, -1), target[None].expand(2, -1))
+        out.refined_boxes, labels[None].expand(2, -1), target[None].expand(2, -1)
+    )
     loss.backward()
-    for name, p in [("hidden", hidden), ("head.fc1", head.fc1.weight), ("head.fc2", head.fc2.weight),
-                    ("w_q", sel.w_q.weight), ("w_k", sel.w_k.weight), ("refine.last", sel.refine.layers[-1].weight)]:
+    for name, p in [
+        ("hidden", hidden),
+        ("head.fc1", head.fc1.weight),
+        ("head.fc2", head.fc2.weight),
+        ("w_q", sel.w_q.weight),
+        ("w_k", sel.w_k.weight),
+        ("refine.last", sel.refine.layers[-1].weight),
+    ]:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
@@ -233,7 +251,9 @@ def test_appearance_pooling_and_selector_keys_use_it():
     assert appearance_dim(128) == 128 + 32 + 16
     torch.manual_seed(0)
     selector = Selector(embed_dim=8, feature_dim=4, key_dim=16, appearance_dim=3)
-    props = Proposals(boxes=boxes, logits=torch.zeros(1, 3), features=torch.zeros(1, 3, 4), valid=torch.ones(1, 3, dtype=torch.bool))
+    props = Proposals(
+        boxes=boxes, logits=torch.zeros(1, 3), features=torch.zeros(1, 3, 4), valid=torch.ones(1, 3, dtype=torch.bool)
+    )
     with pytest.raises(ValueError, match="carry none"):
         selector(torch.randn(1, 8), props)
     embedding = torch.randn(1, 8)

@@ -39,8 +39,10 @@ HIDDEN, BASE_VOCAB = 576, 49152
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "Name three colours."}],
-    [{"role": "user", "content": "Can you segment the red circle moving to the left?"},
-     {"role": "assistant", "content": "Sure, it is the red circle."}],
+    [
+        {"role": "user", "content": "Can you segment the red circle moving to the left?"},
+        {"role": "assistant", "content": "Sure, it is the red circle."},
+    ],
 ]
 
 
@@ -79,7 +81,12 @@ def _frames(t=4, size=56, seed=0):
 def test_transplant_logits_equal_smollm2(small, base):
     llama = LlamaForCausalLM.from_pretrained(str(base.path), dtype=torch.float32).eval()
     text = small.vlm.model.config.text_config
-    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (576, 30, 9, 3)
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (
+        576,
+        30,
+        9,
+        3,
+    )
     assert text.intermediate_size == 1536 and text.rope_parameters["mrope_section"] == [8, 12, 12]
     assert small.vlm.model.config.vision_config.out_hidden_size == HIDDEN
     lm = small.vlm.model.model.language_model
@@ -88,7 +95,9 @@ def test_transplant_logits_equal_smollm2(small, base):
     tok = small.vlm.tokenizer
     worst = 0.0
     for messages in PROMPTS:
-        ids = tok.apply_chat_template(messages, add_generation_prompt=len(messages) == 1, return_dict=True, return_tensors="pt")["input_ids"]
+        ids = tok.apply_chat_template(
+            messages, add_generation_prompt=len(messages) == 1, return_dict=True, return_tensors="pt"
+        )["input_ids"]
         with torch.no_grad():
             ours = small.vlm.model(input_ids=ids, mm_token_type_ids=torch.zeros_like(ids)).logits  # M-RoPE positions
             ref = llama(input_ids=ids).logits
@@ -97,9 +106,11 @@ def test_transplant_logits_equal_smollm2(small, base):
     print(f"transplant: max |logit diff| vs SmolLM2 = {worst:.3g}")
     assert worst <= 1e-4
     # the language model knows language: greedy answer through the Qwen2.5-VL wrapper
-    ids = tok.apply_chat_template(PROMPTS[0], add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tok.apply_chat_template(PROMPTS[0], add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+        "input_ids"
+    ]
     out = small.vlm.model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=small.vlm.pad_id)
-    assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+    assert "Paris" in tok.decode(out[0, ids.shape[1] :])
     # new rows: Qwen's vision tokens and [BOX]/[SEG], at the mean of the base rows
     emb = lm.embed_tokens.weight
     assert [tok.convert_ids_to_tokens(i) for i in range(BASE_VOCAB, BASE_VOCAB + 6)][-2:] == [BOX_TOKEN, SEG_TOKEN]
@@ -136,11 +147,14 @@ def test_chat_layout_and_prompt_tokens(small):
     n = int((batch.input_ids == vlm.video_token_id).sum())
     assert n == int(batch.video_grid_thw.prod()) // 4 == int((batch.mm_token_type_ids == 2).sum())
     video = "<|vision_start|>" + "<|video_pad|>" * n + "<|vision_end|>"
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": video + sample.question},
-                {"role": "assistant", "content": sample.answer}]
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": video + sample.question},
+        {"role": "assistant", "content": sample.answer},
+    ]
     reference = tok.apply_chat_template(messages, return_dict=True)["input_ids"]
     ids = batch.input_ids[0].tolist()
-    assert reference[: len(ids)] == ids and tok.decode(reference[len(ids):]) == "\n"  # SmolLM2's own layout
+    assert reference[: len(ids)] == ids and tok.decode(reference[len(ids) :]) == "\n"  # SmolLM2's own layout
     answer = tok.encode(" it is [BOX] [SEG].", add_special_tokens=False)
     assert tok.convert_ids_to_tokens(answer)[-3:] == [BOX_TOKEN, SEG_TOKEN, "."]  # lstrip: the space is absorbed
     assert vlm.box_token_id == BASE_VOCAB + 4 and vlm.seg_token_id == BASE_VOCAB + 5
@@ -171,7 +185,9 @@ def test_lora_trains_adapters_token_rows_and_vision_only(trained):
 def test_generate_uses_the_cache_and_reads_prompt_states(trained):
     model = trained[0]
     vlm = model.vlm
-    prompt = vlm.collate([VLMSample(_frames(seed=2), "Can you segment the red circle in this video?")], padding_side="left")
+    prompt = vlm.collate(
+        [VLMSample(_frames(seed=2), "Can you segment the red circle in this video?")], padding_side="left"
+    )
     gen = vlm.generate(prompt, max_new_tokens=4)[0]
     assert isinstance(gen.text, str) and len(gen.tokens) >= 1 and gen.states.shape == (len(gen.tokens), HIDDEN)
     # cached decoding (M-RoPE deltas from mm_token_type_ids) agrees with one full teacher-forced pass
@@ -180,7 +196,8 @@ def test_generate_uses_the_cache_and_reads_prompt_states(trained):
         input_ids=torch.cat([prompt.input_ids, gen.tokens[None]], 1),
         attention_mask=torch.ones(1, prompt.input_ids.shape[1] + g, dtype=torch.long),
         mm_token_type_ids=torch.cat([prompt.mm_token_type_ids, torch.zeros(1, g, dtype=torch.long)], 1),
-        pixel_values_videos=prompt.pixel_values_videos, video_grid_thw=prompt.video_grid_thw,
+        pixel_values_videos=prompt.pixel_values_videos,
+        video_grid_thw=prompt.video_grid_thw,
         second_per_grid_ts=prompt.second_per_grid_ts,
     )
     with torch.no_grad():
@@ -188,7 +205,9 @@ def test_generate_uses_the_cache_and_reads_prompt_states(trained):
     start = prompt.input_ids.shape[1] - 1
     assert torch.allclose(hidden[start : start + g], gen.states, atol=1e-4)
     # [BOX]/[SEG] read by teacher forcing (what segment() does when the answer lacks them)
-    forced = vlm.collate([VLMSample(_frames(seed=2), "Can you segment the red circle in this video?", "Sure, it is [BOX] [SEG].")])
+    forced = vlm.collate(
+        [VLMSample(_frames(seed=2), "Can you segment the red circle in this video?", "Sure, it is [BOX] [SEG].")]
+    )
     with torch.no_grad():
         states = vlm.teacher_force(forced)[0]
         pairs = teacher_forced_pairs(forced.input_ids, forced.attention_mask, vlm.box_token_id, vlm.seg_token_id)[0]
@@ -203,12 +222,16 @@ def test_folder_saves_only_the_difference_and_loads_strictly(trained, tmp_path):
     folder = save_pretrained(model, tmp_path / "m")
     files = [p for p in folder.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
-    print(f"small folder: {size / 2**20:.1f} MiB ({(folder / 'model.safetensors').stat().st_size / 2**20:.1f} MiB weights)")
+    print(
+        f"small folder: {size / 2**20:.1f} MiB ({(folder / 'model.safetensors').stat().st_size / 2**20:.1f} MiB weights)"
+    )
     assert size < 30 * 2**20
     saved = load_file(str(folder / "model.safetensors"))
     emb = "vlm.model.model.language_model.embed_tokens.weight"
     assert saved[emb].shape == (6, HIDDEN)  # only the added rows
-    assert not any("language_model.layers." in k and "lora_" not in k for k in saved)  # no base weight of the text tower
+    assert not any(
+        "language_model.layers." in k and "lora_" not in k for k in saved
+    )  # no base weight of the text tower
     assert (folder / "vlm" / "adapter_config.json").exists() and not (folder / "vlm" / "tokenizer.json").exists()
     loaded = from_pretrained(folder)
     ours, theirs = model.state_dict(), loaded.state_dict()
@@ -234,7 +257,9 @@ def test_folder_saves_only_the_difference_and_loads_strictly(trained, tmp_path):
 
 
 def test_small_training_config_and_segmenter_graft(small):
-    config = load_train_config(Path(__file__).resolve().parent.parent / "configs" / "small_stage_vlm.yaml", check_paths=False)
+    config = load_train_config(
+        Path(__file__).resolve().parent.parent / "configs" / "small_stage_vlm.yaml", check_paths=False
+    )
     assert config.model.init == "small" and config.model.segmenter_from.endswith("runs/bundled/proposer/final")
     assert config.stage.lora.prompt_tokens and config.model.config["vlm_frames"] == config.data.num_vlm_frames
     donor = from_pretrained(BUNDLED_DIR)  # a trained tiny-chain model
@@ -243,4 +268,6 @@ def test_small_training_config_and_segmenter_graft(small):
     for part in ("pixel_decoder", "proposer", "selector"):
         theirs = getattr(donor, part).state_dict()
         assert all(torch.equal(v, theirs[k]) for k, v in getattr(model, part).state_dict().items())
-    assert model.seg_head.fc1.in_features == HIDDEN and model.seg_head.fc2.out_features == donor.pixel_decoder.hidden_size
+    assert (
+        model.seg_head.fc1.in_features == HIDDEN and model.seg_head.fc2.out_features == donor.pixel_decoder.hidden_size
+    )

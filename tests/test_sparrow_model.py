@@ -38,8 +38,14 @@ def test_training_forward_returns_each_weighted_loss(model):
     for key in ("ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "loss"):
         assert key in losses and torch.isfinite(losses[key]), key
     w = model.config.loss
-    expected = (w.ce * losses["ce"] + w.mask_bce * losses["mask_bce"] + w.mask_dice * losses["mask_dice"] + w.selection * losses["selection"]
-                + w.box * losses["box"] + w.proposer * losses["proposer"])
+    expected = (
+        w.ce * losses["ce"]
+        + w.mask_bce * losses["mask_bce"]
+        + w.mask_dice * losses["mask_dice"]
+        + w.selection * losses["selection"]
+        + w.box * losses["box"]
+        + w.proposer * losses["proposer"]
+    )
     assert torch.allclose(losses["loss"], expected, rtol=1e-5)
 
 
@@ -112,9 +118,16 @@ def test_perframe_decodes_each_frame_with_the_box_selected_on_it(model):
         feats = model.pixel_decoder.encode(model.preprocessor(frames))
         top = model.candidates(feats)
         assert top.appearance is not None and top.appearance.shape[:2] == top.boxes.shape[:2]
-        boxes = torch.stack([select_boxes(model.select(box_embedding[None], top, i), 0.4, 1)[1][0][0] for i in range(7)])
+        boxes = torch.stack(
+            [select_boxes(model.select(box_embedding[None], top, i), 0.4, 1)[1][0][0] for i in range(7)]
+        )
         assert len({tuple(b.tolist()) for b in boxes}) > 1  # the selected box does change over the frames
-        want = PixelDecoder.upsample(model.pixel_decoder.decode(feats, seg[None].expand(7, -1), boxes).mask_logits, (64, 64)) > 0
+        want = (
+            PixelDecoder.upsample(
+                model.pixel_decoder.decode(feats, seg[None].expand(7, -1), boxes).mask_logits, (64, 64)
+            )
+            > 0
+        )
     for t in range(7):
         rle, _ = got[t]
         mask = np.zeros((64, 64), bool) if rle is None else decode_rle(rle, expected_size=(64, 64))

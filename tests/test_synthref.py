@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ CFG = SynthConfig(size=64, num_frames=10)
 
 def tree_digest(root: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -145,7 +148,9 @@ def test_occluded_object_visible_mask_is_smaller_than_its_full_shape():
     assert (clip.frames[mid][occluder_pixels] == OCCLUDER_COLOUR).all()
     assert (clip.frames[mid][visible[mid]] == (230, 40, 40)).all()
     vis_box, full_box = boxes_of(visible[mid]), boxes_of(full[mid])
-    assert (vis_box[2] - vis_box[0]) * (vis_box[3] - vis_box[1]) <= (full_box[2] - full_box[0]) * (full_box[3] - full_box[1])
+    assert (vis_box[2] - vis_box[0]) * (vis_box[3] - vis_box[1]) <= (full_box[2] - full_box[0]) * (
+        full_box[3] - full_box[1]
+    )
 
 
 def test_occlusion_tag_means_a_hidden_part(records):
@@ -182,8 +187,10 @@ def _lookalike_facts():
     T, S = 10, 64
     still = np.tile(np.array([[12.0, 20.0]]), (T, 1))
     mover = np.stack([40.0 + np.arange(T, dtype=float), np.full(T, 44.0)], axis=1)
-    objects = [ObjectSpec("circle", "red", "small", 4.0, "static", still),
-               ObjectSpec("circle", "red", "small", 4.0, "linear", mover, direction="right", z=1)]
+    objects = [
+        ObjectSpec("circle", "red", "small", 4.0, "static", still),
+        ObjectSpec("circle", "red", "small", 4.0, "linear", mover, direction="right", z=1),
+    ]
     scene = SceneSpec(S, T, objects, "plain", 0, 40, np.zeros((T, 2), dtype=np.int64))
     record = gen_module._record("train_00007", 7, scene, render(scene))
     return facts_from_record(record)
@@ -230,7 +237,11 @@ def test_tags_are_true(records):
             assert ("distractor" in e.tags) == any((f.shape, f.colour, f.size) in looks for f in others)
             if "reentry" in e.tags:
                 in_frame = [[b is not None for b in r.objects[o].full_boxes] for o in e.obj_ids]
-                assert any(any(a and not b for a, b in zip(x, x[1:])) and any(not a and b for a, b in zip(x, x[1:])) for x in in_frame)
+                assert any(
+                    any(a and not b for a, b in itertools.pairwise(x))
+                    and any(not a and b for a, b in itertools.pairwise(x))
+                    for x in in_frame
+                )
 
 
 def test_all_kinds_and_difficulties_occur():
@@ -244,8 +255,24 @@ def test_all_kinds_and_difficulties_occur():
 
 
 def test_cli_synth_and_stats(tmp_path, capsys):
-    code = main(["synth", "--out", str(tmp_path), "--videos", "3", "--seed", "1", "--split", "test",
-                 "--size", "64", "--frames", "8", "--quiet"])
+    code = main(
+        [
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--videos",
+            "3",
+            "--seed",
+            "1",
+            "--split",
+            "test",
+            "--size",
+            "64",
+            "--frames",
+            "8",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert len(list((tmp_path / "test" / "JPEGImages").iterdir())) == 3
     assert "wrote 3 videos" in capsys.readouterr().out

@@ -56,7 +56,22 @@ def test_cli_frame_count_mismatch_is_an_error(synth, capsys):
 
 
 def test_cli_trains_with_tsf_crops_from_a_cache(synth, capsys):
-    assert main(["tsf", "build", "--data", str(synth / "synth" / "train"), "--format", "mevis", "--out", str(synth / "tsf"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "tsf",
+                "build",
+                "--data",
+                str(synth / "synth" / "train"),
+                "--format",
+                "mevis",
+                "--out",
+                str(synth / "tsf"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     config = (
         CONFIG.format(stage="vlm")
         .replace("proposer_layers: 1}}", "proposer_layers: 1, tsf: train}}")

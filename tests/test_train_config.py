@@ -64,6 +64,7 @@ def test_good_config_resolves_paths_and_weights(tmp_path):
         (("output_dir: out", ""), "output_dir is required"),
         (("steps: 5", "steps: 5\noptimizer: {schedule: step}"), "optimizer.schedule must be one of"),
         (("model: {init: tiny, sam_image_size: 64}", "model: [tiny]"), "'model' must be a mapping"),
+        (("weight: 3}", "weight: 3, format: ytvos}"), "data.sources[0].format 'ytvos' is unknown"),
     ],
 )
 def test_config_errors_are_one_line_and_name_the_file(tmp_path, edit, message):
@@ -72,6 +73,20 @@ def test_config_errors_are_one_line_and_name_the_file(tmp_path, edit, message):
         load_train_config(path)
     text = str(err.value)
     assert message in text and str(path) in text and "\n" not in text
+
+
+def test_sources_of_any_layout_and_real_backbone_folders(tmp_path):
+    (tmp_path / "backbones" / "vlm").mkdir(parents=True)
+    text = GOOD.replace("weight: 3}", "weight: 3, format: lasot, split: train}").replace(
+        "model: {init: tiny, sam_image_size: 64}",
+        "model: {init: real, config: {base_vlm: backbones/vlm, base_sam2: facebook/sam2.1-hiera-base-plus}}",
+    )
+    config = load_train_config(_write(tmp_path, text))
+    assert (config.data.sources[0].format, config.data.sources[0].split) == ("lasot", "train")
+    assert (config.data.sources[1].format, config.data.sources[1].split) == ("mevis", "")
+    # a folder next to the config is resolved; a hub id (no such folder) is kept for the local cache
+    assert config.model.config["base_vlm"] == str(tmp_path / "backbones" / "vlm")
+    assert config.model.config["base_sam2"] == "facebook/sam2.1-hiera-base-plus"
 
 
 def test_unreadable_configs(tmp_path):

@@ -107,4 +107,6 @@ def test_tiny_init_ties_the_prompt_and_image_positional_bases(initial):
     )
     torch.manual_seed(0)
     tied = build_sam2(tiny_sam2_config(64))
-    assert torch.equal(tied.shared_image_embedding.positional_embedding, tied.prompt_encoder.shared_embedding.positional_embedding)
+    assert torch.equal(
+        tied.shared_image_embedding.positional_embedding, tied.prompt_encoder.shared_embedding.positional_embedding
+    )

@@ -192,7 +192,7 @@ def test_annotation_where_present_else_detector_and_tracker(tmp_path) -> None:
 
     class FixedDetector:  # stands in for GroundingDINO: finds the green square on frame 0 only
         name = "fixed"
-        calls: list[int] = []
+        calls: list[int] = []  # noqa: RUF012
 
         def detect(self, frame, text, frame_index, gt_boxes=None):
             self.calls.append(frame_index)

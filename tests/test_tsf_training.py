@@ -21,7 +21,14 @@ from sparrow.tsf.crops import CachedCrops
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    generate_split(root, videos=3, seed=1, split="train", config=SynthConfig(size=64, num_frames=8, expressions_per_video=2), progress=False)
+    generate_split(
+        root,
+        videos=3,
+        seed=1,
+        split="train",
+        config=SynthConfig(size=64, num_frames=8, expressions_per_video=2),
+        progress=False,
+    )
     records = load_records(root / "train")
     build_tsf(records, root / "tsf", BuildConfig(k=4), progress=False)
     return records, read_tsf_cache(root / "tsf")
@@ -32,7 +39,9 @@ def test_samples_carry_tsf_crops_and_object_boxes(split):
     ds = ReferringVideoDataset(records, num_vlm_frames=4, num_sam_frames=2, tsf_crops=CachedCrops(cache, 32))
     plain = ReferringVideoDataset(records, num_vlm_frames=4, num_sam_frames=2)
     sample = ds[0]
-    assert sample.tsf_crops is not None and sample.tsf_crops.shape == (4, 32, 32, 3) and sample.tsf_crops.dtype == np.uint8
+    assert (
+        sample.tsf_crops is not None and sample.tsf_crops.shape == (4, 32, 32, 3) and sample.tsf_crops.dtype == np.uint8
+    )
     assert plain[0].tsf_crops is None
     assert len(sample.object_boxes) == 2
     record = records[0]
@@ -55,7 +64,9 @@ def test_tsf_batch_trains_and_tsf_positions_are_never_labels(split):
     assert not bool((on.vlm.labels[image_positions] != IGNORE_INDEX).any())
     # the answer's labels and [BOX]/[SEG] pairs are the same with and without TSF
     for batch in (on, off):
-        pairs = teacher_forced_pairs(batch.vlm.input_ids, batch.vlm.attention_mask, model.vlm.box_token_id, model.vlm.seg_token_id)
+        pairs = teacher_forced_pairs(
+            batch.vlm.input_ids, batch.vlm.attention_mask, model.vlm.box_token_id, model.vlm.seg_token_id
+        )
         for row, p in enumerate(pairs):
             assert len(p) == 1 and not bool(image_positions[row, p.seg_positions[0]]) if batch is on else len(p) == 1
     learned = lambda b: [row[row != IGNORE_INDEX].tolist() for row in b.vlm.labels]

@@ -26,7 +26,9 @@ def test_patch_layout_matches_hf_video_processor(adapter):
 
     frames = _frames()
     ours, grid = adapter.video_inputs(frames)
-    hf = Qwen2VLVideoProcessor(do_resize=False)(videos=[torch.from_numpy(frames).permute(0, 3, 1, 2)], return_tensors="pt")
+    hf = Qwen2VLVideoProcessor(do_resize=False)(
+        videos=[torch.from_numpy(frames).permute(0, 3, 1, 2)], return_tensors="pt"
+    )
     assert torch.equal(grid, hf["video_grid_thw"])
     assert torch.allclose(ours, hf["pixel_values_videos"], atol=1e-5)
 
@@ -39,14 +41,18 @@ def test_fit_to_patches_keeps_budget_and_alignment():
 
 def test_prompt_layout_and_labels(adapter):
     crops = _frames(t=4, h=40, w=30, seed=1)
-    batch = adapter.collate([VLMSample(_frames(), "Can you segment the red circle?", "Sure, it is [BOX] [SEG].", tsf_crops=crops)])
+    batch = adapter.collate(
+        [VLMSample(_frames(), "Can you segment the red circle?", "Sure, it is [BOX] [SEG].", tsf_crops=crops)]
+    )
     ids, labels, types = batch.input_ids[0], batch.labels[0], batch.mm_token_type_ids[0]
     n_video = int(batch.video_grid_thw.prod()) // 4
     assert int((ids == adapter.video_token_id).sum()) == n_video == int((types == 2).sum())
     n_image = int(batch.image_grid_thw.prod(-1).sum()) // 4
-    assert batch.image_grid_thw.shape[0] == 4 and int((ids == adapter.image_token_id).sum()) == n_image == int((types == 1).sum())
+    assert batch.image_grid_thw.shape[0] == 4 and int((ids == adapter.image_token_id).sum()) == n_image == int(
+        (types == 1).sum()
+    )
     learned = ids[labels != IGNORE_INDEX]
-    assert adapter.tokenizer.decode(learned) .replace(" ", "") == "Sure,itis[BOX][SEG].<|im_end|>"
+    assert adapter.tokenizer.decode(learned).replace(" ", "") == "Sure,itis[BOX][SEG].<|im_end|>"
     # no visual or TSF position is ever a label or a prompt position
     assert not bool(((types != 0) & (labels != IGNORE_INDEX)).any())
     pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, adapter.box_token_id, adapter.seg_token_id)[0]
@@ -72,7 +78,10 @@ def test_pairing_rules():
 
 
 def test_left_and_right_padding_give_same_states(adapter):
-    samples = [VLMSample(_frames(), "the red circle", "Sure, [BOX] [SEG]."), VLMSample(_frames(t=2, seed=3), "a much longer question about the blue star", "[BOX] [SEG].")]
+    samples = [
+        VLMSample(_frames(), "the red circle", "Sure, [BOX] [SEG]."),
+        VLMSample(_frames(t=2, seed=3), "a much longer question about the blue star", "[BOX] [SEG]."),
+    ]
     states = {}
     for side in ("left", "right"):
         batch = adapter.collate(samples, padding_side=side)

@@ -100,7 +100,9 @@ def _frame_index(text: str, num_frames: int | None, flag: str, item: str) -> int
         raise SparrowError(f"{flag} {item!r}: the frame must be a whole number >= 0, got {text!r}")
     frame = int(text)
     if num_frames is not None and frame >= num_frames:
-        raise SparrowError(f"{flag} {item!r}: frame {frame} is out of range, the video has {num_frames} frames (0 .. {num_frames - 1})")
+        raise SparrowError(
+            f"{flag} {item!r}: frame {frame} is out of range, the video has {num_frames} frames (0 .. {num_frames - 1})"
+        )
     return frame
 
 
@@ -144,7 +146,9 @@ def check_key_frame(value: str | None, num_frames: int | None = None) -> int | s
         raise SparrowError(f"--key-frame must be 'auto' or a frame index >= 0, got {value!r}")
     frame = int(text)
     if num_frames is not None and frame >= num_frames:
-        raise SparrowError(f"--key-frame {frame} is out of range: the video has {num_frames} frames (0 .. {num_frames - 1})")
+        raise SparrowError(
+            f"--key-frame {frame} is out of range: the video has {num_frames} frames (0 .. {num_frames - 1})"
+        )
     return frame
 
 

@@ -21,6 +21,7 @@ from sparrow.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sparrow.app import commands as app_commands
     from sparrow.data import commands as data_commands
     from sparrow.eval import commands as eval_commands
     from sparrow.pipeline import commands as pipeline_commands
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_commands.add_parser(sub)
     tsf_commands.add_parser(sub)
     train_commands.add_parser(sub)
+    app_commands.add_parser(sub)
     return parser
 
 

@@ -130,11 +130,15 @@ def check_output(
         source = Path(os.path.abspath(os.fspath(item))).resolve()
         kind = "folder" if source.is_dir() else "file"
         if _is_within(source, real):
-            raise SparrowError(f"{flag} contains the input {kind} {item} (it would be deleted); choose another {flag}", path)
+            raise SparrowError(
+                f"{flag} contains the input {kind} {item} (it would be deleted); choose another {flag}", path
+            )
         if _is_within(real, source):
             raise SparrowError(f"{flag} lies inside the input folder {item}; choose another {flag}", path)
     if path.exists() and not path.is_dir():
-        raise SparrowError(f"exists and is a file; sparrow never turns a file into a folder (choose another {flag})", path)
+        raise SparrowError(
+            f"exists and is a file; sparrow never turns a file into a folder (choose another {flag})", path
+        )
     if path.is_dir():
         _check_existing(path, command, mode, overwrite, recognise, flag)
     anchor = _nearest_existing(path.parent if mode == "replace" or not path.is_dir() else path)
@@ -180,8 +184,9 @@ def _check_existing(path: Path, command: str, mode: Mode, overwrite: bool, recog
             )
 
 
-def check_output_file(out: str | Path, *, inputs: Iterable[str | Path | None] = (), overwrite: bool = False,
-                      flag: str = "--out") -> Path:
+def check_output_file(
+    out: str | Path, *, inputs: Iterable[str | Path | None] = (), overwrite: bool = False, flag: str = "--out"
+) -> Path:
     """The same checks for a command whose output is one file (a zip): an existing file needs ``overwrite``."""
     text = os.fspath(out)
     if not text.strip() or Path(text).name in ("", ".", ".."):

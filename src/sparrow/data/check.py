@@ -126,11 +126,15 @@ def check_dataset(root: str | Path, format: str, decode: bool = True, splits: li
             if common:
                 report.overlap[(e, t)] = common
                 shown = ", ".join(common[:5]) + (" ..." if len(common) > 5 else "")
-                report.add(f"{root}: evaluation split {e!r} shares {len(common)} videos with training split {t!r}: {shown}")
+                report.add(
+                    f"{root}: evaluation split {e!r} shares {len(common)} videos with training split {t!r}: {shown}"
+                )
     return report
 
 
-def dataset_sheet(records: list[VideoRecord], out: str | Path, clips: int = 6, frames: int = 6, cell: int = 128) -> Path:
+def dataset_sheet(
+    records: list[VideoRecord], out: str | Path, clips: int = 6, frames: int = 6, cell: int = 128
+) -> Path:
     """A PNG contact sheet: one row per clip (first expression with objects) with ``frames`` evenly spaced frames,
     each resized to ``cell`` pixels wide, the target's mask outline (white) and box (magenta) drawn."""
     chosen = [(r, e) for r in records for e in r.expressions[:1] if e.obj_ids][:clips]
@@ -147,7 +151,7 @@ def dataset_sheet(records: list[VideoRecord], out: str | Path, clips: int = 6, f
         boxes = rec.target_boxes(exp, idx)
         height = max(1, int(rec.height * cell // rec.width))
         cells = [overlay(imgs[i], masks[i], boxes[i]).resize((cell, height), Image.BILINEAR) for i in range(len(idx))]
-        rows.append((f"{rec.video_id}: \"{exp.text[:80]}\"", cells, height))
+        rows.append((f'{rec.video_id}: "{exp.text[:80]}"', cells, height))
     if not rows:
         raise SparrowError("no clip could be drawn (all chosen clips have broken files)", out)
     caption, gap = 14, 4

@@ -23,11 +23,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="replace OUT/<split> even if it holds files sparrow synth did not write (they are deleted), "
         "or an existing --sheet file",
     )
-    p.add_argument("--stats", type=Path, metavar="SPLIT_DIR", help="print tag/motion/kind statistics of a split and exit")
+    p.add_argument(
+        "--stats", type=Path, metavar="SPLIT_DIR", help="print tag/motion/kind statistics of a split and exit"
+    )
     p.add_argument("--sheet", type=Path, metavar="PNG", help="with --stats: also write a contact sheet of a few clips")
     p.set_defaults(func=run)
     add_data_parser(subparsers)
@@ -64,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
     config = SynthConfig(size=args.size, num_frames=args.frames, expressions_per_video=args.expressions)
     records = generate_split(
-        args.out, args.videos, seed=args.seed, split=args.split, config=config, workers=args.workers,
+        args.out,
+        args.videos,
+        seed=args.seed,
+        split=args.split,
+        config=config,
+        workers=args.workers,
         progress=not args.quiet,
     )
     n_exp = sum(len(r.expressions) for r in records)
@@ -76,10 +84,13 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     """``sparrow data check|convert``."""
     from sparrow.data.readers import FORMATS
 
-    data = subparsers.add_parser("data", help="check a dataset in its official layout, or convert it to the MeViS layout")
+    data = subparsers.add_parser(
+        "data", help="check a dataset in its official layout, or convert it to the MeViS layout"
+    )
     sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     c = sub.add_parser(
-        "check", help="counts, broken files (one per line), split overlap, contact sheet",
+        "check",
+        help="counts, broken files (one per line), split overlap, contact sheet",
         description="Read every split of DIR with the reader of --format; print counts, then every missing or "
         "corrupt file on its own line, and any video shared by an evaluation and a training split. Exit 1 when a "
         "problem was found.",
@@ -92,7 +103,8 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--overwrite", action="store_true", help="replace an existing --sheet file")
     c.set_defaults(func=run_check)
     v = sub.add_parser(
-        "convert", help="write one split of any reader's records in the MeViS layout",
+        "convert",
+        help="write one split of any reader's records in the MeViS layout",
         description="Read --split of DIR with the reader of --format and write OUT (JPEGImages/, "
         "meta_expressions.json, mask_dict.json, boxes.json); OUT appears only when complete.",
     )
@@ -101,8 +113,11 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--split", help="split to convert (default: the only one present)")
     v.add_argument("--out", required=True, type=Path, help="output split folder (MeViS layout)")
     v.add_argument("--no-frames", action="store_true", help="annotations only (no JPEGImages/)")
-    v.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out folder that sparrow data convert did not write (it is deleted)")
+    v.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out folder that sparrow data convert did not write (it is deleted)",
+    )
     v.set_defaults(func=run_convert)
 
 
@@ -131,6 +146,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
     check_output(args.out, "data convert", mode="replace", inputs=[args.dir], overwrite=args.overwrite)
     stats = convert_to_mevis(read_dataset(args.dir, args.format, args.split), args.out, frames=not args.no_frames)
-    print(f"wrote {stats.videos} videos, {stats.expressions} expressions, {stats.objects} objects, "
-          f"{stats.frames} frames to {args.out}")
+    print(
+        f"wrote {stats.videos} videos, {stats.expressions} expressions, {stats.objects} objects, "
+        f"{stats.frames} frames to {args.out}"
+    )
     return 0

@@ -101,18 +101,28 @@ def convert_to_mevis(
                     masks_out.add(str(next_id), list(obj.masks))
                     boxes_out.add(str(next_id), {"boxes": list(obj.boxes), "full_boxes": obj.full_boxes})
                     objects_meta[str(next_id)] = {
-                        "category": obj.category, "attributes": {**obj.attributes, "source_obj_id": obj.obj_id}}
+                        "category": obj.category,
+                        "attributes": {**obj.attributes, "source_obj_id": obj.obj_id},
+                    }
                     next_id += 1
                 expressions = {}
                 for e in rec.expressions:
                     expressions[e.exp_id] = {
-                        "exp": e.text, "anno_id": [str(ids[o]) for o in e.obj_ids],
-                        "obj_id": e.extra.get("obj_id", list(range(len(e.obj_ids)))), "tags": e.tags, "kind": e.kind,
+                        "exp": e.text,
+                        "anno_id": [str(ids[o]) for o in e.obj_ids],
+                        "obj_id": e.extra.get("obj_id", list(range(len(e.obj_ids)))),
+                        "tags": e.tags,
+                        "kind": e.kind,
                         **{k: v for k, v in e.extra.items() if k != "obj_id"},
                     }
                 meta[rec.video_id] = {
-                    "frames": rec.frames, "height": rec.height, "width": rec.width, "tags": rec.tags,
-                    "objects": objects_meta, "expressions": expressions, **rec.extra,
+                    "frames": rec.frames,
+                    "height": rec.height,
+                    "width": rec.width,
+                    "tags": rec.tags,
+                    "objects": objects_meta,
+                    "expressions": expressions,
+                    **rec.extra,
                     **({"frame_indices": rec.frame_indices} if rec.frame_indices is not None else {}),
                     **({"fps": rec.fps} if rec.fps else {}),
                 }

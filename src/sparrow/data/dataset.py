@@ -5,6 +5,8 @@ One sample per (video, expression) pair. Frame sampling is explicit and seeded:
 - **VLM frames** (``num_vlm_frames``): ``uniform`` takes evenly spaced frames over the whole video; ``random``
   cuts the video into ``num_vlm_frames`` equal segments and takes one random frame in each (sorted, covers the
   clip). Videos shorter than the count repeat frames, so the count is always exact.
+- A target with boxes but no mask on any frame (box-only sources such as LaSOT, GOT-10k, HC-STVG) is an error: its
+  mask targets would be empty; ``sparrow curate`` makes masks from the boxes (docs/data.md).
 - **SAM frames** (``num_sam_frames``): the **first SAM frame is the key frame**, the one the dual prompt
   (``[BOX]`` then ``[SEG]``) is decoded on. ``uniform``: the key frame is the first frame where a target is
   visible, followed by evenly spaced frames from there to the end. ``random``: the key frame is a random frame
@@ -21,6 +23,7 @@ Only the sampled frames are decoded.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from sparrow.data.readers import read_dataset
 from sparrow.data.schema import Expression, VideoRecord
 from sparrow.data.templates import ReferringTemplates
 from sparrow.errors import SparrowError
@@ -55,18 +59,19 @@ class ReferringSample:
     text: str
     kind: str | None = None
     tags: list[str] = field(default_factory=list)
-    object_boxes: list[np.ndarray] = field(default_factory=list)  # per SAM frame: [M, 4] pixel boxes of every visible object
+    object_boxes: list[np.ndarray] = field(
+        default_factory=list
+    )  # per SAM frame: [M, 4] pixel boxes of every visible object
     seconds_per_frame: float = 1.0  # time between consecutive VLM frames (fps from the record, 10 if unknown)
     tsf_crops: np.ndarray | None = None  # [K, s, s, 3] uint8 target crops (TSF) when a TSF cache is given
 
 
-def load_records(path: str | Path, format: str = "mevis") -> list[VideoRecord]:
-    """Read a split folder into schema records (``format``: ``mevis``, which SynthRef also uses)."""
-    if format == "mevis":
-        from sparrow.data.mevis import read_mevis
-
-        return read_mevis(path)
-    raise SparrowError(f"unknown dataset format {format!r}; supported: mevis", path)
+def load_records(path: str | Path, format: str = "mevis", split: str | None = None) -> list[VideoRecord]:
+    """Read one split of a dataset in any layout into schema records, through
+    :func:`sparrow.data.readers.read_dataset` (``format``: ``mevis`` (MeViS, SynthRef), ``refytvos``, ``revos``,
+    ``lasot``, ... see ``sparrow.data.readers.FORMATS``; ``split`` None: the only split present, e.g. a MeViS-layout
+    split folder)."""
+    return read_dataset(path, format, split)
 
 
 def _even(start: int, stop: int, count: int) -> list[int]:
@@ -119,13 +124,18 @@ class ReferringVideoDataset(Dataset):
         """``(vlm_indices, sam_indices)``; ``sam_indices[0]`` is the key frame (see the module docstring)."""
         T = record.num_frames
         visible = [t for t in range(T) if any(record.objects[o].masks[t] is not None for o in expression.obj_ids)]
+        if not visible and any(record.objects[o].boxes[t] is not None for o in expression.obj_ids for t in range(T)):
+            raise SparrowError(
+                f"video {record.video_id!r}, expression {expression.exp_id!r}: the target has boxes but no masks "
+                "(a box-only source); make its masks with `sparrow curate` (SAM2 from boxes) and train on the result"
+            )
         if self.sampling == "uniform":
             vlm = _even(0, T, self.num_vlm_frames)
             key = visible[0] if visible else 0
             sam = [key] + _even(key, T, self.num_sam_frames)[1:] if self.num_sam_frames > 1 else [key]
             return vlm, sam
         edges = np.linspace(0, T, self.num_vlm_frames + 1)
-        vlm = [int(rng.integers(int(a), max(int(a) + 1, int(np.ceil(b))))) for a, b in zip(edges[:-1], edges[1:])]
+        vlm = [int(rng.integers(int(a), max(int(a) + 1, int(np.ceil(b))))) for a, b in itertools.pairwise(edges)]
         vlm = [min(t, T - 1) for t in vlm]
         key = int(visible[int(rng.integers(0, len(visible)))]) if visible else 0
         others = [t for t in range(T) if t != key]
@@ -168,7 +178,9 @@ class ReferringVideoDataset(Dataset):
             kind=expression.kind,
             tags=list(expression.tags),
             object_boxes=[
-                np.array([o.boxes[t] for o in record.objects.values() if o.boxes[t] is not None], dtype=np.float32).reshape(-1, 4)
+                np.array(
+                    [o.boxes[t] for o in record.objects.values() if o.boxes[t] is not None], dtype=np.float32
+                ).reshape(-1, 4)
                 for t in sam_idx
             ],
             seconds_per_frame=(vlm_idx[-1] - vlm_idx[0]) / max(len(vlm_idx) - 1, 1) / (record.fps or 10.0),

@@ -75,7 +75,9 @@ class MaskSource:
         if not isinstance(rles, list):
             raise SparrowError(f"no masks for anno_id {anno} (video {video_id!r})", self.mask_path)
         if len(rles) != num_frames:
-            raise SparrowError(f"anno_id {anno} has {len(rles)} masks for {num_frames} frames of video {video_id!r}", self.mask_path)
+            raise SparrowError(
+                f"anno_id {anno} has {len(rles)} masks for {num_frames} frames of video {video_id!r}", self.mask_path
+            )
         return list(rles)
 
     def size(self, anno_ids: list[int], video_id: str, num_frames: int) -> tuple[int, int] | None:
@@ -86,7 +88,9 @@ class MaskSource:
                     return int(rle["size"][0]), int(rle["size"][1])
         return None
 
-    def track(self, anno: int, video_id: str, size: tuple[int, int], num_frames: int, decode: bool = False) -> TrackData:
+    def track(
+        self, anno: int, video_id: str, size: tuple[int, int], num_frames: int, decode: bool = False
+    ) -> TrackData:
         """``(masks, boxes, full_boxes)`` of one object, every RLE validated (and decoded when ``decode``); an
         empty mask becomes None where boxes are computed from the masks."""
         rles = self.rles(anno, video_id, num_frames)
@@ -151,21 +155,34 @@ def read_mevis(
         if check_frames:
             for name in frames:
                 if not (frame_dir / f"{name}.jpg").exists():
-                    raise SparrowError(f"missing frame of video {video_id!r} listed in {meta_path.name}", frame_dir / f"{name}.jpg")
+                    raise SparrowError(
+                        f"missing frame of video {video_id!r} listed in {meta_path.name}", frame_dir / f"{name}.jpg"
+                    )
 
         expressions: list[Expression] = []
         anno_ids: list[int] = []
         for exp_id in sorted(expressions_raw, key=lambda k: (len(k), k)):
             exp = expressions_raw[exp_id]
             if not isinstance(exp, dict) or not isinstance(exp.get("exp"), str) or "anno_id" not in exp:
-                raise SparrowError(f"video {video_id!r}, expression {exp_id!r}: need 'exp' (text) and 'anno_id'", meta_path)
+                raise SparrowError(
+                    f"video {video_id!r}, expression {exp_id!r}: need 'exp' (text) and 'anno_id'", meta_path
+                )
             try:
                 ids = [int(a) for a in exp["anno_id"]]
             except (TypeError, ValueError) as exc:
-                raise SparrowError(f"video {video_id!r}, expression {exp_id!r}: bad anno_id {exp['anno_id']!r}", meta_path) from exc
+                raise SparrowError(
+                    f"video {video_id!r}, expression {exp_id!r}: bad anno_id {exp['anno_id']!r}", meta_path
+                ) from exc
             extra = {k: v for k, v in exp.items() if k not in ("exp", "anno_id", "tags", "kind")}
             expressions.append(
-                Expression(exp_id=str(exp_id), text=exp["exp"], obj_ids=ids, tags=list(exp.get("tags", [])), kind=exp.get("kind"), extra=extra)
+                Expression(
+                    exp_id=str(exp_id),
+                    text=exp["exp"],
+                    obj_ids=ids,
+                    tags=list(exp.get("tags", [])),
+                    kind=exp.get("kind"),
+                    extra=extra,
+                )
             )
             anno_ids.extend(a for a in ids if a not in anno_ids)
         objects_meta = entry.get("objects", {})
@@ -177,26 +194,45 @@ def read_mevis(
         else:
             size = _first_frame_size(frame_dir, frames[0], ".jpg") or source.size(anno_ids, video_id, T)
             if size is None:
-                raise SparrowError(f"video {video_id!r}: no frame and no mask to tell its size", frame_dir / f"{frames[0]}.jpg")
+                raise SparrowError(
+                    f"video {video_id!r}: no frame and no mask to tell its size", frame_dir / f"{frames[0]}.jpg"
+                )
 
         objects: dict[int, ObjectTrack] = {}
         for anno in anno_ids:
             meta_obj = objects_meta.get(str(anno), {})
             if lazy:
                 objects[anno] = LazyObjectTrack(
-                    anno, T, partial(source.track, anno, video_id, size, T),
-                    category=meta_obj.get("category"), attributes=meta_obj.get("attributes", {}),
+                    anno,
+                    T,
+                    partial(source.track, anno, video_id, size, T),
+                    category=meta_obj.get("category"),
+                    attributes=meta_obj.get("attributes", {}),
                 )
             else:
                 masks, boxes, full = source.track(anno, video_id, size, T, decode=True)
                 objects[anno] = ObjectTrack(
-                    obj_id=anno, masks=masks, boxes=boxes, category=meta_obj.get("category"),
-                    attributes=dict(meta_obj.get("attributes", {})), full_boxes=full,
+                    obj_id=anno,
+                    masks=masks,
+                    boxes=boxes,
+                    category=meta_obj.get("category"),
+                    attributes=dict(meta_obj.get("attributes", {})),
+                    full_boxes=full,
                 )
-        extra = {k: v for k, v in entry.items() if k not in ("frames", "expressions", "tags", "height", "width", "objects")}
+        extra = {
+            k: v for k, v in entry.items() if k not in ("frames", "expressions", "tags", "height", "width", "objects")
+        }
         record = VideoRecord(
-            video_id=video_id, frames=list(frames), height=size[0], width=size[1], objects=objects,
-            expressions=expressions, frame_dir=frame_dir, frame_ext=".jpg", tags=list(entry.get("tags", [])), extra=extra,
+            video_id=video_id,
+            frames=list(frames),
+            height=size[0],
+            width=size[1],
+            objects=objects,
+            expressions=expressions,
+            frame_dir=frame_dir,
+            frame_ext=".jpg",
+            tags=list(entry.get("tags", [])),
+            extra=extra,
         )
         record.validate(source=meta_path)
         records.append(record)

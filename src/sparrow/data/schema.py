@@ -203,7 +203,9 @@ class VideoRecord:
         if self.frame_dir is not None:
             frames = read_frames([self.frame_path(t) for t in idx])
         elif self.video_path is not None:
-            frames = read_frames(self.video_path, idx if self.frame_indices is None else [self.frame_indices[t] for t in idx])
+            frames = read_frames(
+                self.video_path, idx if self.frame_indices is None else [self.frame_indices[t] for t in idx]
+            )
         else:
             raise SparrowError(f"video {self.video_id} has neither a frame folder nor a video file")
         if frames.shape[1:3] != (self.height, self.width):
@@ -220,7 +222,9 @@ class VideoRecord:
         for obj_id in expression.obj_ids:
             track = self.objects.get(obj_id)
             if track is None:
-                raise SparrowError(f"expression {expression.exp_id} of video {self.video_id} names unknown object {obj_id}")
+                raise SparrowError(
+                    f"expression {expression.exp_id} of video {self.video_id} names unknown object {obj_id}"
+                )
             for i, t in enumerate(idx):
                 out[i] |= track.mask(t, self.size)
         return out
@@ -247,11 +251,16 @@ class VideoRecord:
         if self.num_frames == 0:
             raise SparrowError(f"video {self.video_id} has no frames", src)
         if self.frame_indices is not None and len(self.frame_indices) != self.num_frames:
-            raise SparrowError(f"video {self.video_id}: {len(self.frame_indices)} frame indices for {self.num_frames} frames", src)
+            raise SparrowError(
+                f"video {self.video_id}: {len(self.frame_indices)} frame indices for {self.num_frames} frames", src
+            )
         for obj in self.objects.values():
             if isinstance(obj, LazyObjectTrack) and not obj.loaded:
                 if obj.num_frames != self.num_frames:
-                    raise SparrowError(f"object {obj.obj_id} of video {self.video_id} spans {obj.num_frames} frames, not {self.num_frames}", src)
+                    raise SparrowError(
+                        f"object {obj.obj_id} of video {self.video_id} spans {obj.num_frames} frames, not {self.num_frames}",
+                        src,
+                    )
                 continue
             if len(obj.masks) != self.num_frames or len(obj.boxes) != self.num_frames:
                 raise SparrowError(
@@ -271,4 +280,6 @@ class VideoRecord:
                 raise SparrowError(f"expression {exp.exp_id} of video {self.video_id} is empty", src)
             missing = [o for o in exp.obj_ids if o not in self.objects]
             if missing:
-                raise SparrowError(f"expression {exp.exp_id} of video {self.video_id} names unknown objects {missing}", src)
+                raise SparrowError(
+                    f"expression {exp.exp_id} of video {self.video_id} names unknown objects {missing}", src
+                )

@@ -20,6 +20,7 @@ from typing import Any
 import av
 import numpy as np
 from PIL import Image
+from typing_extensions import Self
 
 from sparrow.atomic import atomic_path
 from sparrow.errors import SparrowError
@@ -162,7 +163,7 @@ class Video:
 
     def iter(self, indices: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(t, frame)`` in increasing ``t`` (unique), all frames when ``indices`` is None."""
-        wanted = range(self.num_frames) if indices is None else sorted(set(int(i) for i in indices))
+        wanted = range(self.num_frames) if indices is None else sorted({int(i) for i in indices})
         for t in wanted:
             self._check_index(t)
             yield t, self._get(t)
@@ -196,7 +197,7 @@ class Video:
             self._container.close()
         self._container, self._decoder, self._next = None, None, None
 
-    def __enter__(self) -> Video:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,7 +2,8 @@
 
 ``ray.init(address=...)`` joins a running cluster (``--address ray://host:10001`` or ``auto``); without an address
 a local instance with ``workers`` CPUs is started and shut down at the end. Worker crashes are retried by Ray
-(``max_retries``); exceptions inside ``fn`` by :func:`call_with_retries` in the worker. Output written by ``fn``
+(``max_retries``); exceptions inside ``fn`` by :func:`call_with_retries` in the worker. Worker processes are kept
+between items, GPU ones too (``max_calls=0``), so what ``fn`` caches per process stays loaded. Output written by ``fn``
 must go to storage every node sees (a shared file system) on a multi-node cluster.
 """
 
@@ -38,7 +39,11 @@ def run_on_ray(
             ray.init(num_cpus=max(1, options.workers), **kwargs)
         started = True
     try:
-        task = ray.remote(num_cpus=1, num_gpus=options.gpus_per_item, max_retries=options.retries)(call_with_retries)
+        # max_calls=0: a worker process runs any number of items, so the models it caches (sparrow infer's pipeline,
+        # curate's detector/SAM2) load once per worker; Ray's default for tasks with GPUs is one item per process
+        task = ray.remote(num_cpus=1, num_gpus=options.gpus_per_item, max_retries=options.retries, max_calls=0)(
+            call_with_retries
+        )
         fn_ref = ray.put(fn)
         pending: dict[Any, Any] = {}
         results: list[ItemResult] = []

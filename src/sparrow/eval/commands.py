@@ -28,8 +28,13 @@ def _check_report(args: argparse.Namespace) -> None:
         from sparrow.output import check_output
 
         check_output(
-            args.report, "eval", mode="update", inputs=[args.pred, args.gt], overwrite=args.overwrite,
-            recognise=lambda folder: (folder / "report.json").is_file(), flag="--report",
+            args.report,
+            "eval",
+            mode="update",
+            inputs=[args.pred, args.gt],
+            overwrite=args.overwrite,
+            recognise=lambda folder: (folder / "report.json").is_file(),
+            flag="--report",
         )
 
 
@@ -51,8 +56,13 @@ def _cmd_rvos(args: argparse.Namespace) -> int:
         from sparrow.eval.davis import evaluate_davis
 
         result = evaluate_davis(
-            args.pred, args.gt, task=args.task, workers=args.workers, legacy_decay=args.legacy_decay,
-            object_order=args.object_order, progress=not args.quiet,
+            args.pred,
+            args.gt,
+            task=args.task,
+            workers=args.workers,
+            legacy_decay=args.legacy_decay,
+            object_order=args.object_order,
+            progress=not args.quiet,
         )
         g = result["global"]
         print(f"DAVIS 2017 {args.task}: " + "  ".join(f"{k} {_fmt(v)}" for k, v in g.items()))
@@ -99,8 +109,13 @@ def _cmd_refdavis(args: argparse.Namespace) -> int:
 
     _check_report(args)
     result = evaluate_refdavis(
-        args.pred, args.gt, workers=args.workers, require_all=not args.allow_partial, legacy_decay=args.legacy_decay,
-        object_order=args.object_order, progress=not args.quiet,
+        args.pred,
+        args.gt,
+        workers=args.workers,
+        require_all=not args.allow_partial,
+        legacy_decay=args.legacy_decay,
+        object_order=args.object_order,
+        progress=not args.quiet,
     )
     for name, g in result["runs"].items():
         print(f"{name}: " + "  ".join(f"{k} {_fmt(v)}" for k, v in g.items()))
@@ -169,7 +184,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser, workers: bool = True) -> None:
         p.add_argument("--report", default=None, help="folder for report.json, report.md, rows.csv and plots")
         p.add_argument(
-            "--overwrite", action="store_true",
+            "--overwrite",
+            action="store_true",
             help="write the report into an existing folder that does not hold an earlier report",
         )
         if workers:
@@ -178,7 +194,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     def object_order(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--object-order", choices=["official", "gt"], default="official",
+            "--object-order",
+            choices=["official", "gt"],
+            default="official",
             help="unsupervised DAVIS per-object rows: official = named after the k-th matched proposal, as the "
             "official toolkit (joins with its CSV); gt = named after the ground-truth object (means are the same)",
         )
@@ -189,7 +207,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--gt", required=True, help="MeViS-layout split folder (DAVIS: DAVIS root or <seq>/<frame>.png)")
     p.add_argument(
-        "--format", required=True, choices=["mevis", "davis", "ytvos", "revos"],
+        "--format",
+        required=True,
+        choices=["mevis", "davis", "ytvos", "revos"],
         help="protocol: mevis (also SynthRef), ytvos (Ref-YouTube-VOS, local GT), revos, davis (DAVIS 2017)",
     )
     p.add_argument(

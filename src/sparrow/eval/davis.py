@@ -150,7 +150,9 @@ def score_sequence(seq: DavisSequence) -> list[ObjectScore]:
             pairs.sort(key=lambda rc: rc[1])
         for k, (p, i) in enumerate(pairs):
             label = k + 1 if seq.object_order == "official" else i + 1
-            out.append(ObjectScore(f"{seq.name}_{label}", js[p, i], fs[p, i], gt_object=int(i) + 1, proposal=int(p) + 1))
+            out.append(
+                ObjectScore(f"{seq.name}_{label}", js[p, i], fs[p, i], gt_object=int(i) + 1, proposal=int(p) + 1)
+            )
     for obj in out:
         jm, jr, jd = statistics(obj.j, seq.legacy_decay)
         fm, fr, fd = statistics(obj.f, seq.legacy_decay)
@@ -220,7 +222,10 @@ def score_davis(seqs: list[DavisSequence], workers: int = 1, progress: bool = Tr
         "object_order": object_order if task == "unsupervised" else "gt",
         "objects": [
             {
-                "name": o.name, "gt_object": o.gt_object, "proposal": o.proposal, **o.stats,
+                "name": o.name,
+                "gt_object": o.gt_object,
+                "proposal": o.proposal,
+                **o.stats,
                 "J&F": (o.stats["J-Mean"] + o.stats["F-Mean"]) / 2,
             }
             for o in objects

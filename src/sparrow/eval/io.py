@@ -143,7 +143,11 @@ def check_headers(files: dict[Path, tuple[int, int]], index: bool = False, what:
             bad.append((Path(path), problem))
     if bad:
         path, problem = bad[0]
-        more = f" ({len(bad) - 1} more {what} files have problems; nothing was scored)" if len(bad) > 1 else " (nothing was scored)"
+        more = (
+            f" ({len(bad) - 1} more {what} files have problems; nothing was scored)"
+            if len(bad) > 1
+            else " (nothing was scored)"
+        )
         raise SparrowError(problem + more, path)
 
 

@@ -28,7 +28,7 @@ PEFT_PREFIX = "vlm.model.base_model.model."
 def canonical(name: str) -> str:
     """A state-dict name without peft's wrapper levels (identity for a plain model)."""
     if name.startswith(PEFT_PREFIX):
-        name = "vlm.model." + name[len(PEFT_PREFIX):]
+        name = "vlm.model." + name[len(PEFT_PREFIX) :]
     return name.replace(".base_layer.", ".").replace(".token_adapter.", ".")
 
 
@@ -54,7 +54,13 @@ def split_from_base(model: nn.Module, base: dict[str, torch.Tensor]) -> tuple[di
         if b is not None and t.shape == b.shape and torch.equal(t, b.to(t.dtype)):
             continue
         n = 0 if b is None else b.shape[0]
-        if b is not None and t.dim() and t.shape[1:] == b.shape[1:] and t.shape[0] > n and torch.equal(t[:n], b.to(t.dtype)):
+        if (
+            b is not None
+            and t.dim()
+            and t.shape[1:] == b.shape[1:]
+            and t.shape[0] > n
+            and torch.equal(t[:n], b.to(t.dtype))
+        ):
             saved[name] = t[n:].contiguous()
             offsets[name] = n
             continue
@@ -62,8 +68,14 @@ def split_from_base(model: nn.Module, base: dict[str, torch.Tensor]) -> tuple[di
     return saved, offsets
 
 
-def _fill(target: torch.Tensor, name: str, saved: dict[str, torch.Tensor], offsets: dict[str, int],
-          base: dict[str, torch.Tensor], where: Path) -> bool:
+def _fill(
+    target: torch.Tensor,
+    name: str,
+    saved: dict[str, torch.Tensor],
+    offsets: dict[str, int],
+    base: dict[str, torch.Tensor],
+    where: Path,
+) -> bool:
     """Copy ``name``'s value into ``target``; False when neither the file nor the base has it."""
     with torch.no_grad():
         if name in saved:
@@ -82,8 +94,13 @@ def _fill(target: torch.Tensor, name: str, saved: dict[str, torch.Tensor], offse
     return True
 
 
-def fill_plain(model: nn.Module, saved: dict[str, torch.Tensor], offsets: dict[str, int],
-               base: dict[str, torch.Tensor], where: Path) -> set[str]:
+def fill_plain(
+    model: nn.Module,
+    saved: dict[str, torch.Tensor],
+    offsets: dict[str, int],
+    base: dict[str, torch.Tensor],
+    where: Path,
+) -> set[str]:
     """Phase 1: fill every tensor of the plain model; returns the names filled. Missing ones are an error."""
     filled, missing = set(), []
     for name, tensor in unique_state(model):
@@ -93,8 +110,14 @@ def fill_plain(model: nn.Module, saved: dict[str, torch.Tensor], offsets: dict[s
     return filled
 
 
-def fill_adapters(model: nn.Module, saved: dict[str, torch.Tensor], offsets: dict[str, int],
-                  base: dict[str, torch.Tensor], filled: set[str], where: Path) -> None:
+def fill_adapters(
+    model: nn.Module,
+    saved: dict[str, torch.Tensor],
+    offsets: dict[str, int],
+    base: dict[str, torch.Tensor],
+    filled: set[str],
+    where: Path,
+) -> None:
     """Phase 2 (after adapters are attached): fill what they added; then no saved tensor may be left unused."""
     missing = []
     for name, tensor in unique_state(model):

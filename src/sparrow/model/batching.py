@@ -4,7 +4,8 @@ A sample is any object with the fields of ``sparrow.data.dataset.ReferringSample
 ``vlm_frames`` uint8 ``[Tv, H, W, 3]``, ``question``, ``answer`` (one ``[BOX] [SEG]`` per target slot),
 ``sam_frames`` uint8 ``[Ts, H, W, 3]``, ``masks`` bool ``[N, Ts, H, W]``, ``boxes`` float ``[N, Ts, 4]`` pixel xyxy
 (NaN where absent); optional ``object_boxes`` (per SAM frame, ``[M, 4]`` pixel boxes of every object),
-``tsf_crops`` uint8 ``[K, h, w, 3]`` and ``seconds_per_frame``.
+``tsf_crops`` uint8 ``[K, h, w, 3]``, ``seconds_per_frame``, and ``identity_ids`` ``[M]`` with ``identity_masks``
+``[M, Ts, H, W]`` (SynthRef identity targets).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def make_batch(model: SparrowModel, samples: Sequence[Any], with_tsf: bool = Fal
     vlm = model.vlm.collate(
         [
             VLMSample(
-                frames=s.vlm_frames, question=s.question, answer=s.answer,
+                frames=s.vlm_frames,
+                question=s.question,
+                answer=s.answer,
                 seconds_per_frame=float(getattr(s, "seconds_per_frame", 1.0)),
                 tsf_crops=getattr(s, "tsf_crops", None) if with_tsf else None,
             )
@@ -42,5 +45,34 @@ def make_batch(model: SparrowModel, samples: Sequence[Any], with_tsf: bool = Fal
     masks = torch.from_numpy(np.stack([np.asarray(s.masks, dtype=bool) for s in samples])).float()
     object_boxes = None
     if all(getattr(s, "object_boxes", None) is not None for s in samples):
-        object_boxes = [torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4) / scale) for s in samples for b in s.object_boxes]
-    return SparrowBatch(vlm=vlm, sam_pixels=sam_pixels, masks=masks, boxes=boxes, object_boxes=object_boxes)
+        object_boxes = [
+            torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4) / scale)
+            for s in samples
+            for b in s.object_boxes
+        ]
+    identity_ids, identity_masks = _identities(samples)
+    return SparrowBatch(
+        vlm=vlm,
+        sam_pixels=sam_pixels,
+        masks=masks,
+        boxes=boxes,
+        object_boxes=object_boxes,
+        identity_ids=identity_ids,
+        identity_masks=identity_masks,
+    )
+
+
+def _identities(samples: Sequence[Any]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Identity targets padded over the batch: ids ``[B, M]`` (-1 padding) and masks ``[B, M, Ts, H, W]`` float, or
+    ``(None, None)`` unless every sample carries them (``sparrow.data.synthref.identity.IdentitySample``)."""
+    if not samples or any(getattr(s, "identity_ids", None) is None for s in samples):
+        return None, None
+    m = max(1, max(len(s.identity_ids) for s in samples))
+    ts, h, w = samples[0].masks.shape[1:]
+    ids = torch.full((len(samples), m), -1, dtype=torch.int64)
+    masks = torch.zeros((len(samples), m, ts, h, w))
+    for b, s in enumerate(samples):
+        n = len(s.identity_ids)
+        ids[b, :n] = torch.as_tensor(np.asarray(s.identity_ids, dtype=np.int64))
+        masks[b, :n] = torch.from_numpy(np.asarray(s.identity_masks, dtype=bool)).float()
+    return ids, masks

@@ -21,17 +21,25 @@ MODES = ("track", "framewise", "perframe")  # how frames after the key frame get
 class SelectionConfig:
     """How the ``[BOX]`` embedding picks proposals."""
 
-    top_k: int = 100              # proposals scored per frame
-    threshold: float = 0.4        # sigmoid score needed to keep a proposal (argmax fallback when none passes)
-    max_boxes: int = 1            # boxes kept per [BOX] at inference
-    pos_iou: float = 0.5          # training labels: positive above, negative below neg_iou, ignored between (paper)
+    top_k: int = 100  # proposals scored per frame
+    threshold: float = 0.4  # sigmoid score needed to keep a proposal (argmax fallback when none passes)
+    max_boxes: int = 1  # boxes kept per [BOX] at inference
+    pos_iou: float = 0.5  # training labels: positive above, negative below neg_iou, ignored between (paper)
     neg_iou: float = 0.2
 
 
 # Sizes that must be positive integers (a zero or negative value would fail deep inside a module with a traceback).
 _POSITIVE = (
-    "vlm_max_frame_pixels", "vlm_max_crop_pixels", "vlm_frames", "max_new_tokens", "proposer_hidden",
-    "proposer_queries", "proposer_layers", "proposer_heads", "tsf_k", "tsf_crop_size",
+    "vlm_max_frame_pixels",
+    "vlm_max_crop_pixels",
+    "vlm_frames",
+    "max_new_tokens",
+    "proposer_hidden",
+    "proposer_queries",
+    "proposer_layers",
+    "proposer_heads",
+    "tsf_k",
+    "tsf_crop_size",
 )
 
 
@@ -40,29 +48,31 @@ class SparrowConfig:
     """Everything needed to rebuild a SPARROW model around its two backbones."""
 
     vlm_family: str = "qwen2_5_vl"
-    vlm_max_frame_pixels: int = 112 * 112   # per frame, before 28-px patching (real: 448*448)
-    vlm_max_crop_pixels: int = 56 * 56      # per TSF crop
-    vlm_frames: int = 8                     # frames the VLM sees, evenly spaced
+    vlm_max_frame_pixels: int = 112 * 112  # per frame, before 28-px patching (real: 448*448)
+    vlm_max_crop_pixels: int = 56 * 56  # per TSF crop
+    vlm_frames: int = 8  # frames the VLM sees, evenly spaced
     max_new_tokens: int = 32
     proposer_hidden: int = 128
     proposer_queries: int = 32
     proposer_layers: int = 2
     proposer_heads: int = 4
-    proposer_two_stage: bool = True         # dense per-cell head picks the decoder's initial boxes (proposer.py)
-    proposer_fine: bool = False             # the proposer also reads SAM2's stride-8 map (small images: tiny preset)
-    selector_appearance: bool = True        # the selector also sees ROI-pooled SAM2 features and the box of a proposal
+    proposer_two_stage: bool = True  # dense per-cell head picks the decoder's initial boxes (proposer.py)
+    proposer_fine: bool = False  # the proposer also reads SAM2's stride-8 map (small images: tiny preset)
+    selector_appearance: bool = True  # the selector also sees ROI-pooled SAM2 features and the box of a proposal
+    identity_prompts: int = 0  # learned SAM2 prompts, one per identity (SynthRef: 36 = colour x shape),
+    # trained by the segmenter stage with stage.identity_prompts (0: none)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossWeights = field(default_factory=LossWeights)  # the authors' release values + the paper's filter loss
-    mode: str = "track"                     # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
-                                            # release's default) or "perframe" (the [BOX] selects a box on every frame)
-    key_frame: str = "auto"                 # "auto": VLM frame with the best [BOX] selection score; or an index
-    reprompt_every: int = 0                 # track mode: re-prompt with the dual prompt every N frames (0 = never)
-    tsf: str = "off"                        # "off" | "train" | "train+infer"
+    mode: str = "track"  # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
+    # release's default) or "perframe" (the [BOX] selects a box on every frame)
+    key_frame: str = "auto"  # "auto": VLM frame with the best [BOX] selection score; or an index
+    reprompt_every: int = 0  # track mode: re-prompt with the dual prompt every N frames (0 = never)
+    tsf: str = "off"  # "off" | "train" | "train+infer"
     tsf_k: int = 4
     tsf_crop_size: int = 56
-    train_box_source: str = "selected"      # box prompting the decoder in training: "selected" (detached) or "gt"
+    train_box_source: str = "selected"  # box prompting the decoder in training: "selected" (detached) or "gt"
     question_template: str = "Can you segment {query} in this video?"
-    base_vlm: str | None = None             # where the backbones came from (informational)
+    base_vlm: str | None = None  # where the backbones came from (informational)
     base_sam2: str | None = None
 
     def __post_init__(self) -> None:
@@ -89,6 +99,8 @@ class SparrowConfig:
             raise SparrowError(f"tsf must be 'off', 'train' or 'train+infer', got {self.tsf!r}")
         if self.train_box_source not in ("selected", "gt"):
             raise SparrowError(f"train_box_source must be 'selected' or 'gt', got {self.train_box_source!r}")
+        if self.identity_prompts < 0:
+            raise SparrowError(f"identity_prompts must be >= 0, got {self.identity_prompts}")
         if self.key_frame != "auto" and not str(self.key_frame).isdigit():
             raise SparrowError(f"key_frame must be 'auto' or a frame index, got {self.key_frame!r}")
 

@@ -72,9 +72,16 @@ ADAPTER_FILE = "adapter_config.json"
 def real_config() -> SparrowConfig:
     """Settings for the public backbones (the authors' release: 16 frames, 100 proposals, 300 queries, 6 layers)."""
     return SparrowConfig(
-        vlm_max_frame_pixels=448 * 448, vlm_max_crop_pixels=224 * 224, vlm_frames=16, max_new_tokens=64,
-        proposer_hidden=256, proposer_queries=300, proposer_layers=6, proposer_heads=8,
-        base_vlm=REAL_VLM, base_sam2=REAL_SAM2,
+        vlm_max_frame_pixels=448 * 448,
+        vlm_max_crop_pixels=224 * 224,
+        vlm_frames=16,
+        max_new_tokens=64,
+        proposer_hidden=256,
+        proposer_queries=300,
+        proposer_layers=6,
+        proposer_heads=8,
+        base_vlm=REAL_VLM,
+        base_sam2=REAL_SAM2,
     )
 
 
@@ -95,7 +102,9 @@ def compose(config: SparrowConfig, vlm: QwenVLAdapter, sam: torch.nn.Module, see
 
 def build_model(config: SparrowConfig, vlm_path: str | Path, sam2_path: str | Path, seed: int = 0) -> SparrowModel:
     """Compose a model from pretrained backbone folders (or hub ids in the local cache); new parts are seeded."""
-    vlm = QwenVLAdapter.from_pretrained(vlm_path, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
+    vlm = QwenVLAdapter.from_pretrained(
+        vlm_path, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels
+    )
     return compose(config, vlm, load_sam2(str(sam2_path)), seed)
 
 
@@ -113,7 +122,9 @@ def build_small(
     """
     config = config or small_config()
     qwen, tokenizer, reference = build_small_vlm(resolve_base(), seed)
-    vlm = QwenVLAdapter(qwen, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
+    vlm = QwenVLAdapter(
+        qwen, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels
+    )
     vlm.base = reference
     if segmenter_from is not None:
         return graft_segmenter(config, vlm, segmenter_from, seed)
@@ -123,8 +134,14 @@ def build_small(
 
 
 ARCHITECTURE_FROM_SEGMENTER = (
-    "proposer_hidden", "proposer_queries", "proposer_layers", "proposer_heads", "proposer_two_stage", "proposer_fine",
-    "selector_appearance", "base_sam2",
+    "proposer_hidden",
+    "proposer_queries",
+    "proposer_layers",
+    "proposer_heads",
+    "proposer_two_stage",
+    "proposer_fine",
+    "selector_appearance",
+    "base_sam2",
 )
 
 
@@ -139,7 +156,9 @@ def graft_segmenter(config: SparrowConfig, vlm: QwenVLAdapter, donor: SparrowMod
     return model
 
 
-def build_tiny(seed: int = 0, config: SparrowConfig | None = None, sam_image_size: int = 256, workdir: str | Path | None = None) -> SparrowModel:
+def build_tiny(
+    seed: int = 0, config: SparrowConfig | None = None, sam_image_size: int = 256, workdir: str | Path | None = None
+) -> SparrowModel:
     """The tiny preset: random tiny backbones written locally, then loaded like real ones."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         vlm_dir = write_tiny_vlm(Path(tmp) / "vlm", seed=seed)
@@ -186,7 +205,9 @@ def save_pretrained(model: SparrowModel, path: str | Path) -> Path:
         if isinstance(model.vlm.model, PeftModel):
             model.vlm.model.peft_config["default"].save_pretrained(tmp / "vlm")
         added = _added_tokens(model.vlm.tokenizer, LlamaConfig.from_pretrained(str(base.path)).vocab_size)
-        (tmp / "vlm" / BASE_FILE).write_text(json.dumps({**reference, "added_tokens": added, "row_offsets": offsets}, indent=1))
+        (tmp / "vlm" / BASE_FILE).write_text(
+            json.dumps({**reference, "added_tokens": added, "row_offsets": offsets}, indent=1)
+        )
         with atomic_path(tmp / WEIGHTS_NAME) as weights:
             save_file(tensors, str(weights), metadata={"format": "pt"})
     return Path(path)
@@ -208,7 +229,9 @@ def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Spa
         return _from_pretrained_on_base(path, config).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path / "vlm"), local_files_only=True)
     vlm_model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_pretrained(str(path / "vlm")))
-    vlm = QwenVLAdapter(vlm_model, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
+    vlm = QwenVLAdapter(
+        vlm_model, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels
+    )
     sam = Sam2VideoModel(Sam2VideoConfig.from_pretrained(str(path / "sam2")))
     model = SparrowModel(config, vlm, sam)
     try:
@@ -216,7 +239,10 @@ def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Spa
     except Exception as exc:  # safetensors raises on a truncated/corrupt file or a shape mismatch
         raise SparrowError(f"cannot load weights: {str(exc).splitlines()[0]}", weights) from exc
     if missing or unexpected:
-        raise SparrowError(f"weights do not match the config: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}", weights)
+        raise SparrowError(
+            f"weights do not match the config: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}",
+            weights,
+        )
     return model.to(device).eval()
 
 
@@ -238,11 +264,15 @@ def _from_pretrained_on_base(path: Path, config: SparrowConfig) -> SparrowModel:
     base, base_state = _base_tensors(reference, path)
     tokenizer = small_tokenizer(base)
     if _added_tokens(tokenizer, len(tokenizer) - len(added)) != added:
-        raise SparrowError(f"the model's added tokens {added} differ from the small preset's tokenizer", path / "vlm" / BASE_FILE)
+        raise SparrowError(
+            f"the model's added tokens {added} differ from the small preset's tokenizer", path / "vlm" / BASE_FILE
+        )
     with no_init_weights():  # every tensor is filled below (and checked), so skip the random init
         vlm_model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig.from_pretrained(str(path / "vlm")))
     vlm_model.tie_weights()  # the output layer shares the input embedding (tie_word_embeddings)
-    vlm = QwenVLAdapter(vlm_model, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels)
+    vlm = QwenVLAdapter(
+        vlm_model, tokenizer, max_frame_pixels=config.vlm_max_frame_pixels, max_crop_pixels=config.vlm_max_crop_pixels
+    )
     vlm.base = {k: reference[k] for k in ("repo", "source", "fingerprint")}
     model = SparrowModel(config, vlm, Sam2VideoModel(Sam2VideoConfig.from_pretrained(str(path / "sam2"))))
     filled = fill_plain(model, saved, offsets, base_state, weights)

@@ -32,8 +32,9 @@ class LossWeights:
 def _check(logits: Tensor, targets: Tensor, valid: Tensor | None, name: str) -> Tensor:
     """Validate shapes; return the bool slot mask ``[N]``."""
     if logits.dim() != 3 or targets.shape != logits.shape:
-        raise ValueError(f"{name}: expects logits and targets [N, H, W], got {tuple(logits.shape)} and "
-                         f"{tuple(targets.shape)}")
+        raise ValueError(
+            f"{name}: expects logits and targets [N, H, W], got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
     if valid is None:
         return torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
     if valid.shape != logits.shape[:1]:

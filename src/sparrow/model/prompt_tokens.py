@@ -53,7 +53,9 @@ def pair_prompt_tokens(next_tokens: list[int] | torch.Tensor, box_id: int, seg_i
     return PromptPairs(box_positions=boxes, seg_positions=segs, orphan_boxes=orphans)
 
 
-def teacher_forced_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, box_id: int, seg_id: int) -> list[PromptPairs]:
+def teacher_forced_pairs(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, box_id: int, seg_id: int
+) -> list[PromptPairs]:
     """Pairs for each row of a right- or left-padded batch ``[B, L]``; positions index ``hidden[b, :]``."""
     out = []
     for ids, mask in zip(input_ids, attention_mask):

@@ -25,6 +25,12 @@ through ``add_new_frame(frame, frame_idx)`` and ``model(session, frame_idx=t)`` 
 call, because streaming changes how many object pointers SAM2 reads; :class:`BoundedInferenceSession` reports the
 video length so that look-up stays as in HF.
 
+**Checkpoints.** ``propagate(..., checkpoint_every=N, on_checkpoint=f)`` calls ``f`` with a
+:class:`PropagationCheckpoint` every ``N`` yielded frames (after the consumer has handled them): where the run
+stands and the pruned SAM2 state (conditioning outputs, the memory window, tracked frames), tensors only, so
+``torch.save(..., weights_only=True)``-loadable and ``O(window + key frames)`` in size. ``propagate(...,
+resume=checkpoint)`` continues from it and yields exactly the masks the uninterrupted run yields from there on.
+
 **Reading.** Key frames are read first, then the forward pass in order; backwards, ``Video.iter_backward`` reads
 ``reverse_chunk`` frames at a time (never across a keyframe of a video file) and holds them resized
 (``3 x S x S`` bytes each). By default the chunk is what ``REVERSE_BUFFER_BYTES`` (256 MiB) holds: 85 frames at
@@ -34,8 +40,9 @@ O(T), not O(k0²).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from itertools import chain
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +61,43 @@ _POINTER_FIELDS = ("object_pointer", "object_score_logits")
 _MASK_FIELDS = ("pred_masks", "high_res_masks")
 
 
+@dataclass
+class PropagationCheckpoint:
+    """Where a propagation stands after ``done`` yielded frames: the next frame is ``next_frame`` of part ``part``
+    (the parts of a direction, see :meth:`MaskPropagator.propagate`), with SAM2's pruned state of one object:
+    ``cond`` (key frame -> conditioning output), ``outputs`` (tracked frame -> output kept for memory) and
+    ``tracked`` (frame -> ``{"reverse": bool}``). Tensors stay on the session's state device."""
+
+    part: int
+    next_frame: int
+    done: int
+    cond: dict[int, dict[str, Any]]
+    outputs: dict[int, dict[str, Any]]
+    tracked: dict[int, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers of tensors and numbers (for ``torch.save``; reload with ``weights_only=True``)."""
+        return {
+            "part": self.part,
+            "next_frame": self.next_frame,
+            "done": self.done,
+            "cond": self.cond,
+            "outputs": self.outputs,
+            "tracked": self.tracked,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PropagationCheckpoint:
+        return cls(
+            int(data["part"]),
+            int(data["next_frame"]),
+            int(data["done"]),
+            dict(data["cond"]),
+            dict(data["outputs"]),
+            dict(data["tracked"]),
+        )
+
+
 class BoundedInferenceSession(Sam2VideoInferenceSession):
     """An HF inference session that holds only a few frames but reports the whole video's length.
 
@@ -68,6 +112,19 @@ class BoundedInferenceSession(Sam2VideoInferenceSession):
     @property
     def num_frames(self) -> int:
         return self.total_frames
+
+
+def prompt_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """A mask ``[..., H, W]`` (bool or {0, 1}) -> float ``[..., S, S]`` in {0, 1}: the resize Sam2VideoProcessor
+    applies to mask inputs (bilinear with antialiasing, then ``>= 0.5``); unchanged values when already ``S x S``."""
+    m = mask.float()
+    if tuple(m.shape[-2:]) == (size, size):
+        return m
+    lead = m.shape[:-2]
+    m = F.interpolate(
+        m.reshape(-1, 1, *m.shape[-2:]), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+    return (m >= 0.5).float().reshape(*lead, size, size)
 
 
 def select_cond_frames(frame_idx: int, cond_frames: list[int], max_cond_frames: int) -> list[int]:
@@ -129,6 +186,9 @@ class MaskPropagator:
         direction: str = "both",
         progress: bool = False,
         logits: bool = False,
+        checkpoint_every: int = 0,
+        on_checkpoint: Callable[[PropagationCheckpoint], None] | None = None,
+        resume: PropagationCheckpoint | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(t, mask)`` (bool ``[H, W]``, the video's size) for every frame ``0..T-1`` exactly once.
 
@@ -141,6 +201,10 @@ class MaskPropagator:
         - ``"backward"``: ``T-1, ..., 0``; frames after the latest key frame are not tracked (empty masks);
         - ``"both"``: earliest key frame ``k0, ..., T-1``, then ``k0-1, ..., 0``.
 
+        ``checkpoint_every``/``on_checkpoint``: hand a :class:`PropagationCheckpoint` to ``on_checkpoint`` every
+        that many yielded frames; ``resume``: continue from such a checkpoint (same video, prompts and direction),
+        yielding only the frames after it.
+
         Input is checked before anything runs (bad prompts raise :class:`SparrowError` right away).
         """
         if direction not in DIRECTIONS:
@@ -151,7 +215,10 @@ class MaskPropagator:
         if total < 1:
             raise SparrowError(f"num_frames must be at least 1, got {total}")
         masks = self._check_prompts(prompts, total, info.height, info.width)
-        return self._run(frames, masks, total, info.height, info.width, direction, progress, logits)
+        if checkpoint_every < 0 or (checkpoint_every and on_checkpoint is None):
+            raise SparrowError("checkpoint_every must be >= 0 and needs on_checkpoint")
+        hooks = (int(checkpoint_every), on_checkpoint, resume)
+        return self._run(frames, masks, total, info.height, info.width, direction, progress, logits, hooks)
 
     def propagate_all(
         self,
@@ -216,13 +283,8 @@ class MaskPropagator:
         session.add_new_frame(self.preprocessor.normalize(resized[None])[0], frame_idx=t)
 
     def _prompt_mask(self, mask: np.ndarray) -> torch.Tensor:
-        """bool ``[H, W]`` -> float ``[1, 1, S, S]`` in {0, 1}: the resize Sam2VideoProcessor applies to mask inputs."""
-        size = self.sam.config.image_size
-        m = torch.from_numpy(mask).float()[None, None]
-        if tuple(m.shape[-2:]) != (size, size):
-            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            m = (m >= 0.5).float()
-        return m
+        """bool ``[H, W]`` -> float ``[1, 1, S, S]`` in {0, 1} (:func:`prompt_mask`)."""
+        return prompt_mask(torch.from_numpy(mask), self.sam.config.image_size)[None, None]
 
     def _run(
         self,
@@ -234,48 +296,82 @@ class MaskPropagator:
         direction: str,
         progress: bool,
         logits: bool = False,
+        hooks: tuple[int, Callable[[PropagationCheckpoint], None] | None, PropagationCheckpoint | None] = (
+            0,
+            None,
+            None,
+        ),
     ) -> Iterator[tuple[int, np.ndarray]]:
+        every, on_checkpoint, resume = hooks
         was_training = self.sam.training
         self.sam.eval()
         bar = None
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, desc="propagate", unit="frame")
+            bar = tqdm(total=total, initial=resume.done if resume else 0, desc="propagate", unit="frame")
         try:
             session = self._new_session(total, height, width)
             self.session = session
             obj_idx = session.obj_id_to_idx(OBJ_ID)
-            cond_store = self._condition(session, obj_idx, frames, prompts)
+            if resume is None:
+                cond_store = self._condition(session, obj_idx, frames, prompts)
+            else:
+                cond_store = dict(resume.cond)
+                session.processed_frames = {}  # what conditioning would have created (it adds the key frames)
+                session.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"].update(resume.outputs)
+                session.frames_tracked_per_obj[obj_idx].update(resume.tracked)
             first, last = min(cond_store), max(cond_store)
             low_res = self.sam.prompt_encoder.mask_input_size
-
-            def untracked(indices: range) -> Iterator[tuple[int, np.ndarray]]:
-                for t in indices:
-                    if logits:
-                        yield t, np.full(low_res, NO_OBJECT_SCORE, dtype=np.float32)
-                    else:
-                        yield t, np.zeros((height, width), dtype=bool)
-
-            def track(start: int, stop: int, step: int, reserve: list[tuple[int, int]]):
-                return self._pass(session, obj_idx, cond_store, frames, start, stop, step, reserve, logits)
-
-            if direction == "forward":
-                parts = [untracked(range(first)), track(first, total - 1, 1, [])]
-            elif direction == "backward":
-                parts = [untracked(range(total - 1, last, -1)), track(last, 0, -1, [])]
-            elif first == 0:
-                parts = [track(0, total - 1, 1, [])]
-            else:  # the backward pass starts next to the key frame and reads the forward pass's first frames
-                parts = [track(first, total - 1, 1, [(first - 1, -1)]), track(first - 1, 0, -1, [])]
-            for item in chain.from_iterable(parts):
-                if bar is not None:
-                    bar.update(1)
-                yield item
+            parts = _parts(direction, first, last, total)
+            part, start, done = (resume.part, resume.next_frame, resume.done) if resume else (0, parts[0][1], 0)
+            for p in range(part, len(parts)):
+                kind, begin, stop, step, reserve = parts[p]
+                begin = start if p == part else begin
+                if kind == "untracked":
+                    items = (
+                        (t, self._untracked(low_res, height, width, logits)) for t in range(begin, stop + step, step)
+                    )
+                else:
+                    items = self._pass(session, obj_idx, cond_store, frames, begin, stop, step, reserve, logits)
+                for t, item in items:
+                    if bar is not None:
+                        bar.update(1)
+                    yield t, item
+                    done += 1
+                    if every and done % every == 0 and done < total:
+                        nxt = (p, t + step) if t != stop else (p + 1, parts[p + 1][1])
+                        on_checkpoint(self._checkpoint(session, obj_idx, cond_store, *nxt, done))
         finally:
             if bar is not None:
                 bar.close()
             self.sam.train(was_training)
+
+    @staticmethod
+    def _untracked(low_res: tuple[int, int], height: int, width: int, logits: bool) -> np.ndarray:
+        if logits:
+            return np.full(low_res, NO_OBJECT_SCORE, dtype=np.float32)
+        return np.zeros((height, width), dtype=bool)
+
+    @staticmethod
+    def _checkpoint(
+        session: BoundedInferenceSession,
+        obj_idx: int,
+        cond_store: dict[int, dict],
+        part: int,
+        next_frame: int,
+        done: int,
+    ) -> PropagationCheckpoint:
+        outputs = session.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"]
+        tracked = session.frames_tracked_per_obj[obj_idx]
+        return PropagationCheckpoint(
+            part,
+            next_frame,
+            done,
+            {k: dict(v) for k, v in cond_store.items()},
+            {k: dict(v) for k, v in outputs.items()},
+            {k: dict(v) for k, v in tracked.items()},
+        )
 
     def _condition(
         self, session: BoundedInferenceSession, obj_idx: int, frames: Video | np.ndarray, prompts: dict[int, np.ndarray]
@@ -368,13 +464,32 @@ class MaskPropagator:
             del tracked[f]
 
 
+Part = tuple[str, int, int, int, list[tuple[int, int]]]  # kind, first frame, last frame, step, reserve
+
+
+def _parts(direction: str, first: int, last: int, total: int) -> list[Part]:
+    """The passes of a direction, in order: ``("track"|"untracked", begin, stop, step, reserve)`` (inclusive);
+    ``reserve`` lists ``(next frame, step)`` of passes still to come whose memory reads must survive pruning."""
+    if direction == "forward":
+        parts = [("untracked", 0, first - 1, 1, []), ("track", first, total - 1, 1, [])]
+    elif direction == "backward":
+        parts = [("untracked", total - 1, last + 1, -1, []), ("track", last, 0, -1, [])]
+    elif first == 0:
+        parts = [("track", 0, total - 1, 1, [])]
+    else:  # the backward pass starts next to the key frame and reads the forward pass's first frames
+        parts = [("track", first, total - 1, 1, [(first - 1, -1)]), ("track", first - 1, 0, -1, [])]
+    return [p for p in parts if (p[2] - p[1]) * p[3] >= 0]  # drop empty ranges
+
+
 def _as_video(frames: Video | np.ndarray) -> Video:
     """The frames as a :class:`Video`: an opened one, or an in-memory array ``[T, H, W, 3]`` (no file I/O here)."""
     if isinstance(frames, Video):
         return frames
     if isinstance(frames, np.ndarray):
         return Video.open(frames)
-    raise SparrowError(f"propagation reads an opened Video or a frame array, got {type(frames).__name__} (use Video.open)")
+    raise SparrowError(
+        f"propagation reads an opened Video or a frame array, got {type(frames).__name__} (use Video.open)"
+    )
 
 
-__all__ = ["BoundedInferenceSession", "MaskPropagator", "select_cond_frames"]
+__all__ = ["BoundedInferenceSession", "MaskPropagator", "PropagationCheckpoint", "prompt_mask", "select_cond_frames"]

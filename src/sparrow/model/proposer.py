@@ -26,6 +26,7 @@ Boxes are normalised ``xyxy`` in ``[0, 1]`` everywhere.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -139,7 +140,7 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
 
     def forward(self, x: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):
@@ -256,7 +257,9 @@ class Proposer(nn.Module):
         dense = None
         if self.config.two_stage:
             enc = self.enc_output(memory)
-            dense_ref = (inverse_sigmoid(cell_anchors(h, w, memory.device, memory.dtype))[None] + self.enc_box(enc)).sigmoid()
+            dense_ref = (
+                inverse_sigmoid(cell_anchors(h, w, memory.device, memory.dtype))[None] + self.enc_box(enc)
+            ).sigmoid()
             dense_logits = self.enc_class(enc).squeeze(-1)  # [B, hw]
             k = min(self.config.num_queries, h * w)
             idx = dense_logits.detach().topk(k, dim=1).indices
@@ -276,7 +279,12 @@ class Proposer(nn.Module):
         boxes, logits = outputs[-1]
         valid = torch.ones(b, boxes.shape[1], dtype=torch.bool, device=boxes.device)
         return Proposals(
-            boxes=boxes, logits=logits, features=tgt, valid=valid, aux=outputs[:-1], dense=dense,
+            boxes=boxes,
+            logits=logits,
+            features=tgt,
+            valid=valid,
+            aux=outputs[:-1],
+            dense=dense,
             grid=(h, w) if dense is not None else None,
         )
 
@@ -349,9 +357,7 @@ def _layer_loss(
         if tgt.shape[0] == 0:
             continue
         with torch.no_grad():
-            cost = box_match_cost(
-                boxes[b], logits[b], tgt, weights.cost_class, weights.cost_l1, weights.cost_giou
-            )
+            cost = box_match_cost(boxes[b], logits[b], tgt, weights.cost_class, weights.cost_l1, weights.cost_giou)
         qi, ti = hungarian_match(cost)
         obj_target[b, qi] = 1.0
         matched_pred.append(boxes[b, qi])
@@ -407,7 +413,9 @@ def global_count(count: int, device: torch.device) -> float:
     return float(max(count, 1))
 
 
-def dense_loss(boxes: Tensor, logits: Tensor, grid: tuple[int, int], targets: list[Tensor], weights: ProposerLossWeights) -> dict[str, Tensor]:
+def dense_loss(
+    boxes: Tensor, logits: Tensor, grid: tuple[int, int], targets: list[Tensor], weights: ProposerLossWeights
+) -> dict[str, Tensor]:
     """One-to-many loss of the two-stage dense head: per-cell ``boxes [B, hw, 4]``, ``logits [B, hw]``.
 
     Focal objectness over all cells, L1 and GIoU over positive cells (see :func:`dense_assignment`), each divided by
@@ -426,7 +434,12 @@ def dense_loss(boxes: Tensor, logits: Tensor, grid: tuple[int, int], targets: li
         pred.append(boxes[b, pos])
         tgt_boxes.append(tgt[assigned[pos]])
     num = global_count(sum(len(p) for p in pred), logits.device)
-    out = {"objectness": sigmoid_focal_loss(logits, obj_target, alpha=weights.focal_alpha, gamma=weights.focal_gamma, reduction="sum") / num}
+    out = {
+        "objectness": sigmoid_focal_loss(
+            logits, obj_target, alpha=weights.focal_alpha, gamma=weights.focal_gamma, reduction="sum"
+        )
+        / num
+    }
     if pred:
         p, t = torch.cat(pred), torch.cat(tgt_boxes)
         out["l1"] = F.l1_loss(p, t, reduction="sum") / num
@@ -478,4 +491,3 @@ def proposer_loss(
     out["dense"] = dense
     out["total"] = weighted(out) + aux + weights.dense * dense
     return out
-

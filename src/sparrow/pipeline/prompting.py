@@ -9,6 +9,7 @@ the key frame (``key_frame="auto"``), and SAM2 decodes its mask from that box pl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +26,8 @@ class Answer:
     """The VLM's answer and its projected prompts (``box``/``seg`` ``[N, C]`` for N targets)."""
 
     text: str
-    prompts: PromptEmbeddings
-    forced: bool          # no [SEG] was generated: "[BOX] [SEG]" was appended and read by teacher forcing
+    prompts: PromptEmbeddings | None  # None only when generate_answer(force=False) found no [SEG]
+    forced: bool  # no [SEG] was generated: "[BOX] [SEG]" was appended and read by teacher forcing
     orphan_boxes: int
 
 
@@ -37,7 +38,50 @@ class KeyChoice:
     frame: int
     box: torch.Tensor | None
     score: float | None
-    mask_logits: torch.Tensor       # [S/4, S/4]
+    mask_logits: torch.Tensor  # [S/4, S/4]
+
+
+@dataclass
+class Plan:
+    """Everything the mask stage needs, decided once per call: the answer and each target's key choice."""
+
+    answer: Answer
+    choices: list[KeyChoice]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Tensors, strings and numbers only (``torch.save``; reload with ``weights_only=True``), on the CPU."""
+        p = self.answer.prompts
+        return {
+            "text": self.answer.text,
+            "forced": self.answer.forced,
+            "orphan_boxes": self.answer.orphan_boxes,
+            "box": p.box.cpu(),
+            "seg": p.seg.cpu(),
+            "has_box": p.has_box.cpu(),
+            "choices": [
+                {
+                    "frame": c.frame,
+                    "box": None if c.box is None else c.box.cpu(),
+                    "score": c.score,
+                    "mask_logits": c.mask_logits.cpu(),
+                }
+                for c in self.choices
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], device: torch.device | str = "cpu") -> Plan:
+        prompts = PromptEmbeddings(data["box"].to(device), data["seg"].to(device), data["has_box"].to(device))
+        choices = [
+            KeyChoice(
+                int(c["frame"]),
+                None if c["box"] is None else c["box"].to(device),
+                c["score"],
+                c["mask_logits"].to(device),
+            )
+            for c in data["choices"]
+        ]
+        return cls(Answer(data["text"], prompts, bool(data["forced"]), int(data["orphan_boxes"])), choices)
 
 
 def encode_frames(model: SparrowModel, frames: np.ndarray) -> ImageFeatures:
@@ -46,11 +90,12 @@ def encode_frames(model: SparrowModel, frames: np.ndarray) -> ImageFeatures:
     return model.pixel_decoder.encode(pixels)
 
 
-def generate_answer(model: SparrowModel, sample: VLMSample, max_new_tokens: int) -> Answer:
+def generate_answer(model: SparrowModel, sample: VLMSample, max_new_tokens: int, force: bool = True) -> Answer:
     """Generate the answer to ``sample`` and project its ``[BOX]``/``[SEG]`` states.
 
-    With no ``[SEG]`` in the answer, ``[BOX] [SEG]`` is appended and read by teacher forcing (rather than
-    returning empty masks scored 0); :attr:`Answer.forced` records it.
+    With no ``[SEG]`` in the answer and ``force``, ``[BOX] [SEG]`` is appended and read by teacher forcing (rather
+    than returning empty masks scored 0); :attr:`Answer.forced` records it. Without ``force`` such an answer comes
+    back with ``prompts=None`` (a conversation turn that refers to nothing).
     """
     vlm = model.vlm
     batch = vlm.collate([sample], padding_side="left").to(model.device)
@@ -58,8 +103,10 @@ def generate_answer(model: SparrowModel, sample: VLMSample, max_new_tokens: int)
     pairs = pair_prompt_tokens(gen.tokens, vlm.box_token_id, vlm.seg_token_id)
     if len(pairs):
         return Answer(gen.text.strip(), model.prompt_embeddings(gen.states, pairs), False, pairs.orphan_boxes)
+    if not force:
+        return Answer(gen.text.strip(), None, False, pairs.orphan_boxes)
     text = (gen.text.strip() + " [BOX] [SEG].").strip()
-    forced = VLMSample(sample.frames, sample.question, text, sample.seconds_per_frame, sample.tsf_crops)
+    forced = VLMSample(sample.frames, sample.question, text, sample.seconds_per_frame, sample.tsf_crops, sample.history)
     batch = vlm.collate([forced]).to(model.device)
     hidden = vlm.teacher_force(batch)
     pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id)[0]

@@ -21,8 +21,8 @@ class TargetResult:
     rles: list[RLE | None]
     boxes: list[list[float] | None]
     key_frame: int
-    key_box: list[float] | None          # selected (refined) proposal box on the key frame, pixels xyxy
-    selection_score: float | None        # sigmoid selection score of that box (None without [BOX])
+    key_box: list[float] | None  # selected (refined) proposal box on the key frame, pixels xyxy
+    selection_score: float | None  # sigmoid selection score of that box (None without [BOX])
 
     def mask(self, t: int, size: tuple[int, int]) -> np.ndarray:
         """Bool ``[H, W]`` mask of frame ``t``."""
@@ -44,7 +44,7 @@ class SegmentationResult:
     width: int
     fps: float
     mode: str
-    forced_prompt: bool = False          # the answer had no [SEG]: "[BOX] [SEG]" was appended and teacher-forced
+    forced_prompt: bool = False  # the answer had no [SEG]: "[BOX] [SEG]" was appended and teacher-forced
     orphan_boxes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -61,13 +61,22 @@ class SegmentationResult:
     def to_json(self) -> dict[str, Any]:
         """The ``result.json`` content: answer, frames the VLM saw, per target key frame, box, score, RLE per frame."""
         return {
-            "query": self.query, "question": self.question, "answer": self.answer, "mode": self.mode,
-            "num_frames": self.num_frames, "height": self.height, "width": self.width, "fps": self.fps,
-            "vlm_frame_indices": self.vlm_frame_indices, "forced_prompt": self.forced_prompt,
+            "query": self.query,
+            "question": self.question,
+            "answer": self.answer,
+            "mode": self.mode,
+            "num_frames": self.num_frames,
+            "height": self.height,
+            "width": self.width,
+            "fps": self.fps,
+            "vlm_frame_indices": self.vlm_frame_indices,
+            "forced_prompt": self.forced_prompt,
             "orphan_boxes": self.orphan_boxes,
             "targets": [
                 {
-                    "index": k + 1, "key_frame": tr.key_frame, "key_box": tr.key_box,
+                    "index": k + 1,
+                    "key_frame": tr.key_frame,
+                    "key_box": tr.key_box,
                     "selection_score": tr.selection_score,
                     "frames": [{"frame": t, "rle": r, "box": b} for t, (r, b) in enumerate(zip(tr.rles, tr.boxes))],
                 }

@@ -46,7 +46,7 @@ def params_hash(model: nn.Module, names: list[str]) -> str:
     for name in names:
         t = params[name].detach().cpu().contiguous()
         digest.update(name.encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(memoryview(t.view(torch.uint8).numpy()) if t.numel() else b"")  # no copy of the bytes
     return digest.hexdigest()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train one stage (segmenter, proposer, vlm, selection) from a YAML config",
+        help="train one stage (segmenter, proposer, vlm, selection, memory) from a YAML config",
         description="Train one stage from a YAML config. Checkpoints go to OUT/checkpoints (atomic, resumable), "
         "TensorBoard logs to OUT/tensorboard, per-step losses to OUT/losses.jsonl, the finished model to OUT/final. "
         "Several GPUs: `accelerate launch --multi_gpu --num_processes N -m sparrow train --config FILE` (or an accelerate "
@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps in all")
     p.add_argument("--out", type=Path, default=None, help="output folder (overrides output_dir of the config)")
     p.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="write into an existing output folder that does not hold an earlier training run",
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: see sparrow.threads)")
@@ -53,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_initial_config(config.model, config.source)  # a bad model.config fails before any folder is made
     check_output(
-        config.output_dir, "train", mode="update", inputs=[args.config], overwrite=args.overwrite,
-        recognise=_is_training_folder, flag="--out" if args.out is not None else "output_dir",
+        config.output_dir,
+        "train",
+        mode="update",
+        inputs=[args.config],
+        overwrite=args.overwrite,
+        recognise=_is_training_folder,
+        flag="--out" if args.out is not None else "output_dir",
     )
     claim_folder(config.output_dir, "train")
     configure_threads(args.threads)

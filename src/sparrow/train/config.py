@@ -4,14 +4,17 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
 
     model:     {init: tiny | small | real | <saved model folder>, seed, sam_image_size, segmenter_from,
                 config: {SparrowConfig fields}}
-    data:      {sources: [{path, weight, format, tsf_cache}], num_vlm_frames, num_sam_frames, sampling, with_tsf,
+    data:      {sources: [{path, weight, format, split, tsf_cache} | {synthref: {seed, size, num_frames, length, balance},
+                weight}], num_vlm_frames, num_sam_frames, sampling: uniform | random | clip, with_tsf,
                 epoch_size, num_workers}
-    stage:     {name: segmenter | proposer | vlm | selection, seg_only, train: [...], freeze: [...],
-                lora: {r, alpha, dropout, target_modules}}
+    stage:     {name: segmenter | proposer | vlm | selection | memory, seg_only, train: [...], freeze: [...],
+                lora: {r, alpha, dropout, target_modules}, point_prompts, identity_prompts, memory_prompt,
+                single_mask_tracking, memory_image_loss, calibrate_memory, memory_init}
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
     steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
 
-Relative paths (data sources, ``model.init`` folders, ``model.segmenter_from``, ``output_dir``) are resolved against the config file's folder.
+Relative paths (data sources, ``model.init`` folders, ``model.segmenter_from``, ``output_dir``, and the backbone
+folders ``model.config.base_vlm`` / ``base_sam2`` of ``init: real``) are resolved against the config file's folder.
 Any problem (unknown key, wrong type, missing data path, unknown stage) is a one-line :class:`SparrowError`
 naming the file.
 """
@@ -25,9 +28,13 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from sparrow.data.readers import FORMATS
 from sparrow.errors import SparrowError
 
-STAGES = ("segmenter", "proposer", "vlm", "selection")
+STAGES = ("segmenter", "proposer", "vlm", "selection", "memory")
+SAMPLINGS = ("uniform", "random", "clip")
+MEMORY_PROMPTS = ("mask", "box")
+MEMORY_INITS = ("keep", "reset", "xavier")  # sparrow.model.memory_training.reinit_memory_path
 SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("no", "bf16", "fp16")
 PRESETS = ("tiny", "small", "real")  # model.init values that build a model rather than load a folder
@@ -47,13 +54,30 @@ class ModelInit:
 
 
 @dataclass
+class FreshSynthRefSource:
+    """SynthRef clips generated on the fly (``sparrow.data.synthref.stream``): new clips every epoch, balanced over
+    expression kinds and tags, a function of ``(seed, epoch, sample)`` only."""
+
+    seed: int = 1000  # clip stream; never the seed of a written split (their streams differ anyway)
+    size: int = 128  # frame side, px
+    num_frames: int = 24
+    length: int = 1050  # samples per mixture epoch (a multiple of 21 balances every (kind, tag) pair exactly)
+    balance: bool = True  # False: a random expression of a plainly drawn clip
+
+
+@dataclass
 class DataSource:
-    """One dataset folder (MeViS layout, e.g. a SynthRef split) and its mixing weight."""
+    """One dataset (a MeViS-layout split folder such as a SynthRef split, or any reader's layout with ``format`` and
+    ``split``), or fresh SynthRef clips (``synthref``), and its mixing weight."""
 
     path: str = ""
     weight: float = 1.0
-    format: str = "mevis"
-    tsf_cache: str = ""  # a `sparrow tsf build` output (file or folder of shards); crops go to samples with data.with_tsf
+    format: str = "mevis"  # a sparrow.data.readers format: mevis, refytvos, revos, lasot, got10k, curated, ...
+    split: str = ""  # the split of `path` to read ("": the only one present)
+    tsf_cache: str = (
+        ""  # a `sparrow tsf build` output (file or folder of shards); crops go to samples with data.with_tsf
+    )
+    synthref: FreshSynthRefSource | None = None  # instead of ``path``: clips generated on the fly
 
 
 @dataclass
@@ -61,7 +85,7 @@ class DataConfig:
     sources: list[DataSource] = field(default_factory=list)
     num_vlm_frames: int = 4
     num_sam_frames: int = 2
-    sampling: str = "random"  # frame sampling of ReferringVideoDataset
+    sampling: str = "random"  # frame sampling of ReferringVideoDataset; "clip": consecutive SAM frames (memory stage)
     with_tsf: bool = False  # feed TSF crops to the VLM (samples must carry ``tsf_crops``)
     epoch_size: int = 0  # samples per mixture epoch (0: the sum of the source sizes)
     num_workers: int = 0  # DataLoader worker processes (sampling is the same for any count)
@@ -75,7 +99,9 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    prompt_tokens: bool = False  # also train the [BOX]/[SEG] embedding rows (peft trainable tokens; tied output rows follow)
+    prompt_tokens: bool = (
+        False  # also train the [BOX]/[SEG] embedding rows (peft trainable tokens; tied output rows follow)
+    )
 
 
 @dataclass
@@ -88,6 +114,14 @@ class StageConfig:
     freeze: list[str] = field(default_factory=list)
     lora: LoraSettings | None = None
     point_prompts: bool = True  # segmenter: also train with one positive point per target
+    memory_prompt: str = (
+        "mask"  # memory: first-frame prompt, the ground-truth "mask" or the mask decoded from its "box"
+    )
+    single_mask_tracking: bool = True  # memory: tracked frames use SAM2's single-mask output (saved in its config)
+    memory_image_loss: bool = False  # memory: add the box-prompted image-path loss (when the mask decoder trains too)
+    calibrate_memory: bool = False  # memory: set memory attention's output norm to the image features' scale first
+    memory_init: str = "keep"  # memory: re-initialise the memory path first: keep | reset | xavier
+    identity_prompts: bool = False  # segmenter: also learn one prompt per SynthRef (colour, shape) identity
 
 
 @dataclass
@@ -146,6 +180,8 @@ def _convert(hint: Any, value: Any, where: str, path: Path) -> Any:
         return _build(hint, value, where, path)
     if hint == (LoraSettings | None):
         return None if value is None else _build(LoraSettings, {} if value is True else value, where, path)
+    if hint == (FreshSynthRefSource | None):
+        return None if value is None else _build(FreshSynthRefSource, {} if value is True else value, where, path)
     if hint == list[DataSource]:
         if not isinstance(value, list):
             raise SparrowError(f"'{where}' must be a list", path)
@@ -188,8 +224,16 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
         raise SparrowError(
             f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {config.mixed_precision!r}", path
         )
-    if config.data.sampling not in ("uniform", "random"):
-        raise SparrowError(f"data.sampling must be 'uniform' or 'random', got {config.data.sampling!r}", path)
+    if config.data.sampling not in SAMPLINGS:
+        raise SparrowError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {config.data.sampling!r}", path)
+    if config.stage.memory_init not in MEMORY_INITS:
+        raise SparrowError(
+            f"stage.memory_init must be one of {', '.join(MEMORY_INITS)}, got {config.stage.memory_init!r}", path
+        )
+    if config.stage.memory_prompt not in MEMORY_PROMPTS:
+        raise SparrowError(
+            f"stage.memory_prompt must be one of {', '.join(MEMORY_PROMPTS)}, got {config.stage.memory_prompt!r}", path
+        )
     if len(config.optimizer.betas) != 2:
         raise SparrowError(f"optimizer.betas must have two values, got {config.optimizer.betas}", path)
     for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
@@ -202,18 +246,34 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
     if not config.data.sources:
         raise SparrowError("data.sources must list at least one dataset folder", path)
     for i, src in enumerate(config.data.sources):
-        if not src.path:
-            raise SparrowError(f"data.sources[{i}].path is required", path)
+        if src.synthref is not None:
+            fresh = src.synthref
+            if src.path or src.tsf_cache:
+                raise SparrowError(f"data.sources[{i}] has both synthref and a path/tsf_cache; give one", path)
+            if fresh.seed < 0 or fresh.length < 1 or not 32 <= fresh.size <= 1024 or not 4 <= fresh.num_frames <= 1000:
+                raise SparrowError(
+                    f"data.sources[{i}].synthref needs seed >= 0, length >= 1, size in [32, 1024] and num_frames in "
+                    f"[4, 1000], got {fresh}",
+                    path,
+                )
+        elif not src.path:
+            raise SparrowError(f"data.sources[{i}].path (or synthref) is required", path)
         if src.weight <= 0:
             raise SparrowError(f"data.sources[{i}].weight must be > 0, got {src.weight}", path)
-        if check_paths and not Path(src.path).is_dir():
+        if src.path and src.format not in FORMATS:
+            raise SparrowError(
+                f"data.sources[{i}].format {src.format!r} is unknown; supported: {', '.join(FORMATS)}", path
+            )
+        if check_paths and src.path and not Path(src.path).is_dir():
             raise SparrowError(f"data.sources[{i}].path does not exist: {src.path}", path)
         if check_paths and src.tsf_cache and not Path(src.tsf_cache).exists():
             raise SparrowError(f"data.sources[{i}].tsf_cache does not exist: {src.tsf_cache}", path)
     if config.data.with_tsf and not any(src.tsf_cache for src in config.data.sources):
         raise SparrowError("data.with_tsf needs a tsf_cache on at least one data source", path)
     if config.model.init not in PRESETS and check_paths and not Path(config.model.init).is_dir():
-        raise SparrowError(f"model.init is not 'tiny', 'small', 'real' or an existing model folder: {config.model.init}", path)
+        raise SparrowError(
+            f"model.init is not 'tiny', 'small', 'real' or an existing model folder: {config.model.init}", path
+        )
     if config.model.segmenter_from and config.model.init != "small":
         raise SparrowError("model.segmenter_from applies to model.init: small only", path)
     if config.model.segmenter_from and check_paths and not Path(config.model.segmenter_from).is_dir():
@@ -241,6 +301,10 @@ def load_train_config(path: str | Path, check_paths: bool = True) -> TrainConfig
             src.tsf_cache = _resolve(base, src.tsf_cache)
     if config.model.init not in PRESETS:
         config.model.init = _resolve(base, config.model.init)
+    for key in ("base_vlm", "base_sam2"):  # init real: backbone folders (or hub ids in the local cache)
+        value = config.model.config.get(key)
+        if isinstance(value, str) and (value.startswith((".", "~")) or (base / value).is_dir()):
+            config.model.config[key] = _resolve(base, value)
     if config.model.segmenter_from:
         config.model.segmenter_from = _resolve(base, config.model.segmenter_from)
     if config.output_dir:

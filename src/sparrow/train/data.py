@@ -12,6 +12,8 @@ one would, and ``P`` processes with batch ``b`` see together exactly what one pr
   ``batch_size``;
 - a source with ``set_epoch`` (e.g. :class:`~sparrow.data.dataset.ReferringVideoDataset`, whose random frame
   sampling depends on ``(seed, epoch, index)``) is set to the mixture epoch before each read.
+
+``sampling: clip`` (the memory stage) reads sources with :class:`ClipDataset`: consecutive SAM frames.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from sparrow.data.dataset import ReferringVideoDataset
+from sparrow.data.schema import Expression, VideoRecord
 from sparrow.errors import SparrowError
 
 
@@ -118,23 +122,75 @@ def micro_batch_loader(stream: MixtureStream, start: int, num_workers: int = 0) 
     )
 
 
+class ClipDataset(ReferringVideoDataset):
+    """:class:`~sparrow.data.dataset.ReferringVideoDataset` with ``num_sam_frames`` *consecutive* SAM frames, for
+    training SAM2's memory: the key frame is a random frame where a target is visible, among those that leave room
+    for the whole clip when there are any; the clip repeats the last frame where the video ends. VLM frames are
+    drawn as with ``sampling="random"``; sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)``."""
+
+    def __init__(self, records: list[VideoRecord], **kwargs: Any) -> None:
+        super().__init__(records, **{**kwargs, "sampling": "random"})
+
+    def frame_indices(
+        self, record: VideoRecord, expression: Expression, rng: np.random.Generator
+    ) -> tuple[list[int], list[int]]:
+        vlm, _ = super().frame_indices(record, expression, rng)
+        total, count = record.num_frames, self.num_sam_frames
+        visible = [t for t in range(total) if any(record.objects[o].masks[t] is not None for o in expression.obj_ids)]
+        starts = [t for t in visible if t + count <= total] or visible or [0]
+        key = int(starts[int(rng.integers(0, len(starts)))])
+        return vlm, [min(key + i, total - 1) for i in range(count)]
+
+
 def build_sources(
-    sources: Sequence[Any], num_vlm_frames: int, num_sam_frames: int, sampling: str, seed: int, tsf_crop_size: int = 56
+    sources: Sequence[Any],
+    num_vlm_frames: int,
+    num_sam_frames: int,
+    sampling: str,
+    seed: int,
+    tsf_crop_size: int = 56,
+    identity: bool = False,
 ) -> list[Dataset]:
-    """ReferringVideoDataset per configured source (``DataSource`` entries with ``path``, ``format`` and an optional
-    ``tsf_cache`` whose crops, ``tsf_crop_size`` px, the samples then carry)."""
-    from sparrow.data.dataset import ReferringVideoDataset, load_records
+    """One dataset per configured source: a ReferringVideoDataset for a folder (``sampling="clip"``:
+    :class:`ClipDataset`; ``DataSource`` entries with ``path``, ``format``, ``split`` and an optional ``tsf_cache``
+    whose crops, ``tsf_crop_size`` px, the samples then carry), or :class:`~sparrow.data.synthref.stream.FreshSynthRef`
+    for ``synthref`` (clips generated on the fly). With ``identity`` the samples also carry SynthRef identity targets
+    (``sparrow.data.synthref.identity``)."""
+    from sparrow.data.dataset import load_records
+    from sparrow.data.synthref.identity import IdentityDataset
+    from sparrow.data.synthref.stream import FreshSynthRef, fresh_config
     from sparrow.tsf.cache import read_tsf_cache
     from sparrow.tsf.crops import CachedCrops
 
-    out = []
+    out: list[Dataset] = []
     for k, src in enumerate(sources):
-        records = load_records(src.path, format=src.format)
-        cache = read_tsf_cache(src.tsf_cache) if getattr(src, "tsf_cache", "") else None
-        out.append(
-            ReferringVideoDataset(
-                records, num_vlm_frames=num_vlm_frames, num_sam_frames=num_sam_frames, sampling=sampling, seed=seed + k,
-                tsf_crops=None if cache is None else CachedCrops(cache, tsf_crop_size),
+        fresh = getattr(src, "synthref", None)
+        if fresh is not None:
+            out.append(
+                FreshSynthRef(
+                    fresh.seed,
+                    length=fresh.length,
+                    config=fresh_config(fresh.size, fresh.num_frames),
+                    num_vlm_frames=num_vlm_frames,
+                    num_sam_frames=num_sam_frames,
+                    sampling=sampling,
+                    balance=fresh.balance,
+                    identity=identity,
+                )
             )
+            continue
+        records = load_records(
+            src.path, format=getattr(src, "format", "mevis"), split=getattr(src, "split", "") or None
         )
+        cache = read_tsf_cache(src.tsf_cache) if getattr(src, "tsf_cache", "") else None
+        kind, sampling_kw = (ClipDataset, {}) if sampling == "clip" else (ReferringVideoDataset, {"sampling": sampling})
+        dataset = kind(
+            records,
+            num_vlm_frames=num_vlm_frames,
+            num_sam_frames=num_sam_frames,
+            seed=seed + k,
+            tsf_crops=None if cache is None else CachedCrops(cache, tsf_crop_size),
+            **sampling_kw,
+        )
+        out.append(IdentityDataset(dataset) if identity else dataset)
     return out

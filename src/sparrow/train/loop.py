@@ -29,12 +29,30 @@ from torch.utils.data import Dataset
 
 from sparrow.errors import SparrowError
 from sparrow.train.checkpoint import latest_checkpoint, load_checkpoint, params_hash, save_checkpoint
-from sparrow.train.config import OptimizerConfig, TrainConfig
+from sparrow.train.config import OptimizerConfig, StageConfig, TrainConfig
 from sparrow.train.data import MixtureStream, build_sources, micro_batch_loader
 from sparrow.train.objectives import stage_loss
 from sparrow.train.stages import StagePlan, apply_stage, merge_lora, set_train_mode
 
-LOG_KEYS = ("loss", "ce", "mask_bce", "mask_dice", "selection", "box", "proposer", "point_mask_bce", "point_mask_dice")
+LOG_KEYS = (
+    "loss",
+    "ce",
+    "mask_bce",
+    "mask_dice",
+    "selection",
+    "box",
+    "proposer",
+    "point_mask_bce",
+    "point_mask_dice",
+    "object_score",
+    "iou_l1",
+    "track_iou",
+    "image_mask_bce",
+    "image_mask_dice",
+    "identity_mask_bce",
+    "identity_mask_dice",
+    "identity_cls",
+)
 
 
 @dataclass
@@ -52,14 +70,13 @@ class TrainResult:
 class StageModule(nn.Module):
     """Wraps the model so that DDP sees one ``forward(batch) -> losses`` per stage."""
 
-    def __init__(self, model: nn.Module, stage: str, point_prompts: bool) -> None:
+    def __init__(self, model: nn.Module, stage: StageConfig) -> None:
         super().__init__()
         self.model = model
         self.stage = stage
-        self.point_prompts = point_prompts
 
     def forward(self, batch: Any, sample_seeds: list[int] | None = None) -> dict[str, torch.Tensor]:
-        return stage_loss(self.stage, self.model, batch, self.point_prompts, sample_seeds)
+        return stage_loss(self.stage, self.model, batch, sample_seeds)
 
 
 def lr_factor(config: OptimizerConfig, total_steps: int):
@@ -134,6 +151,7 @@ def train(
 
     from sparrow.model.batching import make_batch
     from sparrow.model.loading import save_pretrained
+    from sparrow.model.memory_training import calibrate_memory_output
     from sparrow.train.model_init import build_initial_model
 
     out = Path(config.output_dir)
@@ -158,6 +176,13 @@ def train(
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, model, plan.trainable, optimizer, scheduler, frozen_hash).step
 
+    identity = config.stage.identity_prompts
+    if identity and (config.stage.name != "segmenter" or model.identity_prompts is None):
+        raise SparrowError(
+            "stage.identity_prompts trains the segmenter stage of a model with identity prompts "
+            "(model.config.identity_prompts: 36 for SynthRef)",
+            config.source,
+        )
     if sources is None:
         d = config.data
         if d.num_vlm_frames != model.config.vlm_frames:
@@ -167,9 +192,17 @@ def train(
                 config.source,
             )
         if d.with_tsf and model.config.tsf == "off":
-            raise SparrowError("data.with_tsf is on but the model's tsf is 'off' (set model.config.tsf: train)", config.source)
+            raise SparrowError(
+                "data.with_tsf is on but the model's tsf is 'off' (set model.config.tsf: train)", config.source
+            )
         sources = build_sources(
-            d.sources, d.num_vlm_frames, d.num_sam_frames, d.sampling, config.seed, tsf_crop_size=model.config.tsf_crop_size
+            d.sources,
+            d.num_vlm_frames,
+            d.num_sam_frames,
+            d.sampling,
+            config.seed,
+            tsf_crop_size=model.config.tsf_crop_size,
+            identity=identity,
         )
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
@@ -191,13 +224,22 @@ def train(
         num_micro_steps=config.steps * accum,
         epoch_size=config.data.epoch_size,
     )
-    wrapper = StageModule(model, config.stage.name, config.stage.point_prompts)
+    if config.stage.name == "memory" and config.stage.calibrate_memory and checkpoint is None:
+        first = make_batch(model, stream[0]).to(next(model.parameters()).device)  # micro-step 0: same on every run
+        calibrate_memory_output(model.sam, first.sam_pixels.flatten(0, 1))
+    wrapper = StageModule(model, config.stage)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
 
     writer, log_path = None, None
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        world = {
+            "processes": accelerator.num_processes,
+            "distributed_type": accelerator.distributed_type.value,
+            "mixed_precision": accelerator.mixed_precision,
+            "device": str(accelerator.device),
+        }
+        (out / "train_config.json").write_text(json.dumps({**config.to_dict(), "world": world}, indent=1))
         log_path = _log_file(out, start)
         from torch.utils.tensorboard import SummaryWriter
 

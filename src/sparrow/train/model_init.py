@@ -60,7 +60,8 @@ def check_initial_config(init: ModelInit, source: str | None = None) -> SparrowC
 
 def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowModel:
     """``tiny``: random tiny backbones (seeded); ``small``: SmolLM2 VLM + tiny SAM2 (or the SAM2, proposer and
-    selector of ``init.segmenter_from``); ``real``: public checkpoints from the local cache; else a folder."""
+    selector of ``init.segmenter_from``); ``real``: the backbones ``model.config.base_vlm`` / ``base_sam2`` name
+    (default the public checkpoints, from the local Hugging Face cache; a local folder works too); else a folder."""
     from sparrow.model.loading import (
         REAL_SAM2,
         REAL_VLM,
@@ -81,9 +82,8 @@ def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowMo
         donor = from_pretrained(init.segmenter_from) if init.segmenter_from else None
         return build_small(seed=init.seed, config=config, sam_image_size=init.sam_image_size, segmenter_from=donor)
     if init.init == "real":
-        return build_model(
-            _overrides(real_config(), init.config, source, runtime_only=False), REAL_VLM, REAL_SAM2, seed=init.seed
-        )
+        config = _overrides(real_config(), init.config, source, runtime_only=False)
+        return build_model(config, config.base_vlm or REAL_VLM, config.base_sam2 or REAL_SAM2, seed=init.seed)
     model = from_pretrained(init.init)
     if init.config:
         model.config = _overrides(model.config, init.config, source, runtime_only=True)

@@ -4,13 +4,21 @@
 stage          trains (module prefixes of :class:`~sparrow.model.sparrow_model.SparrowModel`)
 =============  ==========================================================================================
 segmenter      SAM2's image encoder, prompt encoder and mask decoder, as a promptable segmenter (box and
-               point prompts). The memory path (memory encoder/attention, object pointers) is not trained:
+               point prompts), and the learned identity prompts when the model has them. The memory path (memory encoder/attention, object pointers) is not trained:
                HF ``Sam2VideoModel.forward`` and ``propagate_in_video_iterator`` run under
                ``torch.inference_mode``, so propagation cannot be trained through the public API.
 proposer       the class-agnostic proposer (SAM2 frozen: features come from the frozen encoder)
 vlm            the VLM (full fine-tuning, or LoRA adapters when ``stage.lora`` is set) and the two L->V heads;
                SAM2, proposer and selector frozen (the TSF stage; ``seg_only`` drops ``[BOX]``)
 selection      the ``[BOX]`` selector and the box head (filtration-head stage); everything else frozen
+memory         SAM2's memory path: memory encoder, memory attention, object-pointer projection, the temporal
+               encodings of memories and pointers, the no-object pointer and occlusion embedding, the
+               mask-prompt downsampler, and the decoder's object-presence head (a head on its own token: the
+               masks of the image path do not change). Trained through
+               :func:`~sparrow.model.memory_training.unroll_memory`; with ``stage.single_mask_tracking`` (the
+               default) tracked frames use the decoder's single-mask output, which the segmenter stage trains,
+               and the saved SAM2 config keeps that setting. ``stage.train: [pixel_decoder.sam.mask_decoder]``
+               adds the whole mask decoder; ``stage.memory_image_loss`` then keeps box prompting trained too
 =============  ==========================================================================================
 
 ``stage.train`` adds prefixes, ``stage.freeze`` removes them (a frozen prefix wins). Prefixes are matched against
@@ -28,6 +36,7 @@ from torch import nn
 
 from sparrow.errors import SparrowError
 from sparrow.model.base_delta import canonical
+from sparrow.model.memory_training import reinit_memory_path, set_single_mask_tracking
 from sparrow.train.config import LoraSettings, StageConfig
 
 STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
@@ -36,10 +45,25 @@ STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
         "pixel_decoder.sam.prompt_encoder",
         "pixel_decoder.sam.mask_decoder",
         "pixel_decoder.sam.no_memory_embedding",
+        "identity_prompts",  # only when the model has them (model.config.identity_prompts)
     ),
     "proposer": ("proposer",),
     "vlm": ("vlm", "box_head", "seg_head"),
     "selection": ("selector", "box_head"),
+    "memory": tuple(
+        f"pixel_decoder.sam.{name}"
+        for name in (
+            "memory_encoder",
+            "memory_attention",
+            "object_pointer_proj",
+            "memory_temporal_positional_encoding",
+            "temporal_positional_encoding_projection_layer",
+            "no_object_pointer",
+            "occlusion_spatial_embedding_parameter",
+            "mask_downsample",
+            "mask_decoder.pred_obj_score_head",
+        )
+    ),
 }
 
 
@@ -105,6 +129,9 @@ def apply_stage(model: nn.Module, stage: StageConfig) -> StagePlan:
         raise SparrowError(f"stage.lora applies to a stage that trains the VLM ('vlm'), not {stage.name!r}")
     if lora:
         add_lora(model, stage.lora)
+    if stage.name == "memory":
+        set_single_mask_tracking(model.sam, stage.single_mask_tracking)
+        reinit_memory_path(model.sam, stage.memory_init)
     allowed = list(STAGE_TRAINABLE[stage.name]) + list(stage.train)
     names = [n for n, _ in model.named_parameters()]
     for prefix in stage.train + stage.freeze:

@@ -35,14 +35,19 @@ class Sam2BoxMasker(Sam2Tracker):
         if not boxed:
             return out
         session = Sam2VideoInferenceSession(
-            video=self._preprocess(frames), video_height=H, video_width=W, inference_device=self.device,
-            inference_state_device=self.device, dtype=torch.float32,
+            video=self._preprocess(frames),
+            video_height=H,
+            video_width=W,
+            inference_device=self.device,
+            inference_state_device=self.device,
+            dtype=torch.float32,
         )
         scale = torch.tensor([W, H, W, H], dtype=torch.float32)
         for t in boxed:
             box = torch.tensor([float(v) for v in boxes[t]], dtype=torch.float32) / scale * self.size
             session.add_point_inputs(
-                session.obj_id_to_idx(1), t,
+                session.obj_id_to_idx(1),
+                t,
                 {"point_coords": box.reshape(1, 1, 2, 2), "point_labels": torch.tensor([[[2, 3]]], dtype=torch.int32)},
             )
             session.obj_with_new_inputs = [1]

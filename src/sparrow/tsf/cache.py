@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import Self
+
 from sparrow.atomic import atomic_file
 from sparrow.errors import SparrowError
 
@@ -204,7 +206,7 @@ class ShardWriter:
                 handle.write(_dump(header) + "\n")
         self.records = records
         self.done = {k for k, r in records.items() if r.status == "ok" or not retry_failed}
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: TSFRecord) -> None:
         """Append one record durably (flush + fsync)."""
@@ -217,7 +219,7 @@ class ShardWriter:
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> ShardWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -59,21 +59,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_curate(subparsers: argparse._SubParsersAction) -> None:
     c = subparsers.add_parser(
-        "curate", help="the referential data pipeline over a mixture of sources -> one curated dataset",
+        "curate",
+        help="the referential data pipeline over a mixture of sources -> one curated dataset",
         description="Sources -> detector -> tracker -> masks (SAM2 from boxes) -> K-means TSF -> OUT/dataset "
         "(MeViS layout), OUT/tsf, OUT/manifest.json. Resumable: finished items are skipped. See sparrow.tsf.curate.",
     )
     c.add_argument("--config", required=True, help="mixture config (YAML)")
     c.add_argument("--out", required=True, help="output folder")
-    c.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="local: items in this process; ray: items as Ray tasks (default local)")
+    c.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: items in this process; ray: items as Ray tasks (default local)",
+    )
     c.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     c.add_argument("--workers", type=int, default=2, help="local Ray instance: CPUs / concurrent items (default 2)")
     c.add_argument("--gpus-per-item", type=float, default=0.0, help="Ray: GPUs each item reserves (detector/SAM2)")
     c.add_argument("--retries", type=int, default=2, help="retries of an item after a transient failure")
     c.add_argument("--retry-failed", action="store_true", help="redo items recorded as failed")
     c.add_argument("--limit", type=int, help="stop after this many new items (no merge)")
-    c.add_argument("--overwrite", action="store_true", help="write into an existing --out folder that is not a curate output")
+    c.add_argument(
+        "--overwrite", action="store_true", help="write into an existing --out folder that is not a curate output"
+    )
     c.set_defaults(func=_curate)
 
 
@@ -83,16 +90,27 @@ def _curate(args: argparse.Namespace) -> int:
     from sparrow.tsf.curate import curate, load_mixture
 
     check_output(
-        args.out, "curate", mode="update", inputs=[args.config], overwrite=args.overwrite,
+        args.out,
+        "curate",
+        mode="update",
+        inputs=[args.config],
+        overwrite=args.overwrite,
         recognise=lambda folder: any((folder / name).exists() for name in ("manifest.json", "dataset", "tsf")),
     )
     mixture = load_mixture(args.config)
     claim_folder(args.out, "curate")
-    options = EngineOptions(engine=args.engine, address=args.address, workers=args.workers, retries=args.retries,
-                            gpus_per_item=args.gpus_per_item)
+    options = EngineOptions(
+        engine=args.engine,
+        address=args.address,
+        workers=args.workers,
+        retries=args.retries,
+        gpus_per_item=args.gpus_per_item,
+    )
     stats = curate(mixture, args.out, options, retry_failed=args.retry_failed, limit=args.limit)
-    print(f"curate: {stats.ok} items done, {stats.failed} failed, {stats.skipped} already done "
-          f"({stats.seconds:.1f} s) -> {args.out}")
+    print(
+        f"curate: {stats.ok} items done, {stats.failed} failed, {stats.skipped} already done "
+        f"({stats.seconds:.1f} s) -> {args.out}"
+    )
     for key, reason in stats.failures:
         print(f"  failed {key}: {reason}")
     return 0
@@ -111,7 +129,11 @@ def _build(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     check_threads(args.threads)
     check_output(
-        args.out, "tsf build", mode="update", inputs=[args.data], overwrite=args.overwrite,
+        args.out,
+        "tsf build",
+        mode="update",
+        inputs=[args.data],
+        overwrite=args.overwrite,
         recognise=lambda folder: any(folder.glob("tsf-*-of-*.jsonl")),
     )
     records = read_mevis(args.data, check_frames=False)  # a bad split fails before any model loads
@@ -135,9 +157,7 @@ def _build(args: argparse.Namespace) -> int:
         tracker = Sam2Tracker(args.sam2_model, device=device)
     else:
         tracker = CsrtTracker() if args.tracker == "csrt" else GtTracker()
-    encoder = (
-        load_vision_encoder(args.encoder_model, device=device) if args.encoder_model else HandcraftedEncoder()
-    )
+    encoder = load_vision_encoder(args.encoder_model, device=device) if args.encoder_model else HandcraftedEncoder()
     config = BuildConfig(
         k=args.k,
         detector=args.detector,

@@ -92,7 +92,9 @@ def load_mixture(path: str | Path) -> MixtureConfig:
         if not isinstance(s, dict) or not {"name", "format", "root"} <= set(s) or set(s) - set(Source.__annotations__):
             raise SparrowError(f"source {n}: needs name, format, root (optional split, max_videos)", path)
         if s["format"] not in FORMATS:
-            raise SparrowError(f"source {s['name']!r}: unknown format {s['format']!r}; supported: {', '.join(FORMATS)}", path)
+            raise SparrowError(
+                f"source {s['name']!r}: unknown format {s['format']!r}; supported: {', '.join(FORMATS)}", path
+            )
         root = Path(s["root"]) if Path(s["root"]).is_absolute() else (path.parent / s["root"]).resolve()
         sources.append(Source(str(s["name"]), s["format"], str(root), s.get("split"), s.get("max_videos")))
     if len({s.name for s in sources}) != len(sources):
@@ -108,8 +110,14 @@ def load_mixture(path: str | Path) -> MixtureConfig:
     for key in ("detector_model", "sam2_model"):
         if raw.get(key) and not Path(raw[key]).is_absolute():
             raw[key] = str((path.parent / raw[key]).resolve())
-    return MixtureConfig(tuple(sources), tuple(sorted(tsf.items())), raw.get("detector_model"), raw.get("sam2_model"),
-                         masks, raw.get("device", "cpu"))
+    return MixtureConfig(
+        tuple(sources),
+        tuple(sorted(tsf.items())),
+        raw.get("detector_model"),
+        raw.get("sam2_model"),
+        masks,
+        raw.get("device", "cpu"),
+    )
 
 
 @dataclass(frozen=True)
@@ -185,16 +193,28 @@ def curate_item(item: Item) -> dict[str, Any]:
                 masks = [None if m is None or not m.any() else encode_mask(m) for m in predicted]
                 boxes = [b if m is None or not m.any() else mask_to_box(m) for b, m in zip(boxes, predicted)]
                 source = "sam2"
-        objects[str(obj.obj_id)] = {"masks": masks, "boxes": boxes, "category": obj.category,
-                                    "attributes": obj.attributes, "mask_source": source}
+        objects[str(obj.obj_id)] = {
+            "masks": masks,
+            "boxes": boxes,
+            "category": obj.category,
+            "attributes": obj.attributes,
+            "mask_source": source,
+        }
     frames_dir = item.frames_dir()
     with atomic_dir(frames_dir) as tmp:
         write_record_frames(rec, tmp)
     result = {
-        "status": "ok", "source": item.source.name, "video": rec.video_id, "frames": rec.frames,
-        "height": rec.height, "width": rec.width, "objects": objects,
-        "expressions": [{"exp_id": e.exp_id, "text": e.text, "obj_ids": e.obj_ids, "tags": e.tags, "kind": e.kind,
-                         "extra": e.extra} for e in rec.expressions],
+        "status": "ok",
+        "source": item.source.name,
+        "video": rec.video_id,
+        "frames": rec.frames,
+        "height": rec.height,
+        "width": rec.width,
+        "objects": objects,
+        "expressions": [
+            {"exp_id": e.exp_id, "text": e.text, "obj_ids": e.obj_ids, "tags": e.tags, "kind": e.kind, "extra": e.extra}
+            for e in rec.expressions
+        ],
         "tsf": [r.to_json() for r in tsf],
     }
     with atomic_file(item.result_path()) as f:
@@ -229,7 +249,10 @@ def _done(item: Item, retry_failed: bool) -> bool:
 
 
 def curate(
-    config: MixtureConfig, out: str | Path, options: EngineOptions | None = None, retry_failed: bool = False,
+    config: MixtureConfig,
+    out: str | Path,
+    options: EngineOptions | None = None,
+    retry_failed: bool = False,
     limit: int | None = None,
 ) -> CurateStats:
     """Run (or resume) the pipeline over every item, then merge; ``limit`` stops after that many new items
@@ -250,16 +273,37 @@ def curate(
         stats.failed += 1
         stats.failures.append((result.item.key, result.reason or ""))
         with atomic_file(result.item.result_path()) as f:
-            f.write(json.dumps({"status": "failed", "reason": result.reason, "source": result.item.source.name,
-                                "video": result.item.video_id, "attempts": result.attempts}, sort_keys=True))
+            f.write(
+                json.dumps(
+                    {
+                        "status": "failed",
+                        "reason": result.reason,
+                        "source": result.item.source.name,
+                        "video": result.item.video_id,
+                        "attempts": result.attempts,
+                    },
+                    sort_keys=True,
+                )
+            )
 
     run_items(curate_item, todo, options, on_result=record)
     if limit is None or stats.skipped + len(todo) == len(items):
         merge(config, items, out)
     stats.seconds = time.perf_counter() - start
     with open(out / "runs.jsonl", "a") as f:
-        f.write(json.dumps({"engine": (options or EngineOptions()).engine, "ok": stats.ok, "failed": stats.failed,
-                            "skipped": stats.skipped, "seconds": round(stats.seconds, 2), "host": platform.node()}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "engine": (options or EngineOptions()).engine,
+                    "ok": stats.ok,
+                    "failed": stats.failed,
+                    "skipped": stats.skipped,
+                    "seconds": round(stats.seconds, 2),
+                    "host": platform.node(),
+                }
+            )
+            + "\n"
+        )
     return stats
 
 
@@ -267,9 +311,19 @@ def merge(config: MixtureConfig, items: list[Item], out: Path) -> dict[str, Any]
     """Merge the items' results into ``out/dataset``, ``out/tsf`` and ``out/manifest.json``; returns the manifest."""
     records, tsf_lines, failed = [], [], []
     per_source: dict[str, dict[str, Any]] = {
-        s.name: {"format": s.format, "split": s.split, "videos": 0, "failed_videos": 0, "expressions": 0,
-                 "objects": 0, "frames": 0, "tsf": {"ok": 0, "failed": 0, "annotation": 0, "tracked": 0},
-                 "masks": {"annotation": 0, "sam2": 0, "none": 0}} for s in config.sources}
+        s.name: {
+            "format": s.format,
+            "split": s.split,
+            "videos": 0,
+            "failed_videos": 0,
+            "expressions": 0,
+            "objects": 0,
+            "frames": 0,
+            "tsf": {"ok": 0, "failed": 0, "annotation": 0, "tracked": 0},
+            "masks": {"annotation": 0, "sam2": 0, "none": 0},
+        }
+        for s in config.sources
+    }
     for item in items:
         data = json.loads(item.result_path().read_text())
         stats = per_source[item.source.name]
@@ -278,13 +332,33 @@ def merge(config: MixtureConfig, items: list[Item], out: Path) -> dict[str, Any]
             failed.append({"item": item.key, "reason": data.get("reason")})
             continue
         vid = item.key
-        objects = {int(k): ObjectTrack(int(k), o["masks"], o["boxes"], category=o["category"],
-                                       attributes={**o["attributes"], "mask_source": o["mask_source"]})
-                   for k, o in data["objects"].items()}
-        expressions = [Expression(e["exp_id"], e["text"], e["obj_ids"], e["tags"], e["kind"], e["extra"])
-                       for e in data["expressions"]]
-        records.append(VideoRecord(vid, data["frames"], data["height"], data["width"], objects, expressions,
-                                   frame_dir=item.frames_dir(), frame_ext=".jpg", tags=[item.source.name]))
+        objects = {
+            int(k): ObjectTrack(
+                int(k),
+                o["masks"],
+                o["boxes"],
+                category=o["category"],
+                attributes={**o["attributes"], "mask_source": o["mask_source"]},
+            )
+            for k, o in data["objects"].items()
+        }
+        expressions = [
+            Expression(e["exp_id"], e["text"], e["obj_ids"], e["tags"], e["kind"], e["extra"])
+            for e in data["expressions"]
+        ]
+        records.append(
+            VideoRecord(
+                vid,
+                data["frames"],
+                data["height"],
+                data["width"],
+                objects,
+                expressions,
+                frame_dir=item.frames_dir(),
+                frame_ext=".jpg",
+                tags=[item.source.name],
+            )
+        )
         for line in data["tsf"]:
             rec = TSFRecord.from_json(line, str(item.result_path()))
             rec.video_id = vid
@@ -304,9 +378,20 @@ def merge(config: MixtureConfig, items: list[Item], out: Path) -> dict[str, Any]
         f.write(json.dumps(header, sort_keys=True, separators=(",", ":")) + "\n")
         for line in tsf_lines:
             f.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
-    totals = {k: sum(s[k] for s in per_source.values()) for k in ("videos", "failed_videos", "expressions", "objects", "frames")}
-    manifest = {"format": MANIFEST_FORMAT, "version": 1, "config": config.to_json(), "sources": per_source,
-                "totals": totals, "failed": failed, "dataset": "dataset", "tsf": f"tsf/{shard_file_name(0, 1)}"}
+    totals = {
+        k: sum(s[k] for s in per_source.values())
+        for k in ("videos", "failed_videos", "expressions", "objects", "frames")
+    }
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": 1,
+        "config": config.to_json(),
+        "sources": per_source,
+        "totals": totals,
+        "failed": failed,
+        "dataset": "dataset",
+        "tsf": f"tsf/{shard_file_name(0, 1)}",
+    }
     with atomic_file(out / "manifest.json") as f:
         f.write(json.dumps(manifest, indent=1, sort_keys=True))
     return manifest

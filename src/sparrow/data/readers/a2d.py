@@ -129,8 +129,14 @@ def read(root: str | Path, split: str = "test") -> list[VideoRecord]:
                 objects[instance] = LazyObjectTrack(instance, len(frames), _loader(h5_files, instance, size))
             expressions.append(Expression(str(i), text, [instance]))
         record = VideoRecord(
-            video_id=vid, frames=frames, height=size[0], width=size[1], objects=objects, expressions=expressions,
-            video_path=root / "Release" / "clips320H" / f"{vid}.mp4", frame_indices=[int(f) - 1 for f in frames],
+            video_id=vid,
+            frames=frames,
+            height=size[0],
+            width=size[1],
+            objects=objects,
+            expressions=expressions,
+            video_path=root / "Release" / "clips320H" / f"{vid}.mp4",
+            frame_indices=[int(f) - 1 for f in frames],
         )
         record.validate(source=ann_path)
         records.append(record)

@@ -108,7 +108,9 @@ def parse_flags(path: Path, num_frames: int) -> list[bool]:
     return flags
 
 
-def box_track(obj_id: int, num_frames: int, load_boxes: Callable[[], list[Box | None]], **kwargs: Any) -> LazyObjectTrack:
+def box_track(
+    obj_id: int, num_frames: int, load_boxes: Callable[[], list[Box | None]], **kwargs: Any
+) -> LazyObjectTrack:
     """A lazy track of a box-only source (tracking, grounding): masks None in every frame."""
     return LazyObjectTrack(obj_id, num_frames, lambda: ([None] * num_frames, load_boxes(), None), **kwargs)
 

@@ -72,12 +72,22 @@ def read(root: str | Path, split: str = "train") -> list[VideoRecord]:
             for obj in ids:
                 if obj not in objects:
                     objects[obj] = LazyObjectTrack(
-                        obj, len(frames), lambda o=obj, c=clip, f=frames, s=size: binary_png_track(mask_paths(c / "mask", f, o), s)
+                        obj,
+                        len(frames),
+                        lambda o=obj, c=clip, f=frames, s=size: binary_png_track(mask_paths(c / "mask", f, o), s),
                     )
-        expressions = [Expression(str(i), phrase, ids, extra={"caption": caption}) for i, (phrase, ids) in enumerate(grounded)]
+        expressions = [
+            Expression(str(i), phrase, ids, extra={"caption": caption}) for i, (phrase, ids) in enumerate(grounded)
+        ]
         record = VideoRecord(
-            video_id=f"{clip.parent.name}/{clip.name}", frames=frames, height=size[0], width=size[1], objects=objects,
-            expressions=expressions, frame_dir=clip / "img", frame_ext=ext,
+            video_id=f"{clip.parent.name}/{clip.name}",
+            frames=frames,
+            height=size[0],
+            width=size[1],
+            objects=objects,
+            expressions=expressions,
+            frame_dir=clip / "img",
+            frame_ext=ext,
         )
         record.validate(source=nlp)
         records.append(record)

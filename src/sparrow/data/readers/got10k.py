@@ -67,8 +67,14 @@ def read(root: str | Path, split: str = "val") -> list[VideoRecord]:
         text = f"the {category}" if category else ""
         expressions = [Expression("0", text, [1], tags=["no_language"], kind="class_name")] if text else []
         record = VideoRecord(
-            video_id=name, frames=frames, height=height, width=width, objects={1: obj}, expressions=expressions,
-            frame_dir=seq, frame_ext=ext,
+            video_id=name,
+            frames=frames,
+            height=height,
+            width=width,
+            objects={1: obj},
+            expressions=expressions,
+            frame_dir=seq,
+            frame_ext=ext,
         )
         record.validate(source=seq)
         records.append(record)

@@ -27,8 +27,13 @@ SECONDS = 20.0
 
 
 def _anno_file(root: Path, split: str) -> Path | None:
-    for rel in (f"anno_v2/{split}_v2.json", f"anno_v2/{split}v2.json", f"anno/{split}v2.json", f"anno/{split}_v2.json",
-                f"anno/{split}.json"):
+    for rel in (
+        f"anno_v2/{split}_v2.json",
+        f"anno_v2/{split}v2.json",
+        f"anno/{split}v2.json",
+        f"anno/{split}_v2.json",
+        f"anno/{split}.json",
+    ):
         if (root / rel).is_file():
             return root / rel
     return None
@@ -47,7 +52,9 @@ def read(root: str | Path, split: str = "val") -> list[VideoRecord]:
     root = Path(root)
     path = _anno_file(root, split)
     if path is None:
-        raise SparrowError(f"no HC-STVG annotation file for split {split!r} (anno/{split}.json, anno_v2/{split}_v2.json)", root)
+        raise SparrowError(
+            f"no HC-STVG annotation file for split {split!r} (anno/{split}.json, anno_v2/{split}_v2.json)", root
+        )
     data = load_json(path)
     if not isinstance(data, dict):
         raise SparrowError("expected an object {<vid>.mp4: annotation}", path)
@@ -58,7 +65,11 @@ def read(root: str | Path, split: str = "val") -> list[VideoRecord]:
         vid = Path(key).stem
         try:
             T = int(a["img_num"])
-            H, W = (int(a["img_size"][0]), int(a["img_size"][1])) if "img_size" in a else (int(a["height"]), int(a["width"]))
+            H, W = (
+                (int(a["img_size"][0]), int(a["img_size"][1]))
+                if "img_size" in a
+                else (int(a["height"]), int(a["width"]))
+            )
             start = int(a["st_frame"]) - 1
             tube = [list(map(float, b)) for b in a["bbox"]]
             text = a.get("English", a.get("caption"))
@@ -75,10 +86,14 @@ def read(root: str | Path, split: str = "val") -> list[VideoRecord]:
 
         span = [start, start + len(tube)]
         record = VideoRecord(
-            video_id=vid, frames=[f"{t:06d}" for t in range(T)], height=H, width=W,
+            video_id=vid,
+            frames=[f"{t:06d}" for t in range(T)],
+            height=H,
+            width=W,
             objects={1: box_track(1, T, load, category="person")},
             expressions=[Expression("0", " ".join(text.split()), [1], kind="declarative", extra={"span": span})],
-            video_path=videos.get(vid, root / "video" / f"{vid}.mp4"), fps=T / SECONDS,
+            video_path=videos.get(vid, root / "video" / f"{vid}.mp4"),
+            fps=T / SECONDS,
         )
         record.validate(source=path)
         records.append(record)

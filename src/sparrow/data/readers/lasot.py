@@ -37,8 +37,14 @@ def _sequences(root: Path) -> list[Path]:
 def _boxes(seq: Path, num_frames: int):
     def load():
         boxes = parse_xywh_lines(seq / "groundtruth.txt", num_frames)
-        hidden = [a or b for a, b in zip(parse_flags(seq / "full_occlusion.txt", num_frames),
-                                         parse_flags(seq / "out_of_view.txt", num_frames), strict=True)]
+        hidden = [
+            a or b
+            for a, b in zip(
+                parse_flags(seq / "full_occlusion.txt", num_frames),
+                parse_flags(seq / "out_of_view.txt", num_frames),
+                strict=True,
+            )
+        ]
         return [None if h else b for b, h in zip(boxes, hidden, strict=True)]
 
     return load
@@ -61,8 +67,14 @@ def read(root: str | Path, split: str = "test") -> list[VideoRecord]:
         obj = box_track(1, num_frames, _boxes(seq, num_frames), category=seq.parent.name)
         expressions = [Expression("0", text, [1], kind="nlp")] if text else []
         record = VideoRecord(
-            video_id=seq.name, frames=frames, height=height, width=width, objects={1: obj},
-            expressions=expressions, frame_dir=frame_dir, frame_ext=".jpg",
+            video_id=seq.name,
+            frames=frames,
+            height=height,
+            width=width,
+            objects={1: obj},
+            expressions=expressions,
+            frame_dir=frame_dir,
+            frame_ext=".jpg",
         )
         record.validate(source=seq)
         records.append(record)

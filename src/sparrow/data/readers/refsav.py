@@ -80,8 +80,14 @@ def read(root: str | Path, split: str = "train") -> list[VideoRecord]:
             objects[obj] = LazyObjectTrack(obj, len(indices), _masklet_loader(index, obj, len(indices), size))
             expressions.append(Expression(str(obj), " ".join(text.split()), [obj]))
         record = VideoRecord(
-            video_id=str(key), frames=[f"{i:05d}" for i in indices], height=size[0], width=size[1],
-            objects=objects, expressions=expressions, video_path=root / entry["video_path"], frame_indices=indices,
+            video_id=str(key),
+            frames=[f"{i:05d}" for i in indices],
+            height=size[0],
+            width=size[1],
+            objects=objects,
+            expressions=expressions,
+            video_path=root / entry["video_path"],
+            frame_indices=indices,
             fps=24.0 / STRIDE,
         )
         record.validate(source=path)

@@ -70,7 +70,9 @@ def read(root: str | Path, split: str = "valid", davis_runs: bool = False) -> li
             try:
                 obj = int(exp["obj_id"])
             except (TypeError, ValueError) as exc:
-                raise SparrowError(f"video {video_id!r}, expression {exp_id!r}: bad obj_id {exp['obj_id']!r}", meta_path) from exc
+                raise SparrowError(
+                    f"video {video_id!r}, expression {exp_id!r}: bad obj_id {exp['obj_id']!r}", meta_path
+                ) from exc
             extra = {"anno_run": i % 4} if davis_runs else {}
             expressions.append(Expression(str(exp_id), " ".join(exp["exp"].split()), [obj], extra=extra))
             if obj not in obj_ids:
@@ -84,8 +86,14 @@ def read(root: str | Path, split: str = "valid", davis_runs: bool = False) -> li
             for exp in expressions:
                 exp.extra["obj_id"], exp.obj_ids = exp.obj_ids, []
         record = VideoRecord(
-            video_id=video_id, frames=list(frames), height=size[0], width=size[1], objects=objects,
-            expressions=expressions, frame_dir=frame_dir, frame_ext=".jpg",
+            video_id=video_id,
+            frames=list(frames),
+            height=size[0],
+            width=size[1],
+            objects=objects,
+            expressions=expressions,
+            frame_dir=frame_dir,
+            frame_ext=".jpg",
         )
         record.validate(source=meta_path)
         records.append(record)

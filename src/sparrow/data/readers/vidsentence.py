@@ -84,8 +84,14 @@ def read(root: str | Path, split: str = "test") -> list[VideoRecord]:
             for k, text in enumerate(sentences[index]):
                 expressions.append(Expression(str(index) if k == 0 else f"{index}-{k}", text, [obj]))
         record = VideoRecord(
-            video_id=video, frames=frames, height=height, width=width, objects=objects, expressions=expressions,
-            frame_dir=frame_dir, frame_ext=ext,
+            video_id=video,
+            frames=frames,
+            height=height,
+            width=width,
+            objects=objects,
+            expressions=expressions,
+            frame_dir=frame_dir,
+            frame_ext=ext,
         )
         record.validate(source=ann_list)
         records.append(record)

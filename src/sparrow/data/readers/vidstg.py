@@ -49,7 +49,11 @@ def _trajectories(index: JsonMapIndex, num_frames: int):
                 for b in boxes:
                     bb = b["bbox"]
                     cache.setdefault(int(b["tid"]), [None] * num_frames)[t] = [
-                        float(bb["xmin"]), float(bb["ymin"]), float(bb["xmax"]), float(bb["ymax"])]
+                        float(bb["xmin"]),
+                        float(bb["ymin"]),
+                        float(bb["xmax"]),
+                        float(bb["ymax"]),
+                    ]
         return cache.get(tid, [None] * num_frames)
 
     return load_for
@@ -89,12 +93,25 @@ def read(root: str | Path, split: str = "test") -> list[VideoRecord]:
                 for i, q in enumerate(e.get(key, [])):
                     extra = {"span": span, "segment": seg, **({"type": q["type"]} if "type" in q else {})}
                     exp_id = f"{seg[0]}-{seg[1]}-{qtype[0]}{i}"
-                    expressions.append(Expression(exp_id, " ".join(q["description"].split()), [int(q["target_id"])],
-                                                  tags=[qtype], kind=qtype, extra=extra))
+                    expressions.append(
+                        Expression(
+                            exp_id,
+                            " ".join(q["description"].split()),
+                            [int(q["target_id"])],
+                            tags=[qtype],
+                            kind=qtype,
+                            extra=extra,
+                        )
+                    )
         record = VideoRecord(
-            video_id=vid, frames=[f"{t:06d}" for t in range(T)], height=int(first["height"]),
-            width=int(first["width"]), objects=objects, expressions=expressions,
-            video_path=root / "vidor" / "video" / (vidor.get("video_path") or f"{vid}.mp4"), fps=float(first.get("fps", 0)) or None,
+            video_id=vid,
+            frames=[f"{t:06d}" for t in range(T)],
+            height=int(first["height"]),
+            width=int(first["width"]),
+            objects=objects,
+            expressions=expressions,
+            video_path=root / "vidor" / "video" / (vidor.get("video_path") or f"{vid}.mp4"),
+            fps=float(first.get("fps", 0)) or None,
         )
         record.validate(source=path)
         records.append(record)

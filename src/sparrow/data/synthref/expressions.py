@@ -15,6 +15,7 @@ All facts are read back from a :class:`~sparrow.data.schema.VideoRecord` (object
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,13 +86,20 @@ class Query:
         return sum(v is not None for v in (self.shape, self.colour, self.size, self.motion, self.position))
 
     def to_json(self) -> dict:
-        return {"shape": self.shape, "colour": self.colour, "size": self.size, "motion": self.motion,
-                "position": list(self.position) if self.position else None}
+        return {
+            "shape": self.shape,
+            "colour": self.colour,
+            "size": self.size,
+            "motion": self.motion,
+            "position": list(self.position) if self.position else None,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Query:
         pos = data.get("position")
-        return cls(data.get("shape"), data.get("colour"), data.get("size"), data.get("motion"), tuple(pos) if pos else None)
+        return cls(
+            data.get("shape"), data.get("colour"), data.get("size"), data.get("motion"), tuple(pos) if pos else None
+        )
 
 
 def facts_from_record(record: VideoRecord) -> dict[int, ObjectFacts]:
@@ -111,9 +119,18 @@ def facts_from_record(record: VideoRecord) -> dict[int, ObjectFacts]:
         full = track.full_boxes if track.full_boxes is not None else track.boxes
         in_frame = np.array([b is not None for b in full])
         out[obj_id] = ObjectFacts(
-            obj_id=obj_id, shape=a["shape"], colour=a["colour"], size=a["size"], motion=a["motion"],
-            scale=record.width / 128.0, frame_size=record.width, appear=appear, centres=centres,
-            visible=visible, in_frame=in_frame, measure=measure((centres + camera)[appear:]),
+            obj_id=obj_id,
+            shape=a["shape"],
+            colour=a["colour"],
+            size=a["size"],
+            motion=a["motion"],
+            scale=record.width / 128.0,
+            frame_size=record.width,
+            appear=appear,
+            centres=centres,
+            visible=visible,
+            in_frame=in_frame,
+            measure=measure((centres + camera)[appear:]),
         )
     return out
 
@@ -160,7 +177,7 @@ def motion_truth(name: str, f: ObjectFacts) -> bool | None:
         runs = _runs(f.in_frame[f.appear :])
         if len(runs) <= 1:
             return False
-        gaps = [b[0] - a[1] for a, b in zip(runs, runs[1:])]
+        gaps = [b[0] - a[1] for a, b in itertools.pairwise(runs)]
         return True if max(gaps) >= 2 else None
     raise ValueError(f"unknown motion predicate {name!r}")
 
@@ -239,8 +256,10 @@ def candidate_queries(facts: dict[int, ObjectFacts], allow_multi: bool = True) -
     extras += [(None, (r, t)) for r in REGIONS for t in TIMES]
     table = {
         extra: [
-            True if extra == (None, None)
-            else motion_truth(extra[0], f) if extra[0] is not None
+            True
+            if extra == (None, None)
+            else motion_truth(extra[0], f)
+            if extra[0] is not None
             else position_truth(extra[1][0], extra[1][1], f)
             for f in objs
         ]
@@ -254,7 +273,9 @@ def candidate_queries(facts: dict[int, ObjectFacts], allow_multi: bool = True) -
             colour = f.colour if mask & 2 else None
             size = f.size if mask & 4 else None
             looks = [
-                (shape is None or shape == g.shape) and (colour is None or colour == g.colour) and (size is None or size == g.size)
+                (shape is None or shape == g.shape)
+                and (colour is None or colour == g.colour)
+                and (size is None or size == g.size)
                 for g in objs
             ]
             for extra in extras if shape is not None else extras[:1]:

@@ -110,27 +110,46 @@ def _record(vid: str, index: int, scene: SceneSpec, clip: RenderedClip) -> Video
             full_boxes=[None if np.isnan(b[0]) else [float(v) for v in b] for b in full_boxes[k]],
             category=obj.shape,
             attributes={
-                "shape": obj.shape, "colour": obj.colour, "size": obj.size, "motion": obj.motion,
-                "direction": obj.direction, "appear": obj.appear, "z": obj.z, "radius": round(obj.radius, 2),
+                "shape": obj.shape,
+                "colour": obj.colour,
+                "size": obj.size,
+                "motion": obj.motion,
+                "direction": obj.direction,
+                "appear": obj.appear,
+                "z": obj.z,
+                "radius": round(obj.radius, 2),
                 "centres": np.round(frame_centres, 2).tolist(),
             },
         )
     planted = {d: [MAX_OBJECTS * index + k for k in ks] for d, ks in sorted(scene.planted.items())}
     return VideoRecord(
-        video_id=vid, frames=[f"{t:05d}" for t in range(T)], height=scene.size, width=scene.size,
-        objects=objects, extra={"camera": scene.camera.tolist(), "background": scene.background, "planted": planted},
+        video_id=vid,
+        frames=[f"{t:05d}" for t in range(T)],
+        height=scene.size,
+        width=scene.size,
+        objects=objects,
+        extra={"camera": scene.camera.tolist(), "background": scene.background, "planted": planted},
     )
 
 
-def make_video(split: str, seed: int, index: int, config: SynthConfig = SynthConfig()) -> tuple[VideoRecord, np.ndarray]:
+def make_video(
+    split: str, seed: int, index: int, config: SynthConfig = SynthConfig()
+) -> tuple[VideoRecord, np.ndarray]:
     """Generate video ``index`` of a split: its record (no frame folder yet) and frames ``[T, H, W, 3]`` uint8.
 
     Scenes for which no unambiguous expression exists are resampled from the same generator.
     """
-    rng = video_rng(split, seed, index)
-    vid = video_id(split, index)
+    return build_video(video_rng(split, seed, index), video_id(split, index), index, config)
+
+
+def build_video(
+    rng: np.random.Generator, vid: str, index: int, config: SynthConfig = SynthConfig(), force: tuple[str, ...] = ()
+) -> tuple[VideoRecord, np.ndarray]:
+    """One clip from generator ``rng``: record ``vid`` (object ``k`` has anno_id ``10*index + k``) and frames
+    ``[T, H, W, 3]`` uint8; ``force`` plants those difficulties (``sample_scene``). :func:`make_video` and the
+    on-the-fly training source (``sparrow.data.synthref.stream``) both build clips here."""
     for _ in range(50):
-        scene = sample_scene(rng, config.size, config.num_frames)
+        scene = sample_scene(rng, config.size, config.num_frames, force)
         clip = render(scene)
         record = _record(vid, index, scene, clip)
         facts = facts_from_record(record)
@@ -145,8 +164,14 @@ def make_video(split: str, seed: int, index: int, config: SynthConfig = SynthCon
         if problem is not None:  # construction and checker disagree: a bug, never written out
             raise RuntimeError(f"{vid}: expression {query} is ambiguous: {problem}")
         record.expressions.append(
-            Expression(exp_id=str(i), text=realise(query, len(targets)), obj_ids=list(targets), tags=tags,
-                       kind=query.kind, extra={"query": query.to_json()})
+            Expression(
+                exp_id=str(i),
+                text=realise(query, len(targets)),
+                obj_ids=list(targets),
+                tags=tags,
+                kind=query.kind,
+                extra={"query": query.to_json()},
+            )
         )
     record.tags = sorted({t for e in record.expressions for t in e.tags})
     return record, clip.frames
@@ -155,7 +180,9 @@ def make_video(split: str, seed: int, index: int, config: SynthConfig = SynthCon
 def _make_and_write(job: tuple[str, int, int, SynthConfig, str]) -> VideoRecord:
     split, seed, index, config, tmp_dir = job
     record, frames = make_video(split, seed, index, config)
-    write_frames(Path(tmp_dir) / "JPEGImages" / record.video_id, record.frames, frames, quality=config.jpeg_quality, atomic=False)
+    write_frames(
+        Path(tmp_dir) / "JPEGImages" / record.video_id, record.frames, frames, quality=config.jpeg_quality, atomic=False
+    )
     return record
 
 

@@ -64,7 +64,7 @@ def contact_sheet(records: list[VideoRecord], out: str | Path, clips: int = 6, f
         boxes = rec.target_boxes(exp, idx)
         y = row * (H + caption_h + gap)
         tags = f" [{', '.join(exp.tags)}]" if exp.tags else ""
-        draw.text((2, y + 1), f"{rec.video_id}: \"{exp.text}\" ({exp.kind}){tags}", fill=(0, 0, 0))
+        draw.text((2, y + 1), f'{rec.video_id}: "{exp.text}" ({exp.kind}){tags}', fill=(0, 0, 0))
         for col in range(frames):
             img = overlay(imgs[col], masks[col], boxes[col])
             if scale != 1:

@@ -32,8 +32,20 @@ UNIT_POLYGONS: dict[str, np.ndarray] = {  # vertices for radius 1, centred on 0
     "star": _star(5, 1.2, 0.5),
     "diamond": np.array([[0.0, -1.15], [0.8, 0.0], [0.0, 1.15], [-0.8, 0.0]]),
     "cross": np.array(
-        [[-_ARM, -1.0], [_ARM, -1.0], [_ARM, -_ARM], [1.0, -_ARM], [1.0, _ARM], [_ARM, _ARM],
-         [_ARM, 1.0], [-_ARM, 1.0], [-_ARM, _ARM], [-1.0, _ARM], [-1.0, -_ARM], [-_ARM, -_ARM]]
+        [
+            [-_ARM, -1.0],
+            [_ARM, -1.0],
+            [_ARM, -_ARM],
+            [1.0, -_ARM],
+            [1.0, _ARM],
+            [_ARM, _ARM],
+            [_ARM, 1.0],
+            [-_ARM, 1.0],
+            [-_ARM, _ARM],
+            [-1.0, _ARM],
+            [-1.0, -_ARM],
+            [-_ARM, -_ARM],
+        ]
     ),
 }
 

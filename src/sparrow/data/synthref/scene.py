@@ -115,9 +115,18 @@ def _appearances(rng: np.random.Generator, count: int) -> list[tuple[str, str, s
     return [combos[i] for i in order]
 
 
-def sample_scene(rng: np.random.Generator, size: int = 128, num_frames: int = 24) -> SceneSpec:
-    """Sample a scene with 2-6 objects and planted difficulties (see the module docstring)."""
-    plant = [d for d in DIFFICULTIES if rng.random() < PLANT_PROBABILITY[d]]
+def sample_scene(
+    rng: np.random.Generator, size: int = 128, num_frames: int = 24, force: tuple[str, ...] = ()
+) -> SceneSpec:
+    """Sample a scene with 2-6 objects and planted difficulties (see the module docstring).
+
+    ``force`` names difficulties planted whatever the draw (the generator state advances exactly as without it,
+    so ``force=()`` gives the scenes of the written splits).
+    """
+    unknown = sorted(set(force) - set(DIFFICULTIES))
+    if unknown:
+        raise ValueError(f"unknown difficulties {unknown}; known: {list(DIFFICULTIES)}")
+    plant = [d for d in DIFFICULTIES if rng.random() < PLANT_PROBABILITY[d] or d in force]
     n_objects = int(rng.integers(2, 7))
     group_sizes: list[int] = []  # objects sharing one appearance
     if "distractor" in plant:

@@ -13,9 +13,19 @@ from sparrow.data.synthref.scene import DIFFICULTIES
 def split_stats(records: list[VideoRecord]) -> dict[str, Counter]:
     """Counters: ``totals``, ``tags_expr``/``tags_video`` (difficulty tags), ``kinds``, ``motions`` (all objects),
     ``target_motions`` (objects some expression refers to), ``objects_per_video``, ``targets_per_expression``."""
-    out: dict[str, Counter] = {k: Counter() for k in (
-        "totals", "tags_expr", "tags_video", "kinds", "motions", "target_motions", "objects_per_video",
-        "targets_per_expression")}
+    out: dict[str, Counter] = {
+        k: Counter()
+        for k in (
+            "totals",
+            "tags_expr",
+            "tags_video",
+            "kinds",
+            "motions",
+            "target_motions",
+            "objects_per_video",
+            "targets_per_expression",
+        )
+    }
     for rec in records:
         out["totals"]["videos"] += 1
         out["totals"]["objects"] += len(rec.objects)
@@ -48,8 +58,12 @@ def format_stats(stats: dict[str, Counter]) -> str:
     """Markdown tables of :func:`split_stats`."""
     tot = stats["totals"]
     n_v, n_e, n_o = tot["videos"], tot["expressions"], tot["objects"]
-    lines = [f"{n_v} videos, {n_o} objects, {n_e} expressions", "",
-             "| difficulty tag | expressions | % of expressions | videos | % of videos |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"{n_v} videos, {n_o} objects, {n_e} expressions",
+        "",
+        "| difficulty tag | expressions | % of expressions | videos | % of videos |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for tag in (*DIFFICULTIES, "(none)"):
         e, v = stats["tags_expr"][tag], stats["tags_video"][tag]
         lines.append(f"| {tag} | {e} | {_pct(e, n_e)} | {v} | {_pct(v, n_v)} |")
