@@ -222,6 +222,8 @@ def test_boundary_f_radius_cache_span_and_jf_mean() -> None:
     masks[1, 2:4, 3:6] = True
     cache = BoundaryCache(masks)
     assert cache.span(0) is None and cache.span(1) == (2, 3, 3, 5) and cache.span(2) is None
+    with pytest.raises(ValueError, match=r"^expected masks \[T, H, W\], got \(6, 7\)$"):
+        BoundaryCache(masks[0])
     assert jf_mean(0.2, 0.6) == pytest.approx(0.4)
 
 
@@ -269,6 +271,15 @@ def test_chunks_group_windows_within_the_budget() -> None:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(metrics, "_CHUNK_BITS", budget)
             assert metrics._chunks(windows, guard) == reference_chunks(windows, guard, budget)
+
+
+def test_a_chunk_may_fill_its_budget_exactly() -> None:
+    windows = [(0, 7, 0, 1), (3, 10, 2, 3)]  # guard 1: each (7 + 1 + 1) rows x (8 + 1) columns
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(metrics, "_CHUNK_BITS", 2 * 18 * 9)  # both together cost exactly the budget: one chunk
+        assert metrics._chunks(windows, 1) == [[0, 1]]
+        mp.setattr(metrics, "_CHUNK_BITS", 2 * 18 * 9 - 1)
+        assert metrics._chunks(windows, 1) == [[0], [1]]
 
 
 def test_each_window_is_counted_once_in_its_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
