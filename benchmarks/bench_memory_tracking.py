@@ -1,9 +1,10 @@
 """SAM2 memory tracking before and after the `memory` stage: propagation from the ground-truth first-frame mask.
 
-Command (CPU; about 1 s per expression and variant on a shared 2-core machine)::
+Command (CPU; about 1 s per expression and variant; 13 min for 60 videos on a shared 2-core machine)::
 
+    sparrow synth --out data/synthref --split test --videos 60 --seed 7   # a split no training used
     PYTHONPATH=src python benchmarks/bench_memory_tracking.py --new runs/bundled/memory/final \\
-        --data data/synthref_test/test [--old default] [--videos 30]
+        --data data/synthref/test [--old default] [--videos 60]
 
 For every expression of the first ``--videos`` videos of a SynthRef (MeViS-layout) split, the target's
 ground-truth mask on its first visible frame prompts SAM2, and ``track`` mode's propagator
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--old", default="default", help="model before the memory stage (folder or 'default')")
     parser.add_argument("--new", required=True, help="model after the memory stage (folder)")
     parser.add_argument("--data", required=True, help="held-out SynthRef split folder (MeViS layout)")
-    parser.add_argument("--videos", type=int, default=30)
+    parser.add_argument("--videos", type=int, default=60)
     args = parser.parse_args()
     torch.set_num_threads(1)
     old = load_model(args.old, "cpu")

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from test_propagator import S, hf_reference, moving_square
 
 from sparrow.data.schema import Expression, ObjectTrack, VideoRecord
+from sparrow.errors import SparrowError
 from sparrow.model.batching import make_batch
 from sparrow.model.loading import from_pretrained
 from sparrow.model.memory_training import (
@@ -25,6 +26,7 @@ from sparrow.model.memory_training import (
 )
 from sparrow.model.propagator import MaskPropagator
 from sparrow.model.sam2_backbone import Sam2Preprocessor, build_sam2, tiny_sam2_config
+from sparrow.train.config import load_train_config
 from sparrow.train.data import ClipDataset
 from sparrow.train.loop import train
 from sparrow.train.model_init import build_initial_model
@@ -153,6 +155,7 @@ def test_memory_stage_lowers_its_loss_and_trains_only_the_memory_path(tmp_path) 
     config = toy_config(tmp_path, stage="memory", steps=24, batch_size=2)
     config.optimizer.lr = 3e-3
     config.data.num_sam_frames = 4
+    config.stage.memory_init, config.stage.calibrate_memory = "reset", True
     result = train(config, sources=[ToyClips(n=4, frames=4, sam_frames=4)], progress=False)
     losses = [r["loss"] for r in result.records]
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
@@ -182,6 +185,26 @@ def test_memory_stage_trains_no_parameter_outside_its_prefixes_and_prompts_from_
     losses["loss"].backward()
     graded = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert graded and graded <= set(plan.trainable)
+
+
+def test_memory_stage_settings_are_checked(tmp_path) -> None:
+    text = (
+        "stage: {name: memory, memory_prompt: %s, memory_init: %s}\ndata: {sources: [d], sampling: %s}\n"
+        "output_dir: out\n"
+    )
+    (tmp_path / "d").mkdir()
+    path = tmp_path / "run.yaml"
+    path.write_text(text % ("box", "reset", "clip"))
+    config = load_train_config(path)
+    assert (config.stage.memory_prompt, config.stage.memory_init, config.data.sampling) == ("box", "reset", "clip")
+    for bad, message in (
+        (("edge", "reset", "clip"), "memory_prompt"),
+        (("mask", "zeros", "clip"), "memory_init"),
+        (("mask", "keep", "consecutive"), "sampling"),
+    ):
+        path.write_text(text % bad)
+        with pytest.raises(SparrowError, match=message):
+            load_train_config(path)
 
 
 def test_clip_sampling_gives_consecutive_frames_from_a_visible_key_frame() -> None:

@@ -27,6 +27,11 @@ The raw mask-decoder outputs of each tracked frame (before SAM2 replaces the mas
 by -1024, which has no gradient) are read with a forward hook on ``sam.mask_decoder``, so a mask loss reaches the
 decoder's inputs on every frame. Clips are unrolled one at a time: HF's choice of the best of several masks indexes
 the batch in a way that is only right for one clip (with two clips it returns ``[2, 2, h, w]`` masks).
+
+Training a memory path that was never trained (the tiny chain's) also needs :func:`set_single_mask_tracking` (the
+decoder's multimask outputs are untrained), :func:`reinit_memory_path` (HF's ``N(0, 0.02)`` init keeps memory
+attention uniform) and :func:`calibrate_memory_output` (the memory output's scale differs from the image features the
+decoder was trained on); docs/design-notes.md item 11 has the measurements.
 """
 
 from __future__ import annotations
@@ -41,7 +46,16 @@ from transformers import Sam2VideoModel
 
 from sparrow.model.propagator import OBJ_ID, BoundedInferenceSession, prompt_mask
 
-__all__ = ["MemoryUnroll", "prompt_mask", "set_single_mask_tracking", "unroll_memory"]
+__all__ = [
+    "MEMORY_INITS",
+    "MEMORY_MODULES",
+    "MemoryUnroll",
+    "calibrate_memory_output",
+    "prompt_mask",
+    "reinit_memory_path",
+    "set_single_mask_tracking",
+    "unroll_memory",
+]
 
 # SAM2's rule for a mask prompt taken as output (``_use_mask_as_output``): object score +10 if the mask is non-empty
 _MASK_SCORE_SCALE, _MASK_SCORE_BIAS = 20.0, -10.0

@@ -201,7 +201,7 @@ def _clip_terms(model: SparrowModel, out: MemoryUnroll, targets: Tensor) -> dict
     """Per-frame loss terms of one unrolled clip; ``targets`` ``[Ts, H, W]`` (frame 0 is the prompted one).
 
     ``object_score`` ``[Ts-1]``; over the ``P`` tracked frames where the target is visible: ``mask_bce``,
-    ``mask_dice`` ``[P]`` of the best candidate, ``track_iou`` ``[P]`` (IoU of the mask SAM2 keeps) and, with
+    ``mask_dice`` ``[P]`` of the best candidate, ``track_iou`` ``[P]`` (IoU of the candidate SAM2 keeps, unclamped) and, with
     several candidates, ``iou_l1`` ``[P]``.
     """
     weights = model.config.loss
