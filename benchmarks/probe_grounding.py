@@ -34,7 +34,7 @@ import torch
 
 from sparrow.atomic import atomic_file
 from sparrow.data.mevis import read_mevis
-from sparrow.diagnostics.extract import extract_clip
+from sparrow.diagnostics.extract import PROBE_ANSWER, extract_clip
 from sparrow.diagnostics.grounding import (
     attribute_report,
     identification_report,
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--videos", type=int, default=40, help="videos read from each split")
     parser.add_argument("--epochs", type=int, default=20, help="selector-probe epochs")
+    parser.add_argument("--answer", default=PROBE_ANSWER,
+                        help=f"teacher-forced answer (default {PROBE_ANSWER!r}; 'Sure, [SEG].' for a [SEG]-only model)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -93,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             train = _read(args.probe_data, args.videos)
         if len(train) < 2 or len(held) < 2:
             raise SparrowError("need at least 2 videos for the probes and 2 held out", args.data)
-        clips_train = [extract_clip(model, r) for r in train]
-        clips_held = [extract_clip(model, r) for r in held]
+        if "[SEG]" not in args.answer:
+            raise SparrowError(f"--answer must hold [SEG], got {args.answer!r}")
+        clips_train = [extract_clip(model, r, args.answer) for r in train]
+        clips_held = [extract_clip(model, r, args.answer) for r in held]
         extracted, extracted_cpu = time.perf_counter() - start, time.process_time() - cpu
         figures = {
             "query_sensitivity": query_sensitivity(clips_held),

@@ -152,3 +152,4 @@ def test_benchmark_end_to_end(split, model_dir, tmp_path, capsys) -> None:
     assert set(figures["attribute_probes"]["sam2"]) == {"colour", "shape", "identity", "quadrant", "direction"}
     assert 0 <= figures["seg_decoding"]["[SEG] only: mean IoU"]["all"] <= 1
     assert bench.main(["--data", str(tmp_path / "missing"), "--model", str(model_dir)]) == 2
+    assert bench.main(["--data", str(split), "--model", str(model_dir), "--answer", "Sure."]) == 2

@@ -4,7 +4,8 @@ For a record, on the ``vlm_frames`` evenly spaced frames the model's VLM sees (`
 the same frames are the SAM frames here):
 
 - per expression: the projected ``[BOX]``/``[SEG]`` embeddings ``[E, C]`` and the VLM states they are read from
-  ``[E, d]``, by teacher forcing the question ``config.question_template`` and the answer ``Sure, [BOX] [SEG].``;
+  ``[E, d]``, by teacher forcing the question ``config.question_template`` and the answer ``Sure, [BOX] [SEG].``
+  (or another answer, e.g. ``Sure, [SEG].`` for a model trained without ``[BOX]``);
 - the VLM's visual tokens: the vision tower's output (the tokens the language model reads) and the language model's
   last-layer states at the video positions (causal attention: they do not depend on the question), both
   ``[gt, gh, gw, d]`` (``gt`` temporal groups of ``temporal_patch_size`` frames, ``gh x gw`` merged patches);
@@ -83,15 +84,16 @@ def pool_tokens(tokens: Tensor, masks: np.ndarray, temporal: int) -> tuple[Tenso
 
 
 @torch.no_grad()
-def extract_clip(model: SparrowModel, record: VideoRecord) -> ClipFeatures:
-    """Run the model's VLM, SAM2 encoder and proposer once on a clip (see the module docstring)."""
+def extract_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_ANSWER) -> ClipFeatures:
+    """Run the model's VLM, SAM2 encoder and proposer once on a clip (see the module docstring); ``answer`` is the
+    teacher-forced answer (``"Sure, [SEG]."`` for a model trained with ``[SEG]`` only: its ``[BOX]`` rows are 0)."""
     model.eval()
     cfg = model.config
     frame_ids = sample_indices(record.num_frames, cfg.vlm_frames)
     frames = record.load_frames(frame_ids)
     texts = [e.text for e in record.expressions]
     vlm = model.vlm
-    samples = [VLMSample(frames, cfg.question_template.format(query=clean_phrase(t)), PROBE_ANSWER) for t in texts]
+    samples = [VLMSample(frames, cfg.question_template.format(query=clean_phrase(t)), answer) for t in texts]
     batch = vlm.collate(samples).to(model.device)
     _, hidden = vlm(batch)
     pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id)
@@ -100,7 +102,11 @@ def extract_clip(model: SparrowModel, record: VideoRecord) -> ClipFeatures:
         emb = model.prompt_embeddings(hidden[row, :-1], p)
         box.append(emb.box[0])
         seg.append(emb.seg[0])
-        box_state.append(hidden[row, p.box_positions[0]])
+        box_state.append(
+            hidden[row, p.box_positions[0]]
+            if p.box_positions[0] is not None
+            else emb.box[0].new_zeros(hidden.shape[-1])
+        )
         seg_state.append(hidden[row, p.seg_positions[0]])
 
     pix, grid = vlm.video_inputs(frames)
