@@ -13,6 +13,7 @@ from sparrow.model.proposer import Proposals
 from sparrow.model.selector import (
     Selector,
     SelectorOutput,
+    ranking_loss,
     refinement_loss,
     select_boxes,
     selection_labels,
@@ -164,6 +165,23 @@ def test_selection_loss_by_hand():
     loss = selection_loss(x, none)
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_ranking_loss_by_hand():
+    logits = torch.tensor([2.0, -1.0, 0.5, float("-inf"), 3.0])
+    labels = torch.tensor([1.0, 0.0, 1.0, 1.0, -1.0])  # the -inf positive and the ignored 3.0 leave the sums
+    pos = math.log(math.exp(2.0) + math.exp(0.5))
+    total = math.log(math.exp(2.0) + math.exp(-1.0) + math.exp(0.5))
+    assert ranking_loss(logits, labels).item() == pytest.approx(total - pos, rel=1e-5)
+    # a positive far above every negative costs ~0; below them, ~their margin
+    assert ranking_loss(torch.tensor([20.0, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0])).item() < 1e-6
+    assert ranking_loss(torch.tensor([0.0, 10.0]), torch.tensor([1.0, 0.0])).item() == pytest.approx(10.0, abs=1e-3)
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    loss = ranking_loss(x, torch.tensor([0.0, -1.0]))  # no positive: zero, still in the graph
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(x.grad, torch.zeros_like(x))
+    with pytest.raises(ValueError, match="ranking_loss"):
+        ranking_loss(torch.zeros(2, 3), torch.zeros(2, 3))
 
 
 def test_refinement_loss_l1_plus_giou_by_hand():

@@ -26,6 +26,7 @@ class LossWeights:
     mask_dice: float = 0.5
     selection: float = 1.0
     box: float = 2.0
+    selection_rank: float = 0.0  # listwise selection loss (our addition, model/selector.py::ranking_loss); 0 = off
     proposer: float = 1.0  # only present when the proposer is trained (stage 0 / tiny joint training)
 
 

@@ -17,6 +17,10 @@ For the ``N`` ``[BOX]`` embeddings ``E [N, embed_dim]`` of one image and its ``P
   ``pos_iou=0.3, neg_iou=0.3, inclusive_pos=True``;
 * **losses**: :func:`selection_loss` (BCE-with-logits on non-ignored, valid entries) and :func:`refinement_loss`
   (L1 + (1 - GIoU) of the refined boxes of positives); the paper weights them 1.0 and 2.0 (``LossWeights``).
+  Our addition, :func:`ranking_loss` (``LossWeights.selection_rank``, off by default): a softmax over the valid
+  proposals of a frame that puts the positives above every other proposal. The BCE averages ~100 mostly easy
+  negatives (background, duplicates), so the few other objects of the frame, the negatives a query must beat, weigh
+  little in it; the listwise term weighs the target against them directly.
 
 Boxes are normalised ``xyxy`` in ``[0, 1]``.
 """
@@ -36,6 +40,7 @@ from sparrow.model.proposer import MLP, Proposals, cxcywh_to_unit_xyxy, inverse_
 __all__ = [
     "Selector",
     "SelectorOutput",
+    "ranking_loss",
     "refinement_loss",
     "select_boxes",
     "selection_labels",
@@ -209,6 +214,23 @@ def selection_loss(logits: Tensor, labels: Tensor) -> Tensor:
     if not bool(keep.any()):
         return torch.where(torch.isfinite(logits), logits, torch.zeros_like(logits)).sum() * 0.0
     return F.binary_cross_entropy_with_logits(logits[keep], labels[keep], reduction="mean")
+
+
+def ranking_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Multi-positive softmax loss of one embedding: ``logsumexp(valid) - logsumexp(positives)``.
+
+    ``logits [P]`` (invalid proposals ``-inf``), ``labels [P]`` (1 positive, 0 negative, -1 ignore; ignored
+    proposals leave the denominator too). Returns 0 (connected to the graph) when no finite positive exists.
+    """
+    if logits.dim() != 1 or labels.shape != logits.shape:
+        raise ValueError(f"ranking_loss expects [P] logits and labels, got {tuple(logits.shape)}, {tuple(labels.shape)}")
+    finite = torch.isfinite(logits)
+    labels = labels.to(logits.device)
+    pos = finite & (labels > 0.5)
+    if not bool(pos.any()):
+        return torch.where(finite, logits, torch.zeros_like(logits)).sum() * 0.0
+    keep = finite & (labels >= 0)
+    return torch.logsumexp(logits[keep], 0) - torch.logsumexp(logits[pos], 0)
 
 
 def refinement_loss(refined_boxes: Tensor, labels: Tensor, target_box: Tensor) -> Tensor:

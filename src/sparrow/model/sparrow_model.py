@@ -26,6 +26,7 @@ from sparrow.model.sam2_backbone import Sam2Preprocessor
 from sparrow.model.selector import (
     Selector,
     SelectorOutput,
+    ranking_loss,
     refinement_loss,
     select_boxes,
     selection_labels,
@@ -159,8 +160,9 @@ class SparrowModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ training
     def forward(self, batch: SparrowBatch, train_proposer: bool = False) -> dict[str, torch.Tensor]:
-        """Training losses: ``ce``, ``mask_bce``, ``mask_dice``, ``selection``, ``box`` (+ ``proposer``) and ``loss``
-        (their weighted sum, weights from ``config.loss``)."""
+        """Training losses: ``ce``, ``mask_bce``, ``mask_dice``, ``selection``, ``box``, ``selection_rank`` (frames
+        with a positive proposal; weight 0 unless set) (+ ``proposer``) and ``loss`` (their weighted sum, weights from
+        ``config.loss``)."""
         cfg = self.config
         ce, hidden = self.vlm(batch.vlm)
         pairs = teacher_forced_pairs(
@@ -184,7 +186,7 @@ class SparrowModel(nn.Module):
             ]
             losses["proposer"] = proposer_loss(proposals, targets)["total"]
 
-        sel_losses, box_losses = [], []
+        sel_losses, box_losses, rank_losses = [], [], []
         frame_idx, segs, boxes, has_box = [], [], [], []
         for row in range(b):
             for slot in range(n):
@@ -205,6 +207,8 @@ class SparrowModel(nn.Module):
                             labels = torch.zeros_like(out.logits[0])
                         labels = torch.where(frame_props.valid[0], labels, torch.full_like(labels, -1.0))
                         sel_losses.append(selection_loss(out.logits[0], labels))
+                        if present and bool((labels > 0.5).any()):
+                            rank_losses.append(ranking_loss(out.logits[0], labels))
                         if present:
                             if cfg.train_box_source == "gt":
                                 box = target
@@ -231,6 +235,8 @@ class SparrowModel(nn.Module):
             losses["selection"] = torch.stack(sel_losses).mean()
         if box_losses:
             losses["box"] = torch.stack(box_losses).mean()
+        if rank_losses:
+            losses["selection_rank"] = torch.stack(rank_losses).mean()
         losses["loss"] = weighted_total(losses, cfg.loss)
         return losses
 

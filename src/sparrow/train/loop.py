@@ -41,6 +41,7 @@ LOG_KEYS = (
     "mask_dice",
     "selection",
     "box",
+    "selection_rank",
     "proposer",
     "point_mask_bce",
     "point_mask_dice",
