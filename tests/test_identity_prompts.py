@@ -11,6 +11,7 @@ from sparrow.data.synthref.generate import make_video
 from sparrow.data.synthref.identity import (
     NUM_IDENTITIES,
     IdentityDataset,
+    expression_identity,
     identity_index,
     identity_targets,
     object_identity,
@@ -20,6 +21,7 @@ from sparrow.errors import SparrowError
 from sparrow.model.batching import make_batch
 from sparrow.model.config import SparrowConfig
 from sparrow.model.loading import build_tiny, from_pretrained, save_pretrained
+from sparrow.model.prompt_tokens import teacher_forced_pairs
 from sparrow.model.sparrow_model import SparrowBatch
 from sparrow.train.config import StageConfig
 from sparrow.train.objectives import identity_losses, segmenter_loss
@@ -173,3 +175,40 @@ def test_identity_prompts_learn_to_tell_colour_and_shape_apart() -> None:
                 ious[k, j] = ((pred & target).flatten(1).sum(1) / (pred | target).flatten(1).sum(1).clamp(min=1)).mean()
     assert ious[0, 0] > 0.5 and ious[1, 1] > 0.5, ious
     assert ious[0, 1] < 0.2 and ious[1, 0] < 0.2, ious
+
+
+def test_expression_identity_and_batch_target(model, record) -> None:
+    for expression in record.expressions:
+        ids = {object_identity(record.objects[o]) for o in expression.obj_ids}
+        expected = next(iter(ids)) if len(ids) == 1 else -1
+        assert expression_identity(record, expression.exp_id) == expected
+    with pytest.raises(KeyError, match="no expression"):
+        expression_identity(record, "no-such-expression")
+    wrapped = IdentityDataset(ReferringVideoDataset([record], num_vlm_frames=4, num_sam_frames=2, seed=0))
+    samples = [wrapped[0], wrapped[1]]
+    batch = make_batch(model, samples)
+    assert batch.target_identity.tolist() == [s.target_identity for s in samples]
+    assert samples[0].target_identity == expression_identity(record, samples[0].exp_id)
+
+
+def test_vlm_forward_classifies_prompts_against_frozen_identities(model, record) -> None:
+    wrapped = IdentityDataset(ReferringVideoDataset([record], num_vlm_frames=4, num_sam_frames=2, seed=0))
+    batch = make_batch(model, [wrapped[0], wrapped[1]])
+    batch.target_identity = torch.tensor([3, -1])  # the second row is left out
+    model.zero_grad()
+    losses = model(batch)
+    table = model.identity_prompts.weight
+    _, hidden = model.vlm(batch.vlm)  # row 0's embeddings by hand
+    vlm = model.vlm
+    pairs = teacher_forced_pairs(batch.vlm.input_ids, batch.vlm.attention_mask, vlm.box_token_id, vlm.seg_token_id)
+    p = model.prompt_embeddings(hidden[0, :-1], pairs[0])
+    logits = torch.cat([p.box, p.seg]) @ table.t() / table.shape[1] ** 0.5
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([3, 3]))
+    torch.testing.assert_close(losses["prompt_identity"], expected, rtol=1e-4, atol=1e-5)
+    losses["prompt_identity"].backward()
+    assert table.grad is None or float(table.grad.abs().sum()) == 0.0  # the prototypes stay fixed
+    assert (
+        float(model.box_head.fc2.weight.grad.abs().sum()) > 0 and float(model.seg_head.fc2.weight.grad.abs().sum()) > 0
+    )
+    batch.target_identity = torch.tensor([-1, -1])
+    assert float(model(batch)["prompt_identity"]) == 0.0

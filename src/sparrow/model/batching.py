@@ -51,6 +51,9 @@ def make_batch(model: SparrowModel, samples: Sequence[Any], with_tsf: bool = Fal
             for b in s.object_boxes
         ]
     identity_ids, identity_masks = _identities(samples)
+    target_identity = None
+    if identity_ids is not None:
+        target_identity = torch.tensor([int(getattr(s, "target_identity", -1)) for s in samples], dtype=torch.int64)
     return SparrowBatch(
         vlm=vlm,
         sam_pixels=sam_pixels,
@@ -59,6 +62,7 @@ def make_batch(model: SparrowModel, samples: Sequence[Any], with_tsf: bool = Fal
         object_boxes=object_boxes,
         identity_ids=identity_ids,
         identity_masks=identity_masks,
+        target_identity=target_identity,
     )
 
 

@@ -223,7 +223,9 @@ def ranking_loss(logits: Tensor, labels: Tensor) -> Tensor:
     proposals leave the denominator too). Returns 0 (connected to the graph) when no finite positive exists.
     """
     if logits.dim() != 1 or labels.shape != logits.shape:
-        raise ValueError(f"ranking_loss expects [P] logits and labels, got {tuple(logits.shape)}, {tuple(labels.shape)}")
+        raise ValueError(
+            f"ranking_loss expects [P] logits and labels, got {tuple(logits.shape)}, {tuple(labels.shape)}"
+        )
     finite = torch.isfinite(logits)
     labels = labels.to(logits.device)
     pos = finite & (labels > 0.5)

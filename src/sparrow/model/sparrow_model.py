@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sparrow.errors import SparrowError
@@ -54,6 +55,7 @@ class SparrowBatch:
         None  # [B, M] int64 identity of each slot, -1 padding (segmenter identity prompts)
     )
     identity_masks: torch.Tensor | None = None  # [B, M, Ts, H, W] float: that identity's masks on the SAM frames
+    target_identity: torch.Tensor | None = None  # [B] int64 identity of the expression's targets, -1 mixed
 
     def to(self, device: torch.device | str) -> SparrowBatch:
         move = lambda t: None if t is None else t.to(device)
@@ -65,6 +67,7 @@ class SparrowBatch:
             object_boxes=None if self.object_boxes is None else [b.to(device) for b in self.object_boxes],
             identity_ids=move(self.identity_ids),
             identity_masks=move(self.identity_masks),
+            target_identity=move(self.target_identity),
         )
 
 
@@ -161,8 +164,9 @@ class SparrowModel(nn.Module):
     # ------------------------------------------------------------------------------------------ training
     def forward(self, batch: SparrowBatch, train_proposer: bool = False) -> dict[str, torch.Tensor]:
         """Training losses: ``ce``, ``mask_bce``, ``mask_dice``, ``selection``, ``box``, ``selection_rank`` (frames
-        with a positive proposal; weight 0 unless set) (+ ``proposer``) and ``loss`` (their weighted sum, weights from
-        ``config.loss``)."""
+        with a positive proposal; weight 0 unless set), ``prompt_identity`` (batches with SynthRef target identities
+        on a model with identity prompts, :meth:`_prompt_identity_loss`) (+ ``proposer``) and ``loss`` (their
+        weighted sum, weights from ``config.loss``)."""
         cfg = self.config
         ce, hidden = self.vlm(batch.vlm)
         pairs = teacher_forced_pairs(
@@ -237,8 +241,27 @@ class SparrowModel(nn.Module):
             losses["box"] = torch.stack(box_losses).mean()
         if rank_losses:
             losses["selection_rank"] = torch.stack(rank_losses).mean()
+        if batch.target_identity is not None and self.identity_prompts is not None:
+            losses["prompt_identity"] = self._prompt_identity_loss(prompts, batch.target_identity.to(hidden.device))
         losses["loss"] = weighted_total(losses, cfg.loss)
         return losses
+
+    def _prompt_identity_loss(self, prompts: list[PromptEmbeddings], target_identity: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the ``[BOX]`` and ``[SEG]`` embeddings ``[N, C]`` of each answer against the frozen
+        identity prompts ``E [I, C]`` (logits ``e . E^T / sqrt(C)``), the class being the expression's target identity
+        ``target_identity [B]`` (-1: left out). Deep supervision for SynthRef training: the embeddings must name the
+        object the sentence refers to in the terms the segmenter learned (``stage.identity_prompts``); 0 when no row
+        has an identity."""
+        table = self.identity_prompts.weight.detach()
+        rows = [r for r in range(len(prompts)) if int(target_identity[r]) >= 0]
+        if not rows:
+            return prompts[0].seg.sum() * 0.0
+        embeds = torch.cat([torch.cat([prompts[r].box[prompts[r].has_box], prompts[r].seg]) for r in rows])
+        labels = torch.cat(
+            [target_identity[r].repeat(int(prompts[r].has_box.sum()) + len(prompts[r].seg)) for r in rows]
+        )
+        logits = embeds @ table.t().to(embeds.dtype) / table.shape[1] ** 0.5
+        return F.cross_entropy(logits, labels)
 
     def _decode_mixed(
         self,

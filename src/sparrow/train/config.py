@@ -121,7 +121,8 @@ class StageConfig:
     memory_image_loss: bool = False  # memory: add the box-prompted image-path loss (when the mask decoder trains too)
     calibrate_memory: bool = False  # memory: set memory attention's output norm to the image features' scale first
     memory_init: str = "keep"  # memory: re-initialise the memory path first: keep | reset | xavier
-    identity_prompts: bool = False  # segmenter: also learn one prompt per SynthRef (colour, shape) identity
+    identity_prompts: bool = False  # segmenter: also learn one prompt per SynthRef (colour, shape) identity; vlm:
+    # classify [BOX]/[SEG] against those (frozen) prompts (SparrowModel._prompt_identity_loss)
 
 
 @dataclass

@@ -42,6 +42,7 @@ LOG_KEYS = (
     "selection",
     "box",
     "selection_rank",
+    "prompt_identity",
     "proposer",
     "point_mask_bce",
     "point_mask_dice",
@@ -178,9 +179,9 @@ def train(
         start = load_checkpoint(checkpoint, model, plan.trainable, optimizer, scheduler, frozen_hash).step
 
     identity = config.stage.identity_prompts
-    if identity and (config.stage.name != "segmenter" or model.identity_prompts is None):
+    if identity and (config.stage.name not in ("segmenter", "vlm") or model.identity_prompts is None):
         raise SparrowError(
-            "stage.identity_prompts trains the segmenter stage of a model with identity prompts "
+            "stage.identity_prompts needs the segmenter or vlm stage of a model with identity prompts "
             "(model.config.identity_prompts: 36 for SynthRef)",
             config.source,
         )

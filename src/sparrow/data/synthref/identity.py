@@ -26,6 +26,7 @@ __all__ = [
     "NUM_IDENTITIES",
     "IdentityDataset",
     "IdentitySample",
+    "expression_identity",
     "identity_index",
     "identity_targets",
     "object_identity",
@@ -73,20 +74,33 @@ def identity_targets(record: VideoRecord, frames: list[int]) -> tuple[np.ndarray
     return ids, masks
 
 
+def expression_identity(record: VideoRecord, exp_id: str) -> int:
+    """The one identity shared by every target of expression ``exp_id`` of ``record``; -1 when its targets have
+    different identities or none (e.g. "the two shapes moving up" over a red star and a blue circle)."""
+    expression = next((e for e in record.expressions if e.exp_id == exp_id), None)
+    if expression is None:
+        raise KeyError(f"{record.video_id}: no expression {exp_id!r}")
+    ids = {object_identity(record.objects[o]) for o in expression.obj_ids if o in record.objects}
+    return int(next(iter(ids))) if len(ids) == 1 and None not in ids else -1
+
+
 @dataclass
 class IdentitySample(ReferringSample):
     """A :class:`ReferringSample` that also carries the identities of its video on the SAM frames:
-    ``identity_ids`` int64 ``[M]`` and ``identity_masks`` bool ``[M, Ts, H, W]`` (see :func:`identity_targets`)."""
+    ``identity_ids`` int64 ``[M]`` and ``identity_masks`` bool ``[M, Ts, H, W]`` (see :func:`identity_targets`),
+    and ``target_identity``, the identity of the expression's targets (-1: mixed, see :func:`expression_identity`)."""
 
     identity_ids: np.ndarray | None = None
     identity_masks: np.ndarray | None = None
+    target_identity: int = -1
 
 
 def with_identity(sample: ReferringSample, record: VideoRecord) -> IdentitySample:
-    """``sample`` (drawn from ``record``) plus the identity targets on its SAM frames."""
+    """``sample`` (drawn from ``record``) plus the identity targets on its SAM frames and its target's identity."""
     ids, masks = identity_targets(record, list(sample.sam_indices))
     fields = {f.name: getattr(sample, f.name) for f in dataclasses.fields(ReferringSample)}
-    return IdentitySample(**fields, identity_ids=ids, identity_masks=masks)
+    target = expression_identity(record, sample.exp_id)
+    return IdentitySample(**fields, identity_ids=ids, identity_masks=masks, target_identity=target)
 
 
 class IdentityDataset(Dataset):
