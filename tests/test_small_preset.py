@@ -271,3 +271,10 @@ def test_small_training_config_and_segmenter_graft(small):
     assert (
         model.seg_head.fc1.in_features == HIDDEN and model.seg_head.fc2.out_features == donor.pixel_decoder.hidden_size
     )
+    assert model.identity_prompts is None
+    # a donor trained with identity prompts hands them over too (the vlm stage classifies against them)
+    donor.config = dataclasses.replace(donor.config, identity_prompts=36)
+    donor.identity_prompts = torch.nn.Embedding(36, donor.pixel_decoder.hidden_size)
+    model = graft_segmenter(small_config(), small.vlm, donor, seed=0)
+    assert model.config.identity_prompts == 36
+    assert torch.equal(model.identity_prompts.weight, donor.identity_prompts.weight)

@@ -142,17 +142,20 @@ ARCHITECTURE_FROM_SEGMENTER = (
     "proposer_fine",
     "selector_appearance",
     "base_sam2",
+    "identity_prompts",
 )
 
 
 def graft_segmenter(config: SparrowConfig, vlm: QwenVLAdapter, donor: SparrowModel, seed: int) -> SparrowModel:
-    """A model with ``vlm`` and fresh L->V heads around ``donor``'s SAM2, proposer and selector (strict copies)."""
+    """A model with ``vlm`` and fresh L->V heads around ``donor``'s SAM2, proposer, selector and identity prompts
+    (strict copies)."""
     data = config.to_dict()
     data.update({k: getattr(donor.config, k) for k in ARCHITECTURE_FROM_SEGMENTER})
     data["selection"] = {**data["selection"], "top_k": donor.config.selection.top_k}
     model = compose(SparrowConfig.from_dict(data), vlm, donor.sam, seed)
-    for part in ("pixel_decoder", "proposer", "selector"):
-        getattr(model, part).load_state_dict(getattr(donor, part).state_dict())
+    for part in ("pixel_decoder", "proposer", "selector", "identity_prompts"):
+        if getattr(donor, part) is not None:
+            getattr(model, part).load_state_dict(getattr(donor, part).state_dict())
     return model
 
 
