@@ -10,6 +10,10 @@ import torch
 from helpers_train import ToyClips, toy_config
 from safetensors.torch import load_file
 
+from sparrow.data.mevis import read_mevis
+from sparrow.data.synthref.generate import SynthConfig, generate_split
+from sparrow.diagnostics.extract import extract_clip
+from sparrow.diagnostics.grounding import attribute_report
 from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
 from sparrow.model.loading import build_tiny, from_pretrained, save_pretrained
@@ -96,7 +100,9 @@ def test_save_load_round_trip_without_a_second_sam2(models, tmp_path) -> None:
     path = save_pretrained(model, tmp_path / "m")
     saved = load_file(str(path / "model.safetensors"))
     visual = sorted(k for k in saved if ".visual." in k)
-    assert visual and all(k.startswith("vlm.model.model.visual.projector.") for k in visual)
+    assert visual and all(
+        k.startswith(("vlm.model.model.visual.projector.", "vlm.model.model.visual.position.")) for k in visual
+    )
     assert sum(k.startswith("pixel_decoder.sam.vision_encoder.") for k in saved) == len(
         [k for k in model.state_dict() if k.startswith("pixel_decoder.sam.vision_encoder.")]
     )
@@ -125,7 +131,7 @@ def test_vlm_stage_trains_the_projector(models, tmp_path) -> None:
     config.model.config["vlm_vision"] = "sam2"
     result = train(config, sources=[ToyClips()], progress=False)
     projector = [n for n in result.plan.trainable if ".visual." in n]
-    assert projector and all(".visual.projector." in n for n in projector)
+    assert {n.split(".visual.")[1].split(".")[0] for n in projector} == {"projector", "position"}
     assert not any(n.startswith("pixel_decoder.") for n in result.plan.trainable)
     model = from_pretrained(result.final_dir)
     assert isinstance(model.vlm.model.model.visual, Sam2VisionTower)
@@ -153,3 +159,21 @@ def test_lora_stage_with_the_sam2_tower(models) -> None:
     )
     loss, _ = model.vlm(model.vlm.collate([_sample(3)]))
     assert torch.isfinite(loss)
+
+
+def test_probe_reads_the_tower_and_its_input(models, tmp_path) -> None:
+    generate_split(tmp_path, videos=4, seed=0, split="test", config=SynthConfig(size=64, num_frames=8), progress=False)
+    records = read_mevis(tmp_path / "test")
+    clips = {v: [extract_clip(models[v], r) for r in records] for v in ("qwen", "sam2")}
+    clip = clips["sam2"][0]
+    assert clip.vision_tokens.shape == (2, 2, 2, 64) and clip.lm_tokens.shape == (2, 2, 2, 64)  # 4 frames, 56 px
+    assert clip.vision_input.shape == (2, 2, 2, 2 * 4 * (128 + 32)) and clips["qwen"][0].vision_input is None
+    tower = models["sam2"].vlm.model.model.visual
+    assert torch.allclose(tower.project(clip.vision_input), clip.vision_tokens, atol=1e-5)
+    report = attribute_report(clips["sam2"][:2], clips["sam2"][2:])
+    assert (
+        set(report["vlm vision input"])
+        == set(report["vlm vision"])
+        == {"colour", "shape", "identity", "quadrant", "direction"}
+    )
+    assert "vlm vision input" not in attribute_report(clips["qwen"][:2], clips["qwen"][2:])

@@ -14,11 +14,12 @@ Per grid item (a video or one TSF crop) it:
    token grid and folds each 2 x 2 block into channels (``pixel_unshuffle``): ``5C`` features per merged cell and
    frame, keeping where in the cell the object lies;
 4. concatenates the ``tp`` frames of a temporal group (Qwen merges 2 frames into one token: the LM sees the motion
-   inside a pair) and a Fourier encoding of the cell centre, and projects with a LLaVA-style MLP
-   (LayerNorm, Linear, GELU, Linear) to the LM width.
+   inside a pair), projects with a LLaVA-style MLP (LayerNorm, Linear, GELU, Linear) to the LM width, and adds a
+   learned linear map of a Fourier encoding of the cell centre (M-RoPE gives the LM positions too, but a token's
+   content then also says where it is, as it says what is there).
 
-Only the projector's parameters belong to the tower (``vlm.model.model.visual.*``): the ``vlm`` stage trains them as
-it trains Qwen's own tower. :func:`set_vlm_vision` swaps the tower of a built model (``"qwen"`` gets a fresh random
+Only the projector's and the position map's parameters belong to the tower (``vlm.model.model.visual.*``): the
+``vlm`` stage trains them as it trains Qwen's own tower. :func:`set_vlm_vision` swaps the tower of a built model (``"qwen"`` gets a fresh random
 Qwen tower back).
 """
 
@@ -71,11 +72,12 @@ class Sam2VisionTower(nn.Module):
         self._sam: tuple[PixelDecoder] = (pixel_decoder,)  # a reference: not a submodule (no second copy, no training)
         channels = pixel_decoder.hidden_size
         self.feature_dim = SUBCELLS * SUBCELLS * (channels + channels // 4)  # stride-16 + stride-8 maps
-        in_dim = temporal * self.feature_dim + 4 * FOURIER_BANDS
+        in_dim = temporal * self.feature_dim
         hidden = max(out_dim, 256)
         self.projector = nn.Sequential(
             nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
         )
+        self.position = nn.Linear(4 * FOURIER_BANDS, out_dim)
         self.register_buffer("_clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_sam_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -109,16 +111,19 @@ class Sam2VisionTower(nn.Module):
             out[1].append(feats.high_res[-1])
         return [torch.cat(maps) for maps in out]
 
-    def tokens(self, maps: list[Tensor], grid: Tensor) -> Tensor:
-        """SAM2 maps of one grid item's ``gt*tp`` frames -> merged tokens ``[gt*gh'*gw', d_llm]`` (Qwen's order)."""
+    def cells(self, maps: list[Tensor], grid: Tensor) -> Tensor:
+        """SAM2 maps of one grid item's ``gt*tp`` frames -> cell features ``[gt, gh', gw', tp*feature_dim]``."""
         gt, gh, gw = (int(v) for v in grid)
         rows, cols = gh // self.spatial_merge_size, gw // self.spatial_merge_size
         size = (rows * SUBCELLS, cols * SUBCELLS)
         cells = torch.cat([F.pixel_unshuffle(F.adaptive_avg_pool2d(m, size), SUBCELLS) for m in maps], dim=1)
         cells = cells.reshape(gt, self.temporal_patch_size, self.feature_dim, rows, cols).permute(0, 3, 4, 1, 2)
-        cells = cells.reshape(gt, rows, cols, -1).to(self.dtype)
-        pos = cell_positions(rows, cols, cells.device).to(self.dtype).expand(gt, -1, -1, -1)
-        return self.projector(torch.cat([cells, pos], dim=-1)).reshape(gt * rows * cols, -1)
+        return cells.reshape(gt, rows, cols, -1).to(self.dtype)
+
+    def project(self, cells: Tensor) -> Tensor:
+        """Cell features ``[gt, gh', gw', tp*feature_dim]`` -> tokens ``[gt, gh', gw', d_llm]`` (with positions)."""
+        pos = cell_positions(cells.shape[1], cells.shape[2], cells.device).to(self.dtype)
+        return self.projector(cells) + self.position(pos)
 
     def forward(self, hidden_states: Tensor, grid_thw: Tensor, **kwargs) -> BaseModelOutputWithPooling:
         """Qwen patches ``[N, 3*tp*p*p]`` of ``grid_thw`` ``[K, 3]`` items -> ``pooler_output`` ``[N / merge**2, d_llm]``
@@ -133,13 +138,15 @@ class Sam2VisionTower(nn.Module):
         counts = [f.shape[0] for f in frames]
         same = len({tuple(f.shape[-2:]) for f in frames}) == 1
         maps = self.sam_features(torch.cat(frames)) if same else None
-        out, offset = [], 0
+        cells, offset = [], 0
         for i, (f, g) in enumerate(zip(frames, grid_thw)):
             item = [m[offset : offset + counts[i]] for m in maps] if maps is not None else self.sam_features(f)
             offset += counts[i]
-            out.append(self.tokens(item, g))
-        merged = torch.cat(out)
-        return BaseModelOutputWithPooling(last_hidden_state=merged, pooler_output=merged)
+            cells.append(self.cells(item, g))
+        tokens = torch.cat([self.project(c).flatten(0, 2) for c in cells])
+        return BaseModelOutputWithPooling(
+            last_hidden_state=torch.cat([c.flatten(0, 2) for c in cells]), pooler_output=tokens
+        )
 
 
 def _core(vlm: QwenVLAdapter) -> nn.Module:
