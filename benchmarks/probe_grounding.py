@@ -81,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--videos", type=int, default=40, help="videos read from each split")
     parser.add_argument("--epochs", type=int, default=20, help="selector-probe epochs")
-    parser.add_argument("--answer", default=PROBE_ANSWER,
-                        help=f"teacher-forced answer (default {PROBE_ANSWER!r}; 'Sure, [SEG].' for a [SEG]-only model)")
+    parser.add_argument(
+        "--answer",
+        default=PROBE_ANSWER,
+        help=f"teacher-forced answer (default {PROBE_ANSWER!r}; 'Sure, [SEG].' for a [SEG]-only model)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
