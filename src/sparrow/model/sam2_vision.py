@@ -91,22 +91,22 @@ class Sam2VisionTower(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.projector[1].weight.dtype
 
-    @property
-    def device(self) -> torch.device:
-        return self.projector[1].weight.device
+    def sam_inputs(self, frames: Tensor) -> Tensor:
+        """CLIP-normalised frames ``[F, 3, h, w]`` -> SAM2 inputs ``[F, 3, S, S]`` (ImageNet-normalised)."""
+        size = self.pixel_decoder.image_size
+        x = (frames.float() * self._clip_std + self._clip_mean).clamp(0, 1)
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self._sam_mean) / self._sam_std
 
     @torch.no_grad()
-    def sam_features(self, frames: Tensor) -> list[Tensor]:
-        """CLIP-normalised frames ``[F, 3, h, w]`` -> SAM2 maps ``[[F, C, S/16, S/16], [F, C/4, S/8, S/8]]``."""
+    def sam_features(self, pixels: Tensor) -> list[Tensor]:
+        """SAM2 inputs ``[F, 3, S, S]`` -> maps ``[[F, C, S/16, S/16], [F, C/4, S/8, S/8]]`` (frozen, no grad)."""
         decoder = self.pixel_decoder
-        size = decoder.image_size
         dtype = decoder.sam.no_memory_embedding.dtype
         out: list[list[Tensor]] = [[], []]
-        for start in range(0, frames.shape[0], ENCODE_CHUNK):
-            x = (frames[start : start + ENCODE_CHUNK].float() * self._clip_std + self._clip_mean).clamp(0, 1)
-            if tuple(x.shape[-2:]) != (size, size):
-                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            feats = decoder.encode(((x - self._sam_mean) / self._sam_std).to(dtype))
+        for start in range(0, pixels.shape[0], ENCODE_CHUNK):
+            feats = decoder.encode(pixels[start : start + ENCODE_CHUNK].to(dtype))
             out[0].append(feats.embedding)
             out[1].append(feats.high_res[-1])
         return [torch.cat(maps) for maps in out]
@@ -135,14 +135,11 @@ class Sam2VisionTower(nn.Module):
             unpatchify(p, g, self.patch_size, self.spatial_merge_size, self.temporal_patch_size)
             for p, g in zip(hidden_states.split(sizes), grid_thw)
         ]
-        counts = [f.shape[0] for f in frames]
-        same = len({tuple(f.shape[-2:]) for f in frames}) == 1
-        maps = self.sam_features(torch.cat(frames)) if same else None
+        maps = self.sam_features(torch.cat([self.sam_inputs(f) for f in frames]))  # videos and crops in one pass
         cells, offset = [], 0
-        for i, (f, g) in enumerate(zip(frames, grid_thw)):
-            item = [m[offset : offset + counts[i]] for m in maps] if maps is not None else self.sam_features(f)
-            offset += counts[i]
-            cells.append(self.cells(item, g))
+        for f, g in zip(frames, grid_thw):
+            cells.append(self.cells([m[offset : offset + f.shape[0]] for m in maps], g))
+            offset += f.shape[0]
         tokens = torch.cat([self.project(c).flatten(0, 2) for c in cells])
         return BaseModelOutputWithPooling(
             last_hidden_state=torch.cat([c.flatten(0, 2) for c in cells]), pooler_output=tokens
