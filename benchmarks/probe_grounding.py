@@ -15,7 +15,8 @@ train on (default: the first half of ``--data``, then the rest is held out). It 
     target is visible): the model's selector against a selector probe on a bag of words of the expression, a probe
     on the frozen ``[BOX]`` embedding, objectness argmax, and the oracle;
 (c) linear-probe accuracy of colour, shape, identity, quadrant and motion direction from the VLM's visual tokens
-    (vision tower output; language-model states at the video positions) and from SAM2's ROI-pooled features, and
+    (vision tower output; language-model states at the video positions; with ``vlm_vision: sam2`` also the tower's
+    input, the SAM2 cell features before its projector, row "vlm vision input") and from SAM2's ROI-pooled features, and
     per expression kind the share of expressions whose target a bag-of-words probe finds among the ground-truth
     objects from those features;
 and, on the frames of (b), the IoU of masks decoded from ``[SEG]`` alone, and from the target's identity prompt
@@ -80,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--videos", type=int, default=40, help="videos read from each split")
     parser.add_argument("--epochs", type=int, default=20, help="selector-probe epochs")
-    parser.add_argument("--answer", default=PROBE_ANSWER,
-                        help=f"teacher-forced answer (default {PROBE_ANSWER!r}; 'Sure, [SEG].' for a [SEG]-only model)")
+    parser.add_argument(
+        "--answer",
+        default=PROBE_ANSWER,
+        help=f"teacher-forced answer (default {PROBE_ANSWER!r}; 'Sure, [SEG].' for a [SEG]-only model)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

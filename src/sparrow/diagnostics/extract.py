@@ -8,7 +8,8 @@ the same frames are the SAM frames here):
   (or another answer, e.g. ``Sure, [SEG].`` for a model trained without ``[BOX]``);
 - the VLM's visual tokens: the vision tower's output (the tokens the language model reads) and the language model's
   last-layer states at the video positions (causal attention: they do not depend on the question), both
-  ``[gt, gh, gw, d]`` (``gt`` temporal groups of ``temporal_patch_size`` frames, ``gh x gw`` merged patches);
+  ``[gt, gh, gw, d]`` (``gt`` temporal groups of ``temporal_patch_size`` frames, ``gh x gw`` merged patches); with
+  the SAM2 vision tower (``vlm_vision: sam2``) also the SAM2 cell features it projects ``[gt, gh, gw, D]``;
 - per object: its visible mask on those frames ``[T, H, W]``, its visible boxes (NaN where absent), and SAM2's
   features ROI-pooled in its box (``proposal_appearance``, the selector's appearance keys) ``[T, A]``;
 - the top-k proposals of every frame with their appearance (``SparrowModel.candidates``), detached;
@@ -35,6 +36,7 @@ from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
 from sparrow.model.prompt_tokens import teacher_forced_pairs
 from sparrow.model.proposal_appearance import proposal_appearance
 from sparrow.model.proposer import Proposals
+from sparrow.model.sam2_vision import Sam2VisionTower
 from sparrow.model.sparrow_model import SparrowModel
 from sparrow.model.vlm_qwen2_5 import VLMSample
 
@@ -56,6 +58,7 @@ class ClipFeatures:
     seg_state: Tensor  # [E, d]
     vision_tokens: Tensor  # [gt, gh, gw, d]
     lm_tokens: Tensor  # [gt, gh, gw, d]
+    vision_input: Tensor | None  # [gt, gh, gw, D] SAM2 cell features before the projector (vlm_vision: sam2), or None
     obj_ids: list[int]
     object_masks: np.ndarray  # [O, T, H, W] bool
     object_boxes: np.ndarray  # [O, T, 4] normalised xyxy, NaN where absent
@@ -112,7 +115,9 @@ def extract_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_A
     pix, grid = vlm.video_inputs(frames)
     gt, gh, gw = (int(v) for v in grid[0])
     gh, gw = gh // vlm.merge, gw // vlm.merge
-    vision = vlm.model.get_video_features(pix.to(model.device), grid.to(model.device)).pooler_output[0]
+    out = vlm.model.get_video_features(pix.to(model.device), grid.to(model.device))
+    vision = out.pooler_output[0]
+    sam2_tower = isinstance(vlm.model.model.visual, Sam2VisionTower)
     video_rows = batch.input_ids[0] == vlm.video_token_id
     lm = hidden[0][video_rows]
 
@@ -139,6 +144,7 @@ def extract_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_A
         seg_state=torch.stack(seg_state).cpu(),
         vision_tokens=vision.reshape(gt, gh, gw, -1).cpu(),
         lm_tokens=lm.reshape(gt, gh, gw, -1).cpu(),
+        vision_input=out.last_hidden_state.reshape(gt, gh, gw, -1).cpu() if sam2_tower else None,
         obj_ids=obj_ids,
         object_masks=masks,
         object_boxes=boxes,

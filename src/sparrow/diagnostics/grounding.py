@@ -12,7 +12,8 @@ Probes train on the clips of one set of videos (``train``) and are scored on ano
    embedding, picking the most object-like proposal, and the oracle (some proposal is a hit).
 3. :func:`attribute_report`: linear-probe accuracy of colour, shape, identity (colour x shape) and quadrant from
    the features of each object at each time (VLM vision tokens and language-model states per temporal group,
-   pooled over the object's mask; SAM2 features ROI-pooled in its box per frame), and of the motion direction
+   pooled over the object's mask; with the SAM2 vision tower also its input, the SAM2 cell features before the
+   projector; SAM2 features ROI-pooled in its box per frame), and of the motion direction
    from the clip-level feature ``[mean over time, last - first]``; ``chance`` is the majority class of the held-out
    labels.
 4. :func:`seg_report`: mean IoU (and share of frames above 0.5) of the masks SAM2 decodes from the ``[SEG]``
@@ -185,7 +186,7 @@ def _time_samples(clip: ClipFeatures, source: str) -> tuple[Tensor, Tensor, list
     if source == "sam2":
         present = torch.from_numpy(~np.isnan(clip.object_boxes[..., 0]))
         return clip.sam_objects.float() * present[..., None], present, [(i, i) for i in range(len(clip.frame_ids))]
-    tokens = clip.vision_tokens if source == "vlm vision" else clip.lm_tokens
+    tokens = {"vlm vision": clip.vision_tokens, "vlm lm": clip.lm_tokens, TOWER_INPUT: clip.vision_input}[source]
     gt = tokens.shape[0]
     temporal = -(-len(clip.frame_ids) // gt)
     pooled = [pool_tokens(tokens, m, temporal) for m in clip.object_masks]
@@ -205,6 +206,12 @@ def _clip_level(features: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
 
 
 SOURCES = ("vlm vision", "vlm lm", "sam2")
+TOWER_INPUT = "vlm vision input"  # a source when the VLM's tokens come from SAM2 (vlm_vision: sam2)
+
+
+def _sources(clips: Sequence[ClipFeatures]) -> tuple[str, ...]:
+    """The feature sources of the clips: :data:`SOURCES`, plus :data:`TOWER_INPUT` when every clip has it."""
+    return (*SOURCES, TOWER_INPUT) if all(c.vision_input is not None for c in clips) else SOURCES
 
 
 def _attribute_samples(clips: Sequence[ClipFeatures], source: str) -> dict[str, tuple[Tensor, Tensor]]:
@@ -240,7 +247,7 @@ def _attribute_samples(clips: Sequence[ClipFeatures], source: str) -> dict[str, 
 def attribute_report(train: Sequence[ClipFeatures], held: Sequence[ClipFeatures]) -> dict[str, dict[str, float]]:
     """Linear-probe accuracy per feature source and attribute (module docstring, 3), plus ``chance``."""
     report: dict[str, dict[str, float]] = {}
-    for source in SOURCES:
+    for source in _sources([*train, *held]):
         tr, te = _attribute_samples(train, source), _attribute_samples(held, source)
         report[source] = {k: linear_probe_accuracy(*tr[k], *te[k]) for k in tr}
         if "chance" not in report:
@@ -282,7 +289,7 @@ def identification_report(train: Sequence[ClipFeatures], held: Sequence[ClipFeat
     """Held-out target identification among ground-truth objects, per feature source and kind (docstring, 4)."""
     vocab = vocabulary([t for c in [*train, *held] for t in c.texts])
     report: dict[str, dict[str, float]] = {}
-    for source in SOURCES:
+    for source in _sources([*train, *held]):
         q, f, v, t, _ = _identification_set(train, source, vocab)
         hq, hf, hv, ht, kinds = _identification_set(held, source, vocab)
         width = max(f.shape[1], hf.shape[1])

@@ -15,6 +15,7 @@ from sparrow.errors import SparrowError
 from sparrow.model.losses import LossWeights
 
 MODES = ("track", "framewise", "perframe")  # how frames after the key frame get their masks (pipeline/masks.py)
+VISIONS = ("qwen", "sam2")  # where the VLM's vision tokens come from (model/sam2_vision.py)
 
 
 @dataclass
@@ -51,6 +52,8 @@ class SparrowConfig:
     vlm_max_frame_pixels: int = 112 * 112  # per frame, before 28-px patching (real: 448*448)
     vlm_max_crop_pixels: int = 56 * 56  # per TSF crop
     vlm_frames: int = 8  # frames the VLM sees, evenly spaced
+    vlm_vision: str = "qwen"  # "qwen": the VLM's own vision tower; "sam2": the model's SAM2 image encoder (frozen)
+    # through a trainable projector (model/sam2_vision.py)
     max_new_tokens: int = 32
     proposer_hidden: int = 128
     proposer_queries: int = 32
@@ -95,6 +98,8 @@ class SparrowConfig:
             )
         if self.mode not in MODES:
             raise SparrowError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        if self.vlm_vision not in VISIONS:
+            raise SparrowError(f"vlm_vision must be one of {list(VISIONS)}, got {self.vlm_vision!r}")
         if self.tsf not in ("off", "train", "train+infer"):
             raise SparrowError(f"tsf must be 'off', 'train' or 'train+infer', got {self.tsf!r}")
         if self.train_box_source not in ("selected", "gt"):

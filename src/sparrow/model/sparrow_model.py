@@ -24,6 +24,7 @@ from sparrow.model.prompt_tokens import PromptPairs, gather_states, teacher_forc
 from sparrow.model.proposal_appearance import appearance_dim, proposal_appearance
 from sparrow.model.proposer import Proposals, Proposer, ProposerConfig, proposer_loss
 from sparrow.model.sam2_backbone import Sam2Preprocessor
+from sparrow.model.sam2_vision import set_vlm_vision
 from sparrow.model.selector import (
     Selector,
     SelectorOutput,
@@ -113,6 +114,10 @@ class SparrowModel(nn.Module):
         # Learned identity prompts (config.identity_prompts rows of SAM2's prompt width): the segmenter stage decodes
         # "every object of identity i" from row i in place of [SEG] (train/objectives.py), so SAM2 learns to tell them apart.
         self.identity_prompts = nn.Embedding(config.identity_prompts, d_sam) if config.identity_prompts else None
+        # vlm_vision "sam2": the VLM's vision tokens come from this model's SAM2 encoder (held by reference, frozen)
+        # through a projector that replaces Qwen's tower (model/sam2_vision.py); built last so the RNG stream of the
+        # parts above does not depend on it.
+        set_vlm_vision(vlm, self.pixel_decoder, config.vlm_vision)
 
     @staticmethod
     def _fine_channels(config: SparrowConfig, sam: nn.Module) -> int:

@@ -50,7 +50,8 @@ class ModelInit:
     seed: int = 0  # seeds the random parts (tiny backbones, new heads)
     sam_image_size: int = 256  # tiny / small presets: SAM2 input side (multiple of 64)
     segmenter_from: str = ""  # small only: a saved model folder whose SAM2, proposer and selector the model takes
-    config: dict[str, Any] = field(default_factory=dict)  # SparrowConfig overrides (tiny / small / real only)
+    config: dict[str, Any] = field(default_factory=dict)  # SparrowConfig overrides (a folder: runtime fields and
+    # vlm_vision only, see train/model_init.py)
 
 
 @dataclass

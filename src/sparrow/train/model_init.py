@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
+from sparrow.model.sam2_vision import set_vlm_vision
 from sparrow.model.sparrow_model import SparrowModel
 from sparrow.train.config import ModelInit
 
@@ -24,6 +27,8 @@ RUNTIME_FIELDS = {
     "question_template",
     "vlm_frames",
 }
+# Architecture fields a run may change on a saved model: the part they name is rebuilt with fresh (seeded) weights.
+REBUILT_FIELDS = {"vlm_vision"}
 
 
 def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime_only: bool) -> SparrowConfig:
@@ -32,7 +37,7 @@ def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime
     if unknown:
         raise SparrowError(f"unknown model.config fields {unknown}", source)
     if runtime_only:
-        fixed = sorted(set(overrides) - RUNTIME_FIELDS)
+        fixed = sorted(set(overrides) - RUNTIME_FIELDS - REBUILT_FIELDS)
         if fixed:
             raise SparrowError(f"model.config cannot change architecture fields {fixed} of a saved model", source)
     data = base.to_dict()
@@ -61,7 +66,8 @@ def check_initial_config(init: ModelInit, source: str | None = None) -> SparrowC
 def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowModel:
     """``tiny``: random tiny backbones (seeded); ``small``: SmolLM2 VLM + tiny SAM2 (or the SAM2, proposer and
     selector of ``init.segmenter_from``); ``real``: the backbones ``model.config.base_vlm`` / ``base_sam2`` name
-    (default the public checkpoints, from the local Hugging Face cache; a local folder works too); else a folder."""
+    (default the public checkpoints, from the local Hugging Face cache; a local folder works too); else a folder,
+    whose ``vlm_vision`` may change (the VLM then gets a fresh tower of that kind, seeded by ``init.seed``)."""
     from sparrow.model.loading import (
         REAL_SAM2,
         REAL_VLM,
@@ -86,5 +92,9 @@ def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowMo
         return build_model(config, config.base_vlm or REAL_VLM, config.base_sam2 or REAL_SAM2, seed=init.seed)
     model = from_pretrained(init.init)
     if init.config:
+        saved = model.config.vlm_vision
         model.config = _overrides(model.config, init.config, source, runtime_only=True)
+        if model.config.vlm_vision != saved:
+            torch.manual_seed(init.seed)
+            set_vlm_vision(model.vlm, model.pixel_decoder, model.config.vlm_vision)
     return model
