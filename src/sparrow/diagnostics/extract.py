@@ -36,7 +36,7 @@ from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
 from sparrow.model.prompt_tokens import teacher_forced_pairs
 from sparrow.model.proposal_appearance import proposal_appearance
 from sparrow.model.proposer import Proposals
-from sparrow.model.sam2_vision import Sam2VisionTower
+from sparrow.model.sam2_vision import Sam2VisionTower, vision_tower
 from sparrow.model.sparrow_model import SparrowModel
 from sparrow.model.vlm_qwen2_5 import VLMSample
 
@@ -117,7 +117,7 @@ def extract_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_A
     gh, gw = gh // vlm.merge, gw // vlm.merge
     out = vlm.model.get_video_features(pix.to(model.device), grid.to(model.device))
     vision = out.pooler_output[0]
-    sam2_tower = isinstance(vlm.model.model.visual, Sam2VisionTower)
+    sam2_tower = isinstance(vision_tower(vlm), Sam2VisionTower)
     video_rows = batch.input_ids[0] == vlm.video_token_id
     lm = hidden[0][video_rows]
 

@@ -154,6 +154,11 @@ def _core(vlm: QwenVLAdapter) -> nn.Module:
     return model.model
 
 
+def vision_tower(vlm: QwenVLAdapter) -> nn.Module:
+    """The VLM's vision tower (Qwen's or a :class:`Sam2VisionTower`), through peft's wrapper when LoRA is attached."""
+    return _core(vlm).visual
+
+
 def attach_sam2_tower(vlm: QwenVLAdapter, pixel_decoder: PixelDecoder) -> Sam2VisionTower:
     """Replace the VLM's vision tower by a fresh :class:`Sam2VisionTower` on ``pixel_decoder`` (seeded by the caller's
     RNG state), placed on the VLM's device and dtype."""
