@@ -3,8 +3,8 @@
 A *video source* is a video file path, a folder of frames (``*.jpg``/``*.png``, sorted by name), a list of
 frame paths, PIL images or ``[H, W, 3]`` arrays, or an array ``[T, H, W, 3]`` uint8. Frames are always returned as
 RGB uint8 ``[H, W, 3]``. :class:`Video` opens a source once and serves every reader of one call (seeking, a small
-cache, and :class:`FrameView` s: a reader's per-frame transform whose results it may keep under a byte budget);
-:func:`probe_video`, :func:`iter_frames` and :func:`read_frames` are one-shot conveniences over it.
+cache, and kept views: a reader's per-frame transform, a :class:`FrameView`, whose results it may keep under a byte
+budget); :func:`probe_video`, :func:`iter_frames` and :func:`read_frames` are one-shot conveniences over it.
 Nothing here holds a whole file in memory unless asked.
 """
 
@@ -228,7 +228,7 @@ class Video:
         """Read every frame once, in order, filling the kept views; return frames ``keep`` ``[N, H, W, 3]`` uint8
         (None when ``keep`` is empty), which are also left in the frame cache (as far as ``cache_size`` allows).
 
-        A file is decoded from frame 0 to the end once, with no seek; when every kept view already holds every
+        A file is decoded from frame 0 to the end once (at most one seek, to frame 0); when every kept view already holds every
         frame (or none is kept) nothing is scanned and ``keep`` is read as :meth:`read` does."""
         keep = [int(t) for t in keep]
         for t in keep:
