@@ -7,7 +7,10 @@ key frame in the middle (``key_frame = frames // 2``), so propagation runs forwa
 start. Decoded frames are counted at PyAV (every frame a container's ``decode`` yields), the same way for both
 revisions; the baseline revision runs from a ``git worktree`` in a subprocess with the same seed, and its masks are
 compared with ours. Printed per GOP: frames decoded (and as a multiple of the video length), seconds, and the
-ratios new / baseline.
+ratios new / baseline. ``--baseline`` takes any revision (e.g. the last main commit, to time a change against it).
+
+Track mode decodes such a clip once, in order (T frames), when its frames resized to SAM2's input fit the
+pipeline's ``FRAME_CACHE_BYTES`` (``pipeline/segment.py``); a longer video is read with seeks.
 """
 
 from __future__ import annotations

@@ -161,3 +161,51 @@ def test_video_cache_lists_of_images_and_errors(tmp_path):
         mixed.read()
     with pytest.raises(SparrowError, match="empty"):
         Video.open([])
+
+
+def test_kept_view_scans_the_file_once_then_serves_every_order_from_memory(tmp_path):
+    from sparrow.data.video_io import FrameView, Video
+
+    path = _gop_clip(tmp_path / "gop.mp4", 40, gop=10)
+    every = read_frames(path)
+    calls = []
+
+    def half(frame):
+        calls.append(1)
+        return frame[::2, ::2].copy()
+
+    view = FrameView("half", half, 16 * 24 * 3)
+    with Video.open(path, cache_size=4) as video:
+        assert not video.keep_view(view, 40 * 16 * 24 * 3 - 1)  # one byte short: nothing kept
+        assert video.keep_view(view, 40 * 16 * 24 * 3)
+        kept = video.scan([33, 5, 33])
+        assert video.decoded == 40 and len(calls) == 40  # frame 0 to 39 once, no seek, each transformed once
+        assert np.array_equal(kept, every[[33, 5, 33]])
+        back = list(video.iter_backward(39, 0, chunk=7, view=view))
+        forward = list(video.iter(range(10, 20), view=view))
+        assert [t for t, _ in back] == list(range(39, -1, -1))
+        assert all(np.array_equal(f, every[t][::2, ::2]) for t, f in back + forward)
+        assert np.array_equal(video.frame(5), every[5])  # the kept frames were left in the frame cache
+        assert video.decoded == 40 and len(calls) == 40
+        # the view is full: no second scan, frame 7 is read as read() does (keyframe 0, then 0..7)
+        assert np.array_equal(video.scan([7]), every[[7]]) and video.decoded == 48
+        video.drop_view("half")
+        list(video.iter([3], view=view))
+        assert len(calls) == 41  # transformed again once dropped
+        assert video.keep_view(view, 10**9)
+    assert video._views == {}  # close releases kept views
+    array = Video.open(every)
+    assert not array.keep_view(view, 10**9) and array.scan([2]).shape == (1, 32, 48, 3)
+    assert array.scan() is None
+
+
+def test_kept_view_over_a_frame_list_loads_each_image_once():
+    from sparrow.data.video_io import FrameView, Video
+
+    frames = _clip(t=6)
+    video = Video.open([Image.fromarray(f) for f in frames], cache_size=1)
+    view = FrameView("red", lambda frame: frame[..., 0].copy(), 48 * 64)
+    assert video.keep_view(view, 6 * 48 * 64)
+    assert np.array_equal(video.scan([4]), frames[[4]]) and video.decoded == 6  # frame 0 came from the probe
+    assert all(np.array_equal(f, frames[t, ..., 0]) for t, f in video.iter_backward(5, 0, chunk=2, view=view))
+    assert video.decoded == 6

@@ -3,7 +3,8 @@
 A *video source* is a video file path, a folder of frames (``*.jpg``/``*.png``, sorted by name), a list of
 frame paths, PIL images or ``[H, W, 3]`` arrays, or an array ``[T, H, W, 3]`` uint8. Frames are always returned as
 RGB uint8 ``[H, W, 3]``. :class:`Video` opens a source once and serves every reader of one call (seeking, a small
-cache); :func:`probe_video`, :func:`iter_frames` and :func:`read_frames` are one-shot conveniences over it.
+cache, and kept views: a reader's per-frame transform, a :class:`FrameView`, whose results it may keep under a byte
+budget); :func:`probe_video`, :func:`iter_frames` and :func:`read_frames` are one-shot conveniences over it.
 Nothing here holds a whole file in memory unless asked.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +28,20 @@ from sparrow.errors import SparrowError
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VideoSource = str | Path | Sequence[str | Path | Image.Image | np.ndarray] | np.ndarray
+
+
+@dataclass(frozen=True)
+class FrameView:
+    """A per-frame transform a reader applies to every frame it reads (e.g. the resize to a network's input).
+
+    ``name`` identifies the transform (two views of one name must give equal results), ``transform`` maps an RGB
+    uint8 frame ``[H, W, 3]`` to what the reader consumes, and ``frame_bytes`` is the size of one result, so a
+    :class:`Video` can tell before decoding whether all of a video's results fit a budget
+    (:meth:`Video.keep_view`)."""
+
+    name: Hashable
+    transform: Callable[[np.ndarray], Any]
+    frame_bytes: int
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,11 @@ class Video:
     :meth:`iter_backward` reads a file backwards one keyframe interval (at most ``chunk`` frames) at a time, so a
     backward pass decodes each frame once when keyframes are at most ``chunk`` frames apart.
 
+    Kept views: a reader that reads every frame through a :class:`FrameView` (``iter(..., view=v)``) can ask the
+    video to keep the view's results (:meth:`keep_view`, only when all ``num_frames`` of them fit a byte budget);
+    :meth:`scan` then decodes the whole source once, in order, filling them, and every later read through that
+    view, in any order, costs no decoding. Without a kept view reading is as above: bounded, with seeks.
+
     ``decoded`` counts the frames the codec decoded (files) or the images loaded (folders, lists), for the
     benchmarks; ``cache_size`` recently read frames are kept (the pipeline sizes it to what its next reader
     re-reads: the VLM's frames or SAM2's memory window).
@@ -109,6 +129,7 @@ class Video:
         self.cache_size = max(0, int(cache_size))
         self.decoded = 0
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._views: dict[Hashable, tuple[FrameView, dict[int, Any]]] = {}  # name -> (view, t -> its result)
         self._array: np.ndarray | None = None
         self._items: list | None = None
         self.path: Path | None = None
@@ -155,30 +176,26 @@ class Video:
         if indices is None and self._array is not None:
             return self._array
         order = list(range(self.num_frames)) if indices is None else [int(i) for i in indices]
-        got = dict(self.iter(order))
-        shapes = {f.shape for f in got.values()}
-        if len(shapes) > 1:
-            raise SparrowError(f"frames differ in size: {sorted(shapes)}", self.name)
-        return np.stack([got[i] for i in order])
+        return self._stack(order, dict(self.iter(order)))
 
-    def iter(self, indices: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(t, frame)`` in increasing ``t`` (unique), all frames when ``indices`` is None."""
+    def iter(self, indices: Iterable[int] | None = None, view: FrameView | None = None) -> Iterator[tuple[int, Any]]:
+        """Yield ``(t, frame)`` in increasing ``t`` (unique), all frames when ``indices`` is None; with ``view``,
+        ``(t, view.transform(frame))``, taken from memory when the view is kept and holds ``t``."""
         wanted = range(self.num_frames) if indices is None else sorted({int(i) for i in indices})
         for t in wanted:
             self._check_index(t)
-            yield t, self._get(t)
+            yield t, (self._get(t) if view is None else self._view_frame(t, view))
 
     def iter_backward(
-        self, start: int, stop: int, chunk: int = 64, transform: Callable[[np.ndarray], Any] | None = None
+        self, start: int, stop: int, chunk: int = 64, view: FrameView | None = None
     ) -> Iterator[tuple[int, Any]]:
-        """Yield ``(t, frame)`` for ``t = start, start - 1, ..., stop``; ``transform`` is applied before buffering.
+        """Yield ``(t, frame)`` for ``t = start, start - 1, ..., stop``; ``view`` is applied before buffering.
 
         Files are read forward one block at a time, a block being at most ``chunk`` frames and never crossing a
         keyframe, then given out in reverse: each frame is decoded once when keyframes are at most ``chunk``
         apart (a longer keyframe interval re-decodes its head once per block). At most ``chunk`` (transformed)
-        frames are held.
+        frames are held beyond a kept view, and frames a kept view holds are not decoded again.
         """
-        transform = transform or (lambda frame: frame)
         self._check_index(start)
         self._check_index(stop)
         hi = start
@@ -186,16 +203,57 @@ class Video:
             lo = max(stop, hi - max(1, int(chunk)) + 1)
             if self._keyframes is not None:
                 lo = max(lo, self._keyframe_before(hi))
-            block = [(t, transform(frame)) for t, frame in self.iter(range(lo, hi + 1))]
+            block = list(self.iter(range(lo, hi + 1), view=view))
             while block:
                 yield block.pop()
             hi = lo - 1
 
+    # ------------------------------------------------------------------ kept views
+    def keep_view(self, view: FrameView, max_bytes: int) -> bool:
+        """Keep ``view``'s result for every frame read through it from now on, if all ``num_frames`` of them fit in
+        ``max_bytes`` (``num_frames * view.frame_bytes``); returns whether the view is kept. Array sources keep
+        none (their frames are in memory already). Released by :meth:`drop_view` or :meth:`close`."""
+        if view.name in self._views:
+            return True
+        if self._array is not None or self.num_frames * int(view.frame_bytes) > max_bytes:
+            return False
+        self._views[view.name] = (view, {})
+        return True
+
+    def drop_view(self, name: Hashable) -> None:
+        """Release a kept view's frames (reading through the view transforms each frame again)."""
+        self._views.pop(name, None)
+
+    def scan(self, keep: Sequence[int] = ()) -> np.ndarray | None:
+        """Read every frame once, in order, filling the kept views; return frames ``keep`` ``[N, H, W, 3]`` uint8
+        (None when ``keep`` is empty), which are also left in the frame cache (as far as ``cache_size`` allows).
+
+        A file is decoded from frame 0 to the end once (at most one seek, to frame 0); when every kept view already holds every
+        frame (or none is kept) nothing is scanned and ``keep`` is read as :meth:`read` does."""
+        keep = [int(t) for t in keep]
+        for t in keep:
+            self._check_index(t)
+        views = [(view, memo) for view, memo in self._views.values() if len(memo) < self.num_frames]
+        if not views:
+            return self.read(keep) if keep else None
+        wanted, got = set(keep), {}
+        for t in range(self.num_frames):
+            frame = self._cache[t] if t in self._cache else self._fetch(t)  # the cache is left as it is
+            for view, memo in views:
+                if t not in memo:
+                    memo[t] = view.transform(frame)
+            if t in wanted:
+                got[t] = frame
+        for t in sorted(wanted):
+            self._remember(t, got[t])
+        return self._stack(keep, got) if keep else None
+
     def close(self) -> None:
-        """Release the file handle (reading again reopens it)."""
+        """Release the file handle and the kept views (reading again reopens the file)."""
         if self._container is not None:
             self._container.close()
         self._container, self._decoder, self._next = None, None, None
+        self._views.clear()
 
     def __enter__(self) -> Self:
         return self
@@ -223,9 +281,29 @@ class Video:
         if t in self._cache:
             self._cache.move_to_end(t)
             return self._cache[t]
-        frame = self._load_item(t) if self._items is not None else self._decode(t)
+        frame = self._fetch(t)
         self._remember(t, frame)
         return frame
+
+    def _stack(self, order: list[int], got: dict[int, np.ndarray]) -> np.ndarray:
+        shapes = {f.shape for f in got.values()}
+        if len(shapes) > 1:
+            raise SparrowError(f"frames differ in size: {sorted(shapes)}", self.name)
+        return np.stack([got[i] for i in order])
+
+    def _fetch(self, t: int) -> np.ndarray:
+        """Frame ``t`` of a file or list source, loaded or decoded (no cache)."""
+        return self._load_item(t) if self._items is not None else self._decode(t)
+
+    def _view_frame(self, t: int, view: FrameView) -> Any:
+        """``view.transform`` of frame ``t``: from the kept view when it holds it (else computed, and kept)."""
+        kept = self._views.get(view.name)
+        if kept is None:
+            return view.transform(self._get(t))
+        memo = kept[1]
+        if t not in memo:
+            memo[t] = kept[0].transform(self._get(t))
+        return memo[t]
 
     def _load_item(self, t: int) -> np.ndarray:
         item = self._items[t]

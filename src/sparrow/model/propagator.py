@@ -31,11 +31,13 @@ stands and the pruned SAM2 state (conditioning outputs, the memory window, track
 ``torch.save(..., weights_only=True)``-loadable and ``O(window + key frames)`` in size. ``propagate(...,
 resume=checkpoint)`` continues from it and yields exactly the masks the uninterrupted run yields from there on.
 
-**Reading.** Key frames are read first, then the forward pass in order; backwards, ``Video.iter_backward`` reads
-``reverse_chunk`` frames at a time (never across a keyframe of a video file) and holds them resized
-(``3 x S x S`` bytes each). By default the chunk is what ``REVERSE_BUFFER_BYTES`` (256 MiB) holds: 85 frames at
-S = 1024, 5,461 at S = 128; when keyframes are at most that far apart each frame is decoded once per direction:
-O(T), not O(k0²).
+**Reading.** Frames are read through ``Sam2Preprocessor.resized_view`` (uint8 ``3 x S x S``, SAM2's input before
+normalisation): key frames first, then the forward pass in order; backwards, ``Video.iter_backward`` reads
+``reverse_chunk`` frames at a time (never across a keyframe of a video file) and holds them resized. By default the
+chunk is what ``REVERSE_BUFFER_BYTES`` (256 MiB) holds: 85 frames at S = 1024, 5,461 at S = 128; when keyframes are
+at most that far apart each frame is decoded once per direction: O(T), not O(k0²). When the caller had the video
+keep that view (``Video.keep_view``; the pipeline does when the whole video fits its ``FRAME_CACHE_BYTES``) and
+scanned it, both passes read from memory and nothing is decoded here.
 """
 
 from __future__ import annotations
@@ -175,6 +177,7 @@ class MaskPropagator:
         size = int(sam.config.image_size)
         default_chunk = max(32, REVERSE_BUFFER_BYTES // (3 * size * size))
         self.reverse_chunk = default_chunk if reverse_chunk is None else max(1, int(reverse_chunk))
+        self.view = preprocessor.resized_view()
         self.session: BoundedInferenceSession | None = None  # the last run's session, for inspection
 
     # ------------------------------------------------------------------ public API
@@ -378,8 +381,8 @@ class MaskPropagator:
     ) -> dict[int, dict]:
         """Run SAM2 on every key frame with its mask input; return the conditioning outputs (frame -> output)."""
         cond = session.output_dict_per_obj[obj_idx]["cond_frame_outputs"]
-        for k, frame in frames.iter(list(prompts)):
-            self._add_frame(session, k, self.preprocessor.resize(frame)[0])
+        for k, resized in frames.iter(list(prompts), view=self.view):
+            self._add_frame(session, k, resized)
             session.add_mask_inputs(obj_idx, k, self._prompt_mask(prompts[k]))
             session.remove_point_inputs(obj_idx, k)
             session.obj_with_new_inputs = [OBJ_ID]
@@ -392,12 +395,10 @@ class MaskPropagator:
     def _frames_in_order(self, frames: Video, start: int, stop: int, step: int) -> Iterator[tuple[int, torch.Tensor]]:
         """Frames ``start, start+step, ..., stop`` as uint8 ``[3, S, S]``, read lazily (backwards: ``reverse_chunk``
         frames at a time, held resized, so a chunk costs ``reverse_chunk * 3 * S * S`` bytes whatever the video)."""
-        resize = self.preprocessor.resize
         if step > 0:
-            for t, frame in frames.iter(range(start, stop + 1)):
-                yield t, resize(frame)[0]
+            yield from frames.iter(range(start, stop + 1), view=self.view)
             return
-        yield from frames.iter_backward(start, stop, self.reverse_chunk, transform=lambda frame: resize(frame)[0])
+        yield from frames.iter_backward(start, stop, self.reverse_chunk, view=self.view)
 
     def _pass(
         self,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
+from sparrow.data.video_io import FrameView
 from sparrow.errors import SparrowError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,6 +146,13 @@ class Sam2Preprocessor:
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return x.round_().clamp_(0, 255).to(torch.uint8)
+
+    def resized_view(self) -> FrameView:
+        """:meth:`resize` of one frame as a :class:`~sparrow.data.video_io.FrameView`: ``[H, W, 3]`` -> uint8
+        ``[3, S, S]`` (``3 * S * S`` bytes), what the propagator reads; a ``Video`` that keeps it serves it from
+        memory."""
+        size = self.image_size
+        return FrameView(("sam2-resize", size), lambda frame: self.resize(frame)[0], 3 * size * size)
 
     def normalize(self, resized: torch.Tensor) -> torch.Tensor:
         """uint8 ``[T, 3, S, S]`` -> float32 ``[T, 3, S, S]`` (``/255``, ImageNet mean/std)."""

@@ -4,7 +4,9 @@ The user-facing object around a :class:`~sparrow.model.sparrow_model.SparrowMode
 as a Hugging Face pipeline wraps a model. One call runs three stages:
 
 1. **preprocess** (:meth:`SegmentationPipeline.preprocess`): check the options, open the video once
-   (:class:`~sparrow.data.video_io.Video`), sample ``vlm_frames`` evenly spaced frames, build the VLM sample;
+   (:class:`~sparrow.data.video_io.Video`), sample ``vlm_frames`` evenly spaced frames, build the VLM sample; in
+   ``track`` mode, when every frame resized to SAM2's input fits ``FRAME_CACHE_BYTES``, the video is decoded once
+   here, in order, and kept resized for propagation (``Video.keep_view`` + ``Video.scan``);
 2. **forward**: the VLM answers (greedy, KV cache) -> ``[BOX]``/``[SEG]`` embeddings (``pipeline/prompting.py``) ->
    for each target the key frame (``auto``: among the VLM's frames, the one where the ``[BOX]`` selection scores
    highest) and its box -> SAM2 decodes the key-frame mask -> every frame's mask by ``track``, ``framewise`` or
@@ -40,6 +42,9 @@ from sparrow.tsf.build import BuildConfig, medoid_entries
 from sparrow.tsf.crops import tsf_crop_images
 
 logger = logging.getLogger(__name__)
+# track mode keeps every frame resized to SAM2's input for one call (decoded once, in order) when they all fit here;
+# longer videos are read with seeks as they are needed. Peak memory: at most this above a long video's.
+FRAME_CACHE_BYTES = 128 * 2**20
 TSFBoxes = Mapping[int, Sequence[float]]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -165,13 +170,15 @@ class SegmentationPipeline:
         Returns:
             A :class:`SegmentationResult`: the answer, and per target an RLE mask and a box per frame.
         """
-        source = Video.open(video, cache_size=max(self.config.vlm_frames, 8))
+        source = Video.open(video, cache_size=max(self.config.vlm_frames + 1, 8))
         try:
             with self.precision():
                 return self._segment(source, query, mode, key_frame, tsf_boxes, self_tsf, progress, max_new_tokens)
         finally:
             if source is not video:
                 source.close()
+            else:  # the caller's video: release the frames this call kept (preprocess)
+                source.drop_view(self.model.preprocessor.resized_view().name)
 
     def _segment(
         self,
@@ -246,7 +253,13 @@ class SegmentationPipeline:
                 raise SparrowError(f"key frame {key} out of range for {video.num_frames} frames")
             key = int(key)
         vlm_indices = sample_indices(video.num_frames, cfg.vlm_frames)
-        vlm_frames = video.read(vlm_indices)
+        if mode == "track" and video.keep_view(self.model.preprocessor.resized_view(), FRAME_CACHE_BYTES):
+            # one decoding pass, in order: the VLM's frames (and a given key frame) now, and every frame resized to
+            # SAM2's input for propagation, which then decodes nothing
+            keep = vlm_indices + ([key] if key != "auto" else [])
+            vlm_frames = video.scan(keep)[: len(vlm_indices)]
+        else:
+            vlm_frames = video.read(vlm_indices)
         step = (vlm_indices[1] - vlm_indices[0]) if len(vlm_indices) > 1 else 1
         question = cfg.question_template.format(query=query.strip())
         sample = VLMSample(
