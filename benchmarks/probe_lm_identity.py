@@ -62,7 +62,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = from_pretrained(args.model)
     if model.identity_prompts is None:
-        raise SystemExit(f"error: {args.model} has no identity prompts (train its segmenter with stage.identity_prompts)")
+        raise SystemExit(
+            f"error: {args.model} has no identity prompts (train its segmenter with stage.identity_prompts)"
+        )
     plan = apply_stage(model, StageConfig(name="vlm"))
     prototypes = model.identity_prompts.weight.detach()
     train, train_targets = _dataset(args.train, 10**9, "random")
@@ -73,7 +75,9 @@ def main() -> None:
             s.answer = ANSWER
         batch = make_batch(model, samples)
         ce, hidden = model.vlm(batch.vlm)
-        pairs = teacher_forced_pairs(batch.vlm.input_ids, batch.vlm.attention_mask, model.vlm.box_token_id, model.vlm.seg_token_id)
+        pairs = teacher_forced_pairs(
+            batch.vlm.input_ids, batch.vlm.attention_mask, model.vlm.box_token_id, model.vlm.seg_token_id
+        )
         seg = torch.stack([model.prompt_embeddings(hidden[i, :-1], p).seg[0] for i, p in enumerate(pairs)])
         return ce, seg @ prototypes.t() / prototypes.shape[1] ** 0.5
 
@@ -101,9 +105,11 @@ def main() -> None:
                         total[s.kind] += 1
                         hits[s.kind] += int(pred == test_targets[i])
             by_kind = ", ".join(f"{k} {100 * hits[k] / total[k]:.1f} %" for k in sorted(total))
-            print(f"step {step + 1}: identity loss {running:.3f} (chance ln 36 = 3.584); held-out accuracy "
-                  f"{100 * sum(hits.values()) / sum(total.values()):.1f} % ({by_kind}); {time.process_time() - start:.0f} CPU s",
-                  flush=True)
+            print(
+                f"step {step + 1}: identity loss {running:.3f} (chance ln 36 = 3.584); held-out accuracy "
+                f"{100 * sum(hits.values()) / sum(total.values()):.1f} % ({by_kind}); {time.process_time() - start:.0f} CPU s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
