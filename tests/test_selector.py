@@ -180,8 +180,12 @@ def test_ranking_loss_by_hand():
     loss = ranking_loss(x, torch.tensor([0.0, -1.0]))  # no positive: zero, still in the graph
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(x.grad, torch.zeros_like(x))
+    # rows: the mean over rows with a positive (the second row has none)
+    rows = torch.stack([logits, torch.zeros(5)])
+    row_labels = torch.stack([labels, torch.zeros(5)])
+    assert ranking_loss(rows, row_labels).item() == pytest.approx(total - pos, rel=1e-5)
     with pytest.raises(ValueError, match="ranking_loss"):
-        ranking_loss(torch.zeros(2, 3), torch.zeros(2, 3))
+        ranking_loss(torch.zeros(2, 3, 1), torch.zeros(2, 3, 1))
 
 
 def test_refinement_loss_l1_plus_giou_by_hand():

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparrow.model.proposer import sine_embedding
-from sparrow.model.selector import Selector, selection_loss
+from sparrow.model.selector import Selector, ranking_loss, selection_loss
 
 __all__ = [
     "Identifier",
@@ -104,12 +104,9 @@ def selector_logits(selector: Selector, data: SelectionSet) -> Tensor:
 
 
 def listwise_loss(logits: Tensor, positive: Tensor) -> Tensor:
-    """``-log sum_{positive} softmax(logits)`` averaged over rows with a positive; ``logits, positive [N, K]``."""
-    rows = positive.any(-1)
-    if not bool(rows.any()):
-        return logits.new_zeros(())
-    log_p = logits[rows].log_softmax(-1).masked_fill(~positive[rows], float("-inf"))
-    return -(log_p.logsumexp(-1)).mean()
+    """``-log sum_{positive} softmax(logits)`` averaged over rows with a positive; ``logits, positive [N, K]``
+    (the selector's :func:`~sparrow.model.selector.ranking_loss` with no ignored entries)."""
+    return ranking_loss(logits, positive.to(logits.dtype))
 
 
 def top1_hits(logits: Tensor, hit: Tensor) -> Tensor:

@@ -217,22 +217,28 @@ def selection_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def ranking_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Multi-positive softmax loss of one embedding: ``logsumexp(valid) - logsumexp(positives)``.
+    """Multi-positive softmax loss: ``logsumexp(valid) - logsumexp(positives)`` per row, mean over rows with a positive.
 
-    ``logits [P]`` (invalid proposals ``-inf``), ``labels [P]`` (1 positive, 0 negative, -1 ignore; ignored
-    proposals leave the denominator too). Returns 0 (connected to the graph) when no finite positive exists.
+    ``logits [P]`` or ``[N, P]`` (invalid proposals ``-inf``), ``labels`` of the same shape (1 positive, 0 negative,
+    -1 ignore; ignored proposals leave the denominator too). Returns 0 (connected to the graph) when no row has a
+    finite positive.
     """
-    if logits.dim() != 1 or labels.shape != logits.shape:
+    if logits.dim() not in (1, 2) or labels.shape != logits.shape:
         raise ValueError(
-            f"ranking_loss expects [P] logits and labels, got {tuple(logits.shape)}, {tuple(labels.shape)}"
+            f"ranking_loss expects [P] or [N, P] logits and labels, got {tuple(logits.shape)}, {tuple(labels.shape)}"
         )
-    finite = torch.isfinite(logits)
-    labels = labels.to(logits.device)
-    pos = finite & (labels > 0.5)
-    if not bool(pos.any()):
-        return torch.where(finite, logits, torch.zeros_like(logits)).sum() * 0.0
-    keep = finite & (labels >= 0)
-    return torch.logsumexp(logits[keep], 0) - torch.logsumexp(logits[pos], 0)
+    logits2, labels2 = (logits[None], labels[None]) if logits.dim() == 1 else (logits, labels)
+    finite = torch.isfinite(logits2)
+    labels2 = labels2.to(logits2.device)
+    pos = finite & (labels2 > 0.5)
+    rows = pos.any(-1)
+    if not bool(rows.any()):
+        return torch.where(finite, logits2, torch.zeros_like(logits2)).sum() * 0.0
+    keep = finite & (labels2 >= 0)
+    neg_inf = torch.full_like(logits2, float("-inf"))
+    total = torch.where(keep, logits2, neg_inf)[rows].logsumexp(-1)
+    positive = torch.where(pos, logits2, neg_inf)[rows].logsumexp(-1)
+    return (total - positive).mean()
 
 
 def refinement_loss(refined_boxes: Tensor, labels: Tensor, target_box: Tensor) -> Tensor:
