@@ -285,3 +285,39 @@ def test_appearance_pooling_and_selector_keys_use_it():
     without = selector(embedding, props).logits
     # the first two proposals differ in appearance from zeros, the third (all-zero pooled features) does not
     assert not torch.allclose(with_app[0, :2], without[0, :2]) and torch.allclose(with_app[0, 2], without[0, 2])
+
+
+def test_appearance_grid_keeps_the_layout_inside_the_box():
+    from sparrow.model.proposal_appearance import appearance_dim, proposal_appearance
+
+    fmap = torch.zeros(1, 1, 8, 8)
+    fmap[0, 0, :, :4] = 1.0  # the left half lit: a left-right layout the average cannot show
+    mirrored = fmap.flip(-1)
+    whole = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+    averaged = [proposal_appearance([m], whole) for m in (fmap, mirrored)]
+    torch.testing.assert_close(averaged[0], averaged[1])  # 0.5 either way
+    kept = [proposal_appearance([m], whole, grid=2) for m in (fmap, mirrored)]
+    assert kept[0].shape == (1, 1, 4)  # channel-major 2 x 2: (top-left, top-right, bottom-left, bottom-right)
+    torch.testing.assert_close(kept[0][0, 0], torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    torch.testing.assert_close(kept[1][0, 0], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert appearance_dim(128, 3) == (128 + 32 + 16) * 9 and appearance_dim(128, 0) == appearance_dim(128)
+    with pytest.raises(ValueError, match="grid must be >= 0"):
+        proposal_appearance([fmap], whole, grid=-1)
+
+
+def test_a_model_with_an_appearance_grid_scores_its_proposals(tmp_path):
+    from sparrow.errors import SparrowError
+    from sparrow.model.config import SparrowConfig
+    from sparrow.model.loading import build_tiny, from_pretrained, save_pretrained
+
+    config = SparrowConfig(vlm_frames=2, vlm_max_frame_pixels=56 * 56, proposer_queries=8, selector_appearance_grid=2)
+    model = build_tiny(seed=0, config=config, sam_image_size=64)
+    features = model.pixel_decoder.encode(torch.randn(2, 3, 64, 64))
+    top = model.candidates(features)
+    assert top.appearance.shape[-1] == model.selector.appearance_dim == 4 * (128 + 32 + 16)  # hidden 128, 2 x 2
+    out = model.select(torch.randn(1, model.pixel_decoder.hidden_size), top, 1)
+    assert out.logits.shape == (1, top.boxes.shape[1]) and torch.isfinite(out.logits[top.valid[1:2]]).all()
+    save_pretrained(model, tmp_path / "m")
+    assert from_pretrained(tmp_path / "m").config.selector_appearance_grid == 2
+    with pytest.raises(SparrowError, match="selector_appearance_grid"):
+        SparrowConfig(selector_appearance_grid=-1)

@@ -132,7 +132,9 @@ def extract_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_A
     features = model.pixel_decoder.encode(model.preprocessor(frames).to(model.device))
     maps = [features.embedding, *features.high_res]
     roi = torch.from_numpy(np.nan_to_num(boxes, nan=0.0)).permute(1, 0, 2).contiguous().to(model.device)  # [T, O, 4]
-    sam_objects = proposal_appearance(maps, roi).permute(1, 0, 2)  # [O, T, A]
+    sam_objects = proposal_appearance(maps, roi, grid=model.config.selector_appearance_grid).permute(
+        1, 0, 2
+    )  # [O, T, A]
     seg_iou, identity_iou = _decode_ious(model, record, frame_ids, features, torch.stack(seg))
     return ClipFeatures(
         record=record,

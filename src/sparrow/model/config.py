@@ -62,6 +62,7 @@ class SparrowConfig:
     proposer_two_stage: bool = True  # dense per-cell head picks the decoder's initial boxes (proposer.py)
     proposer_fine: bool = False  # the proposer also reads SAM2's stride-8 map (small images: tiny preset)
     selector_appearance: bool = True  # the selector also sees ROI-pooled SAM2 features and the box of a proposal
+    selector_appearance_grid: int = 0  # 0: those features averaged in the box; g: kept on a g x g grid (layout)
     identity_prompts: int = 0  # learned SAM2 prompts, one per identity (SynthRef: 36 = colour x shape),
     # trained by the segmenter stage with stage.identity_prompts (0: none)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -106,6 +107,10 @@ class SparrowConfig:
             raise SparrowError(f"train_box_source must be 'selected' or 'gt', got {self.train_box_source!r}")
         if self.identity_prompts < 0:
             raise SparrowError(f"identity_prompts must be >= 0, got {self.identity_prompts}")
+        if not isinstance(self.selector_appearance_grid, int) or self.selector_appearance_grid < 0:
+            raise SparrowError(
+                f"selector_appearance_grid must be a whole number >= 0, got {self.selector_appearance_grid!r}"
+            )
         if self.key_frame != "auto" and not str(self.key_frame).isdigit():
             raise SparrowError(f"key_frame must be 'auto' or a frame index, got {self.key_frame!r}")
 

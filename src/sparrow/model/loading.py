@@ -141,6 +141,7 @@ ARCHITECTURE_FROM_SEGMENTER = (
     "proposer_two_stage",
     "proposer_fine",
     "selector_appearance",
+    "selector_appearance_grid",
     "base_sam2",
     "identity_prompts",
 )

@@ -5,6 +5,10 @@ they carry little of what a referring sentence names (colour, shape, texture). T
 for every proposal, SAM2's image features averaged inside the box (``torchvision.ops.roi_align``) at every level:
 the stride-16 embedding and the two high-resolution maps, whose early-stage features keep colour. No parameters:
 the selector's own projections learn what to use.
+
+Averaging keeps what an object is made of (colour) but not its outline: a linear probe reads colour from the average
+95 % of the time and shape 39 % (docs/results.md). With ``grid = g > 0`` (``SparrowConfig.selector_appearance_grid``)
+each map is ROI-aligned to a ``g x g`` grid that is kept, not averaged, so the key sees the object's layout too.
 """
 
 from __future__ import annotations
@@ -16,22 +20,26 @@ from torchvision.ops import roi_align
 __all__ = ["appearance_dim", "proposal_appearance"]
 
 
-def appearance_dim(hidden_size: int) -> int:
-    """Channels of :func:`proposal_appearance` for SAM2 hidden size ``C``: ``C + C/4 + C/8`` (the three levels)."""
-    return hidden_size + hidden_size // 4 + hidden_size // 8
+def appearance_dim(hidden_size: int, grid: int = 0) -> int:
+    """Channels of :func:`proposal_appearance` for SAM2 hidden size ``C``: ``C + C/4 + C/8`` (the three levels),
+    times ``grid**2`` when a grid is kept."""
+    return (hidden_size + hidden_size // 4 + hidden_size // 8) * max(grid, 1) ** 2
 
 
-def proposal_appearance(maps: list[Tensor], boxes: Tensor, output_size: int = 2) -> Tensor:
-    """Average of each feature map inside each box, concatenated over maps.
+def proposal_appearance(maps: list[Tensor], boxes: Tensor, output_size: int = 2, grid: int = 0) -> Tensor:
+    """Each feature map inside each box, concatenated over maps: averaged (``grid = 0``) or on a kept ``grid x grid``.
 
     Args:
         maps: feature maps ``[B, C_l, h_l, w_l]`` of the same images (any resolutions).
         boxes: ``[B, K, 4]`` normalised xyxy boxes.
-        output_size: ROI-align grid per box before averaging.
+        output_size: ROI-align grid per box before averaging (``grid = 0``).
+        grid: keep a ``grid x grid`` ROI-align output per map, flattened channel-major (0: average).
 
     Returns:
-        ``[B, K, sum(C_l)]``.
+        ``[B, K, sum(C_l) * max(grid, 1)**2]``.
     """
+    if grid < 0:
+        raise ValueError(f"proposal_appearance: grid must be >= 0, got {grid}")
     if boxes.dim() != 3 or boxes.shape[-1] != 4:
         raise ValueError(f"proposal_appearance: boxes must be [B, K, 4], got {tuple(boxes.shape)}")
     b, k, _ = boxes.shape
@@ -42,6 +50,7 @@ def proposal_appearance(maps: list[Tensor], boxes: Tensor, output_size: int = 2)
         h, w = fmap.shape[-2:]
         scale = torch.tensor([w, h, w, h], dtype=fmap.dtype, device=fmap.device)
         rois = [boxes[i].to(fmap.dtype) * scale for i in range(b)]
-        out = roi_align(fmap, rois, output_size=output_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-        pooled.append(out.mean(dim=(-2, -1)).reshape(b, k, -1))
+        size = grid if grid else output_size
+        out = roi_align(fmap, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        pooled.append((out.flatten(1) if grid else out.mean(dim=(-2, -1))).reshape(b, k, -1))
     return torch.cat(pooled, dim=-1)

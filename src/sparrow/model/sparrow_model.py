@@ -108,7 +108,7 @@ class SparrowModel(nn.Module):
         self.selector = Selector(
             embed_dim=d_sam,
             feature_dim=config.proposer_hidden,
-            appearance_dim=appearance_dim(d_sam) if config.selector_appearance else 0,
+            appearance_dim=appearance_dim(d_sam, config.selector_appearance_grid) if config.selector_appearance else 0,
         )
         self.preprocessor = Sam2Preprocessor(self.pixel_decoder.image_size)
         # Learned identity prompts (config.identity_prompts rows of SAM2's prompt width): the segmenter stage decodes
@@ -150,7 +150,9 @@ class SparrowModel(nn.Module):
     def _top_candidates(self, proposals: Proposals, features: ImageFeatures) -> Proposals:
         top = self.proposer.top_proposals(proposals)
         if self.config.selector_appearance:
-            top.appearance = proposal_appearance([features.embedding, *features.high_res], top.boxes.detach())
+            top.appearance = proposal_appearance(
+                [features.embedding, *features.high_res], top.boxes.detach(), grid=self.config.selector_appearance_grid
+            )
         return top
 
     def select(self, box_embedding: torch.Tensor, top: Proposals, index: int) -> SelectorOutput:
