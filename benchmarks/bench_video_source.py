@@ -23,11 +23,11 @@ import sys
 import tempfile
 import textwrap
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+
+from sparrow.data.video_io import write_video
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,20 +71,15 @@ def write_clip(path: Path, frames: int, gop: int) -> Path:
     rng = np.random.default_rng(0)
     background = rng.integers(0, 80, (128, 160, 3), dtype=np.uint8)
     yy, xx = np.mgrid[:128, :160]
-    container = av.open(str(path), mode="w")
-    stream = container.add_stream("libx264", rate=Fraction(25))
-    stream.width, stream.height, stream.pix_fmt = 160, 128, "yuv420p"
-    stream.codec_context.gop_size = gop
-    stream.codec_context.options = {"keyint_min": str(gop), "sc_threshold": "0"}
-    for t in range(frames):
-        img = background.copy()
-        cx = 20 + (t * 3) % 120
-        img[(yy - 64) ** 2 + (xx - cx) ** 2 < 150] = (230, 30, 30)
-        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+
+    def clip():
+        for t in range(frames):
+            img = background.copy()
+            cx = 20 + (t * 3) % 120
+            img[(yy - 64) ** 2 + (xx - cx) ** 2 < 150] = (230, 30, 30)
+            yield img
+
+    write_video(path, clip(), fps=25, keyframe_interval=gop)
     return path
 
 

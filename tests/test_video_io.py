@@ -102,18 +102,7 @@ def _gop_clip(path, t: int, gop: int):
     for i in range(t):
         frames[i, :, :, 0] = (i * 5) % 256
         frames[i, 4:12, (i % 36) : (i % 36) + 10] = 255
-    container = av.open(str(path), mode="w")
-    stream = container.add_stream("libx264", rate=Fraction(25))
-    stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-    stream.codec_context.gop_size = gop
-    stream.codec_context.options = {"keyint_min": str(gop), "sc_threshold": "0"}
-    for f in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+    return write_video(path, frames, fps=25, keyframe_interval=gop)
 
 
 def test_video_seeks_to_the_right_frames_and_counts_decodes(tmp_path):
