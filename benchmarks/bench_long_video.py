@@ -26,13 +26,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 import torch
+from peak_rss import PeakRSS
 
 QUERY = "the red square"
 
@@ -49,32 +48,6 @@ def make_clip(path: Path, frames: int, size: int = 64) -> Path:
             yield f
 
     return write_video(path, gen(), fps=25)
-
-
-class PeakRSS:
-    """Peak resident set size (MiB) of this process while the ``with`` block runs, sampled every 2 ms."""
-
-    def __enter__(self) -> Self:
-        self.page = resource.getpagesize()
-        self.before = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _rss(self) -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page / 2**20
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
 
 
 def tiny_pipeline():

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from typing_extensions import Self
+from peak_rss import PeakRSS
 
 
 def make_clip(path: Path, frames: int, h: int = 128, w: int = 160) -> Path:
@@ -91,32 +89,6 @@ def run_speed(frames: int) -> None:
     print(f"track mode : {track / frames * 1000:8.1f} ms/frame  ({frames} frames, whole segment() call)")
     print(f"plain SAM2 : {plain / frames * 1000:8.1f} ms/frame  (all frames in a session, propagate_in_video_iterator)")
     print(f"overhead ratio track / plain = {track / plain:.2f}  (aim <= 1.2)")
-
-
-class PeakRSS:
-    """Peak resident set size (MiB) of this process while the ``with`` block runs, sampled every 2 ms."""
-
-    def __enter__(self) -> Self:
-        self.page = resource.getpagesize()
-        self.before = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _rss(self) -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page / 2**20
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
 
 
 def run_memory_child(frames: int, what: str) -> None:
