@@ -60,10 +60,11 @@ def uninterrupted(tmp_path_factory):
 def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path, uninterrupted, where):
     full, full_weights = uninterrupted
     out = tmp_path / "run"
-    ctx = mp.get_context("fork")  # the child reuses the imported torch/transformers
+    # spawn, not fork: a forked child of a pytest-xdist worker (it runs threads) can deadlock before it starts
+    ctx = mp.get_context("spawn")
     child = ctx.Process(target=_killed_run, args=(str(out), str(Path(__file__).parent), where))
     child.start()
-    child.join(120)
+    child.join(240)
     assert child.exitcode == -signal.SIGKILL
     ckpts = out / "checkpoints"
     assert json.loads((ckpts / "latest.json").read_text()) == {"step": 2, "path": "step_00000002"}

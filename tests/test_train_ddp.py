@@ -40,7 +40,7 @@ def _worker(rank: int, world: int, port: int, out: str, tests_dir: str, stage: s
     )
     from accelerate.state import AcceleratorState
 
-    AcceleratorState._reset_state(reset_partial_state=True)  # forked from a parent that already made a 1-process state
+    AcceleratorState._reset_state(reset_partial_state=True)  # a fresh 2-process state, whatever the parent made
     config = toy_config(Path(out), stage=stage, steps=STEPS, batch_size=1)
     train(config, sources=[ToyClips()], progress=False)
 
@@ -54,13 +54,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, st
     one = tmp_path / "one"
     ref = train(toy_config(one, stage=stage, steps=STEPS, batch_size=2), sources=[ToyClips()], progress=False)
     two = tmp_path / "two"
-    # fork: the children reuse the imported torch/transformers (a spawned child re-imports them for ~10 s)
+    # spawn, not fork: forking a pytest-xdist worker (it runs threads) deadlocked the children now and then
+    # (both stuck on a futex before the rendezvous); a spawned child re-imports torch/transformers (~10 s)
     mp.start_processes(
         _worker,
         args=(2, _free_port(), str(two), str(Path(__file__).parent), stage),
         nprocs=2,
         join=True,
-        start_method="fork",
+        start_method="spawn",
     )
 
     a, b = _losses(one), _losses(two)

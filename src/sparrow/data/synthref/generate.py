@@ -222,7 +222,8 @@ def generate_split(
                 records.append(_make_and_write(job))
                 bar.update()
         else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            # forkserver: workers fork from a fresh single-threaded server, never from a caller that may run threads
+            with multiprocessing.get_context("forkserver").Pool(workers) as pool:
                 for record in pool.imap(_make_and_write, jobs, chunksize=max(1, min(16, videos // (4 * workers)))):
                     records.append(record)
                     bar.update()
