@@ -64,6 +64,7 @@ class ReferringSample:
     )  # per SAM frame: [M, 4] pixel boxes of every visible object
     seconds_per_frame: float = 1.0  # time between consecutive VLM frames (fps from the record, 10 if unknown)
     tsf_crops: np.ndarray | None = None  # [K, s, s, 3] uint8 target crops (TSF) when a TSF cache is given
+    vlm_boxes: np.ndarray | None = None  # [N_slots, Tv, 4] pixel xyxy of the targets on the VLM frames, NaN absent
 
 
 def load_records(path: str | Path, format: str = "mevis", split: str | None = None) -> list[VideoRecord]:
@@ -185,6 +186,9 @@ class ReferringVideoDataset(Dataset):
             ],
             seconds_per_frame=(vlm_idx[-1] - vlm_idx[0]) / max(len(vlm_idx) - 1, 1) / (record.fps or 10.0),
             tsf_crops=self._tsf_crops(record, expression),
+            vlm_boxes=np.array(
+                [[np.nan] * 4 if b is None else b for b in record.target_boxes(expression, vlm_idx)], dtype=np.float32
+            )[None],
         )
 
     def _tsf_crops(self, record: VideoRecord, expression: Expression) -> np.ndarray | None:

@@ -54,6 +54,10 @@ def make_batch(model: SparrowModel, samples: Sequence[Any], with_tsf: bool = Fal
     target_identity = None
     if identity_ids is not None:
         target_identity = torch.tensor([int(getattr(s, "target_identity", -1)) for s in samples], dtype=torch.int64)
+    track_pixels = track_boxes = None
+    if model.track_selector is not None and all(getattr(s, "vlm_boxes", None) is not None for s in samples):
+        track_pixels = torch.stack([model.preprocessor(s.vlm_frames) for s in samples])
+        track_boxes = torch.from_numpy(np.stack([np.asarray(s.vlm_boxes, dtype=np.float32) / scale for s in samples]))
     return SparrowBatch(
         vlm=vlm,
         sam_pixels=sam_pixels,
@@ -63,6 +67,8 @@ def make_batch(model: SparrowModel, samples: Sequence[Any], with_tsf: bool = Fal
         identity_ids=identity_ids,
         identity_masks=identity_masks,
         target_identity=target_identity,
+        track_pixels=track_pixels,
+        track_boxes=track_boxes,
     )
 
 

@@ -15,6 +15,7 @@ from sparrow.errors import SparrowError
 from sparrow.model.losses import LossWeights
 
 MODES = ("track", "framewise", "perframe")  # how frames after the key frame get their masks (pipeline/masks.py)
+SELECTION_LEVELS = ("frame", "track")  # what the [BOX] embedding chooses among (model/selector.py, track_selector.py)
 VISIONS = ("qwen", "sam2")  # where the VLM's vision tokens come from (model/sam2_vision.py)
 
 
@@ -41,6 +42,7 @@ _POSITIVE = (
     "proposer_heads",
     "tsf_k",
     "tsf_crop_size",
+    "track_hidden",
 )
 
 
@@ -65,6 +67,9 @@ class SparrowConfig:
     selector_appearance_grid: int = 0  # 0: those features averaged in the box; g: kept on a g x g grid (layout)
     identity_prompts: int = 0  # learned SAM2 prompts, one per identity (SynthRef: 36 = colour x shape),
     # trained by the segmenter stage with stage.identity_prompts (0: none)
+    selection_level: str = "frame"  # "frame": a proposal per frame (the paper); "track": one tracklet of linked
+    # proposals for the whole clip, scored with its trajectory (model/tracklets.py, track_selector.py)
+    track_hidden: int = 256  # width of the track selector's scorer
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossWeights = field(default_factory=LossWeights)  # the authors' release values + the paper's filter loss
     mode: str = "track"  # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
@@ -99,6 +104,10 @@ class SparrowConfig:
             )
         if self.mode not in MODES:
             raise SparrowError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        if self.selection_level not in SELECTION_LEVELS:
+            raise SparrowError(f"selection_level must be one of {list(SELECTION_LEVELS)}, got {self.selection_level!r}")
+        if self.selection_level == "track" and not self.selector_appearance:
+            raise SparrowError("selection_level 'track' needs selector_appearance (tracklets are described by it)")
         if self.vlm_vision not in VISIONS:
             raise SparrowError(f"vlm_vision must be one of {list(VISIONS)}, got {self.vlm_vision!r}")
         if self.tsf not in ("off", "train", "train+infer"):

@@ -149,7 +149,7 @@ ARCHITECTURE_FROM_SEGMENTER = (
 
 def graft_segmenter(config: SparrowConfig, vlm: QwenVLAdapter, donor: SparrowModel, seed: int) -> SparrowModel:
     """A model with ``vlm`` and fresh L->V heads around ``donor``'s SAM2, proposer, selector and identity prompts
-    (strict copies)."""
+    (strict copies), and the donor's track selector when both select tracklets the same way."""
     data = config.to_dict()
     data.update({k: getattr(donor.config, k) for k in ARCHITECTURE_FROM_SEGMENTER})
     data["selection"] = {**data["selection"], "top_k": donor.config.selection.top_k}
@@ -157,6 +157,9 @@ def graft_segmenter(config: SparrowConfig, vlm: QwenVLAdapter, donor: SparrowMod
     for part in ("pixel_decoder", "proposer", "selector", "identity_prompts"):
         if getattr(donor, part) is not None:
             getattr(model, part).load_state_dict(getattr(donor, part).state_dict())
+    mine, theirs = model.track_selector, donor.track_selector
+    if mine is not None and theirs is not None and mine.trajectory_dim == theirs.trajectory_dim:
+        mine.load_state_dict(theirs.state_dict())
     return model
 
 

@@ -92,7 +92,11 @@ class Proposals:
 
     def image(self, b: int) -> Proposals:
         """Proposals of image ``b`` with the batch dimension kept (size 1), without ``aux``."""
-        sl = slice(b, b + 1)
+        return self.images(b, b + 1)
+
+    def images(self, start: int, stop: int) -> Proposals:
+        """Proposals of images ``start .. stop - 1`` (e.g. one clip's frames of a batch), without ``aux``."""
+        sl = slice(start, stop)
         appearance = None if self.appearance is None else self.appearance[sl]
         return Proposals(self.boxes[sl], self.logits[sl], self.features[sl], self.valid[sl], appearance=appearance)
 

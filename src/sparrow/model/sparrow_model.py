@@ -4,6 +4,8 @@ Training (``forward``) and inference (the pipeline layer, ``sparrow.pipeline``) 
 
     frames --VLM (+question, + TSF crops)--> hidden states at [BOX], [SEG] --heads--> e_box, e_seg  [N, C]
     SAM frame --SAM2 encoder--> features --proposer--> P boxes + features --selector(e_box)--> box
+      (selection_level "track": the VLM frames' proposals --link--> tracklets --track selector(e_box)--> one
+       tracklet, whose box on a frame is the box)
     features + box corners + e_seg --SAM2 mask decoder--> mask logits  [S/4, S/4] -> upsampled [H, W]
 """
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import masks_to_boxes
 
 from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
@@ -33,6 +36,16 @@ from sparrow.model.selector import (
     select_boxes,
     selection_labels,
     selection_loss,
+)
+from sparrow.model.track_selector import TrackSelector, track_selection_loss
+from sparrow.model.tracklets import (
+    Tracklets,
+    best_tracklets,
+    link_proposals,
+    tracklet_appearance,
+    tracklet_hits,
+    trajectory_dim,
+    trajectory_features,
 )
 from sparrow.model.vlm_qwen2_5 import QwenVLAdapter, VLMBatch
 
@@ -57,6 +70,8 @@ class SparrowBatch:
     )
     identity_masks: torch.Tensor | None = None  # [B, M, Ts, H, W] float: that identity's masks on the SAM frames
     target_identity: torch.Tensor | None = None  # [B] int64 identity of the expression's targets, -1 mixed
+    track_pixels: torch.Tensor | None = None  # [B, Tv, 3, S, S] the VLM frames for SAM2 (selection_level "track")
+    track_boxes: torch.Tensor | None = None  # [B, N, Tv, 4] normalised target boxes on those frames, NaN absent
 
     def to(self, device: torch.device | str) -> SparrowBatch:
         move = lambda t: None if t is None else t.to(device)
@@ -69,6 +84,8 @@ class SparrowBatch:
             identity_ids=move(self.identity_ids),
             identity_masks=move(self.identity_masks),
             target_identity=move(self.target_identity),
+            track_pixels=move(self.track_pixels),
+            track_boxes=move(self.track_boxes),
         )
 
 
@@ -118,6 +135,7 @@ class SparrowModel(nn.Module):
         # through a projector that replaces Qwen's tower (model/sam2_vision.py); built last so the RNG stream of the
         # parts above does not depend on it.
         set_vlm_vision(vlm, self.pixel_decoder, config.vlm_vision)
+        self.track_selector = make_track_selector(config, d_sam)
 
     @staticmethod
     def _fine_channels(config: SparrowConfig, sam: nn.Module) -> int:
@@ -159,6 +177,53 @@ class SparrowModel(nn.Module):
         """Score the (top-k) proposals of frame ``index`` of a proposal batch for embeddings ``[N, C]``."""
         return self.selector(box_embedding, frame_proposals(top, index))
 
+    def mask_boxes(self, features: ImageFeatures, top: Proposals) -> Proposals:
+        """The top-k proposals ``[T, k, ...]`` of a feature batch with each box replaced by the box of the mask SAM2
+        decodes from it (no ``[SEG]``), and their appearance recomputed in the new boxes; a box whose mask is empty
+        becomes invalid. The proposer's boxes are loose (on SynthRef the best one overlaps an object by IoU 0.64 on
+        average); SAM2's box-prompted masks are tight, so duplicates of one object collapse onto one box and link
+        into one tracklet."""
+        t, k = top.boxes.shape[:2]
+        frames = torch.arange(t, device=top.boxes.device).repeat_interleave(k)
+        masks = self.decode(features, frames, None, top.boxes.flatten(0, 1)).mask_logits > 0  # [T*k, h, w]
+        nonempty = masks.flatten(1).any(1)
+        h, w = masks.shape[-2:]
+        pixel = masks_to_boxes(masks[nonempty]).to(top.boxes.dtype)  # inclusive pixel corners
+        scale = torch.tensor([w, h, w, h], dtype=pixel.dtype, device=pixel.device)
+        boxes = top.boxes.flatten(0, 1).clone()
+        boxes[nonempty] = (pixel + torch.tensor([0, 0, 1, 1], dtype=pixel.dtype, device=pixel.device)) / scale
+        boxes = boxes.view(t, k, 4)
+        appearance = None
+        if top.appearance is not None:
+            maps = [features.embedding, *features.high_res]
+            appearance = proposal_appearance(maps, boxes, grid=self.config.selector_appearance_grid)
+        valid = top.valid & nonempty.view(t, k)
+        return Proposals(boxes, top.logits, top.features, valid, appearance=appearance)
+
+    def clip_tracklets(self, box_embeddings: torch.Tensor, features: ImageFeatures) -> tuple[Tracklets, torch.Tensor]:
+        """The tracklets of one clip's frames (a feature batch ``[T, ...]``, ``T = config.vlm_frames`` frames in time
+        order) and their logits ``[Q, N]`` for ``[BOX]`` embeddings ``[Q, C]``: top-k proposals, tightened by
+        :meth:`mask_boxes`, linked and scored (:meth:`tracklet_logits`)."""
+        return self.tracklet_logits(box_embeddings, self.mask_boxes(features, self.candidates(features)))
+
+    def tracklet_logits(self, box_embeddings: torch.Tensor, top: Proposals) -> tuple[Tracklets, torch.Tensor]:
+        """Link one clip's top-k proposals (``[T, k, ...]`` with appearance, ``T = config.vlm_frames`` frames in time
+        order) into tracklets and score them for ``[BOX]`` embeddings ``[Q, C]`` -> ``(tracklets, logits [Q, N])``."""
+        if self.track_selector is None:
+            raise SparrowError("this model selects per frame (selection_level 'frame'); it has no track selector")
+        if top.appearance is None:
+            raise ValueError("track selection needs the proposals' appearance (SparrowModel.candidates)")
+        if trajectory_dim(top.boxes.shape[0]) != self.track_selector.trajectory_dim:
+            raise SparrowError(
+                f"this model's track selector was built for {self.track_selector.frames} VLM frames; "
+                f"got {top.boxes.shape[0]} (keep vlm_frames at {self.track_selector.frames})"
+            )
+        tracks = link_proposals(top.boxes, top.logits, top.valid)
+        logits = self.track_selector(
+            box_embeddings, tracklet_appearance(tracks, top.appearance), trajectory_features(tracks)
+        )
+        return tracks, logits
+
     def decode(
         self, features: ImageFeatures, frame_index: torch.Tensor, seg: torch.Tensor | None, boxes: torch.Tensor | None
     ) -> DecoderOutput:
@@ -172,8 +237,9 @@ class SparrowModel(nn.Module):
     def forward(self, batch: SparrowBatch, train_proposer: bool = False) -> dict[str, torch.Tensor]:
         """Training losses: ``ce``, ``mask_bce``, ``mask_dice``, ``selection``, ``box``, ``selection_rank`` (frames
         with a positive proposal; weight 0 unless set), ``prompt_identity`` (batches with SynthRef target identities
-        on a model with identity prompts, :meth:`_prompt_identity_loss`) (+ ``proposer``) and ``loss`` (their
-        weighted sum, weights from ``config.loss``)."""
+        on a model with identity prompts, :meth:`_prompt_identity_loss`), ``track_selection`` (a model with a track
+        selector and a batch with ``track_pixels``, :meth:`_track_selection_loss`) (+ ``proposer``) and ``loss``
+        (their weighted sum, weights from ``config.loss``)."""
         cfg = self.config
         ce, hidden = self.vlm(batch.vlm)
         pairs = teacher_forced_pairs(
@@ -248,10 +314,34 @@ class SparrowModel(nn.Module):
             losses["box"] = torch.stack(box_losses).mean()
         if rank_losses:
             losses["selection_rank"] = torch.stack(rank_losses).mean()
+        if self.track_selector is not None and batch.track_pixels is not None and batch.track_boxes is not None:
+            losses["track_selection"] = self._track_selection_loss(prompts, batch.track_pixels, batch.track_boxes)
         if batch.target_identity is not None and self.identity_prompts is not None:
             losses["prompt_identity"] = self._prompt_identity_loss(prompts, batch.target_identity.to(hidden.device))
         losses["loss"] = weighted_total(losses, cfg.loss)
         return losses
+
+    def _track_selection_loss(
+        self, prompts: list[PromptEmbeddings], pixels: torch.Tensor, target_boxes: torch.Tensor
+    ) -> torch.Tensor:
+        """:func:`track_selection_loss` of each answer's ``[BOX]`` embeddings over its clip's tracklets, averaged over
+        the answers: ``pixels [B, Tv, 3, S, S]`` the VLM frames, ``target_boxes [B, N, Tv, 4]`` (NaN absent). SAM2 and
+        the proposer run without gradients here: the tracklets are a discrete choice on frozen features."""
+        b, tv = pixels.shape[:2]
+        with torch.no_grad():
+            features = self.pixel_decoder.encode(pixels.flatten(0, 1))
+            top = self.mask_boxes(features, self.candidates(features))
+        terms = []
+        for row in range(b):
+            slots = torch.nonzero(prompts[row].has_box).flatten()
+            if len(slots) == 0:
+                continue
+            tracks, logits = self.tracklet_logits(prompts[row].box[slots], top.images(row * tv, (row + 1) * tv))
+            positive = torch.stack([best_tracklets(tracklet_hits(tracks, target_boxes[row, int(s)])) for s in slots])
+            terms.append(track_selection_loss(logits, positive))
+        if not terms:
+            return prompts[0].seg.sum() * 0.0
+        return torch.stack(terms).mean()
 
     def _prompt_identity_loss(self, prompts: list[PromptEmbeddings], target_identity: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the ``[BOX]`` and ``[SEG]`` embeddings ``[N, C]`` of each answer against the frozen
@@ -289,6 +379,19 @@ class SparrowModel(nn.Module):
                 out = res.new_zeros((len(frame_idx),) + tuple(res.shape[1:]))
             out = out.index_copy(0, sel.to(out.device), res)
         return out
+
+
+def make_track_selector(config: SparrowConfig, sam_hidden: int) -> TrackSelector | None:
+    """A fresh track selector for ``config`` (``selection_level "track"``; None otherwise): ``[BOX]`` embeddings and
+    appearance keys of SAM2's width ``sam_hidden``, trajectories over ``config.vlm_frames`` frames."""
+    if config.selection_level != "track":
+        return None
+    return TrackSelector(
+        embed_dim=sam_hidden,
+        appearance_dim=appearance_dim(sam_hidden, config.selector_appearance_grid),
+        trajectory_dim=trajectory_dim(config.vlm_frames),
+        hidden=config.track_hidden,
+    )
 
 
 def frame_proposals(proposals: Proposals, index: int) -> Proposals:

@@ -4,7 +4,9 @@
   frames), forward then backward, in bounded memory (``model/propagator.py``);
 - ``framewise``: every frame decoded independently with ``[SEG]`` and the key-frame box (the authors' mode);
 - ``perframe``: every frame decoded with ``[SEG]`` and the box the ``[BOX]`` embedding selects among that frame's
-  proposals (what training supervises).
+  proposals (what training supervises); for a model that selects tracklets, the box of the chosen tracklet on that
+  frame (``TrackGuide.box_at``), snapped to the frame's best-overlapping tightened proposal, and no mask where the
+  tracklet is absent.
 
 Each frame's mask is turned into (RLE, box) as soon as it is computed, so memory does not grow with the video.
 :func:`track_frames` and :func:`decoded_frames` yield the frames as they are computed (in propagation order for
@@ -18,18 +20,21 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
 from sparrow.data.rle import RLE, encode_mask, mask_to_box
 from sparrow.data.video_io import Video
-from sparrow.model.pixel_decoder import PixelDecoder
+from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
 from sparrow.model.propagator import MaskPropagator, PropagationCheckpoint
 from sparrow.model.selector import select_boxes
 from sparrow.model.sparrow_model import PromptEmbeddings, SparrowModel
+from sparrow.model.tracklets import TrackGuide
 from sparrow.pipeline.prompting import KeyChoice, choose_key, encode_frames, frame_features
 
 FrameOutput = tuple[RLE | None, list[float] | None]
 FRAMEWISE_CHUNK = 8  # frames encoded per SAM2 batch in framewise/perframe (memory: 8 x SAM2 features)
+SNAP_IOU = 0.5  # a tracklet's box on a frame is replaced by the frame's tightened proposal that overlaps it this much
 
 
 def frame_output(mask: np.ndarray) -> FrameOutput:
@@ -108,28 +113,58 @@ def decoded_frames(
     box_embedding: torch.Tensor | None = None,
     chunk: int = FRAMEWISE_CHUNK,
     start: int = 0,
+    guide: TrackGuide | None = None,
 ) -> Iterator[tuple[int, FrameOutput]]:
     """Decode every frame from ``start`` on (a multiple of ``chunk``, so a resumed run batches frames as the
     uninterrupted one did) independently with ``[SEG]`` ``[C]`` and a box: the key-frame box ``[4]`` (framewise),
-    or, given the ``[BOX]`` embedding ``[C]``, the box it selects among that frame's proposals (perframe).
-    Yields ``(t, (rle, box))`` in frame order."""
+    or, given the ``[BOX]`` embedding ``[C]``, the box it selects among that frame's proposals (perframe), or, given
+    the chosen tracklet ``guide``, its box on the frame (:func:`guided_boxes`; frames where it is absent get no
+    mask). Yields ``(t, (rle, box))`` in frame order."""
     if start % chunk:
         raise ValueError(f"start {start} is not a multiple of the chunk {chunk}")
     size = (video.info.height, video.info.width)
     threshold = model.config.selection.threshold
     t = start
-    for frames in _chunks(video, chunk, progress, "perframe" if box_embedding is not None else "framewise", start):
+    per_frame = box_embedding is not None or guide is not None
+    for frames in _chunks(video, chunk, progress, "perframe" if per_frame else "framewise", start):
         feats = encode_frames(model, frames)
         n = len(frames)
         boxes = None if box is None else box[None].expand(n, -1)
-        if box_embedding is not None:
+        keep = torch.ones(n, dtype=torch.bool)
+        if guide is not None:
+            guided = guided_boxes(model, feats, guide, list(range(t, t + n)))
+            keep = torch.tensor([b is not None for b in guided])
+            boxes = torch.stack([b if b is not None else seg.new_zeros(4) for b in guided])
+        elif box_embedding is not None:
             top = model.candidates(feats)
             picked = [select_boxes(model.select(box_embedding[None], top, i), threshold, 1)[1][0][0] for i in range(n)]
             boxes = torch.stack(picked)
         out = model.pixel_decoder.decode(feats, seg[None].expand(n, -1), boxes)
-        for mask in (PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy():
-            yield t, frame_output(mask)
+        for i, mask in enumerate((PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy()):
+            yield t, frame_output(mask) if bool(keep[i]) else (None, None)
             t += 1
+
+
+def guided_boxes(
+    model: SparrowModel, features: ImageFeatures, guide: TrackGuide, frame_ids: list[int]
+) -> list[torch.Tensor | None]:
+    """The chosen tracklet's box ``[4]`` on each of ``frame_ids`` (the rows of ``features``), None where it is absent:
+    ``guide.box_at(t)``, replaced by the frame's tightened proposal (``SparrowModel.mask_boxes``) that overlaps it
+    by at least ``SNAP_IOU`` when there is one (between the VLM's frames the tracklet's box is interpolated; the
+    proposal follows the object itself)."""
+    top = model.mask_boxes(features, model.candidates(features))
+    out: list[torch.Tensor | None] = []
+    for i, t in enumerate(frame_ids):
+        box = guide.box_at(t)
+        if box is not None:
+            box = box.to(top.boxes.device, top.boxes.dtype)
+            cands = top.boxes[i][top.valid[i]]
+            if len(cands):
+                overlap = box_iou(cands, box[None])[:, 0]
+                if float(overlap.max()) >= SNAP_IOU:
+                    box = cands[int(overlap.argmax())]
+        out.append(box)
+    return out
 
 
 def decoded_masks(

@@ -3,7 +3,9 @@
 Tensors only (the frames come in as arrays from ``pipeline/segment.py``): the VLM generates the answer greedily
 with its KV cache, the ``[BOX]``/``[SEG]`` states are projected by the model's heads, and for each target the
 ``[BOX]`` embedding scores the proposals of every candidate frame; the frame whose best proposal scores highest is
-the key frame (``key_frame="auto"``), and SAM2 decodes its mask from that box plus ``[SEG]``.
+the key frame (``key_frame="auto"``), and SAM2 decodes its mask from that box plus ``[SEG]``. A model that selects
+tracklets (``selection_level "track"``) links the proposals of the VLM's frames and the ``[BOX]`` embedding picks
+one tracklet; its most confident box is the key box and the tracklet (:class:`TrackGuide`) goes with the choice.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sparrow.model.pixel_decoder import ImageFeatures
 from sparrow.model.prompt_tokens import pair_prompt_tokens, teacher_forced_pairs
 from sparrow.model.selector import select_boxes
 from sparrow.model.sparrow_model import PromptEmbeddings, SparrowModel
+from sparrow.model.tracklets import TrackGuide
 from sparrow.model.vlm_qwen2_5 import VLMSample
 
 
@@ -39,6 +42,7 @@ class KeyChoice:
     box: torch.Tensor | None
     score: float | None
     mask_logits: torch.Tensor  # [S/4, S/4]
+    track: TrackGuide | None = None  # the chosen tracklet (models that select tracklets)
 
 
 @dataclass
@@ -64,6 +68,13 @@ class Plan:
                     "box": None if c.box is None else c.box.cpu(),
                     "score": c.score,
                     "mask_logits": c.mask_logits.cpu(),
+                    "track": None
+                    if c.track is None
+                    else {
+                        "frame_ids": list(c.track.frame_ids),
+                        "boxes": c.track.boxes.cpu(),
+                        "present": c.track.present.cpu(),
+                    },
                 }
                 for c in self.choices
             ],
@@ -78,6 +89,13 @@ class Plan:
                 None if c["box"] is None else c["box"].to(device),
                 c["score"],
                 c["mask_logits"].to(device),
+                None
+                if c.get("track") is None
+                else TrackGuide(
+                    [int(f) for f in c["track"]["frame_ids"]],
+                    c["track"]["boxes"].to(device),
+                    c["track"]["present"].to(device),
+                ),
             )
             for c in data["choices"]
         ]
@@ -119,10 +137,16 @@ def choose_key(
     """For ``target``: the frame among ``frame_ids`` (the rows of ``features``) whose prompt fits best.
 
     With a ``[BOX]``: the frame whose selected proposal has the highest sigmoid score, decoded from that box and
-    ``[SEG]``. Without: every candidate is decoded from ``[SEG]`` alone and SAM2's object score picks the frame.
+    ``[SEG]``; for a model that selects tracklets, when ``frame_ids`` are the VLM's frames, :func:`choose_tracklet`.
+    Without: every candidate is decoded from ``[SEG]`` alone and SAM2's object score picks the frame.
     """
     cfg = model.config.selection
     seg = prompts.seg[target : target + 1]
+    selector = model.track_selector
+    if bool(prompts.has_box[target]) and selector is not None and len(frame_ids) == selector.frames:
+        choice = choose_tracklet(model, prompts, target, features, frame_ids)
+        if choice is not None:
+            return choice
     if bool(prompts.has_box[target]):
         top = model.candidates(features)
         best: tuple[float, int, torch.Tensor] | None = None
@@ -139,6 +163,27 @@ def choose_key(
     out = model.decode(features, torch.arange(n, device=seg.device), seg.expand(n, -1), None)
     i = int(out.object_score_logits.argmax())
     return KeyChoice(frame_ids[i], None, None, out.mask_logits[i])
+
+
+def choose_tracklet(
+    model: SparrowModel, prompts: PromptEmbeddings, target: int, features: ImageFeatures, frame_ids: list[int]
+) -> KeyChoice | None:
+    """For ``target``: the tracklet its ``[BOX]`` embedding scores highest among those linked on ``frame_ids`` (the
+    VLM's frames, the rows of ``features``); the key frame is the one where the tracklet's proposal is most confident
+    (objectness), decoded from its box and ``[SEG]``; the score is the tracklet's softmax probability. None when no
+    tracklet was linked (no valid proposal on any frame)."""
+    seg = prompts.seg[target : target + 1]
+    tracks, logits = model.clip_tracklets(prompts.box[target : target + 1], features)
+    if len(tracks) == 0:
+        return None
+    best = int(logits[0].argmax())
+    present = tracks.present[best]
+    i = int(torch.where(present, tracks.logits[best], float("-inf")).argmax())
+    box = tracks.boxes[best, i]
+    mask_logits = model.decode(features, torch.tensor([i], device=seg.device), seg, box[None]).mask_logits[0]
+    score = float(torch.softmax(logits[0].float(), -1)[best])
+    guide = TrackGuide(list(frame_ids), tracks.boxes[best], present)
+    return KeyChoice(frame_ids[i], box, score, mask_logits, guide)
 
 
 def frame_features(features: ImageFeatures, i: int) -> ImageFeatures:

@@ -43,6 +43,7 @@ LOG_KEYS = (
     "box",
     "selection_rank",
     "prompt_identity",
+    "track_selection",
     "proposer",
     "point_mask_bce",
     "point_mask_dice",

@@ -9,7 +9,7 @@ import torch
 from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
 from sparrow.model.sam2_vision import set_vlm_vision
-from sparrow.model.sparrow_model import SparrowModel
+from sparrow.model.sparrow_model import SparrowModel, make_track_selector
 from sparrow.train.config import ModelInit
 
 # SparrowConfig fields that only steer training/inference and may change on a saved model (the rest is architecture).
@@ -28,7 +28,7 @@ RUNTIME_FIELDS = {
     "vlm_frames",
 }
 # Architecture fields a run may change on a saved model: the part they name is rebuilt with fresh (seeded) weights.
-REBUILT_FIELDS = {"vlm_vision"}
+REBUILT_FIELDS = {"vlm_vision", "selection_level", "track_hidden"}
 
 
 def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime_only: bool) -> SparrowConfig:
@@ -92,9 +92,16 @@ def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowMo
         return build_model(config, config.base_vlm or REAL_VLM, config.base_sam2 or REAL_SAM2, seed=init.seed)
     model = from_pretrained(init.init)
     if init.config:
-        saved = model.config.vlm_vision
+        saved = model.config
         model.config = _overrides(model.config, init.config, source, runtime_only=True)
-        if model.config.vlm_vision != saved:
+        if model.config.vlm_vision != saved.vlm_vision:
             torch.manual_seed(init.seed)
             set_vlm_vision(model.vlm, model.pixel_decoder, model.config.vlm_vision)
+        # the track selector is sized by these; a change rebuilds it with fresh seeded weights (or removes it)
+        changed = any(
+            getattr(model.config, f) != getattr(saved, f) for f in ("selection_level", "track_hidden", "vlm_frames")
+        )
+        if changed and (model.track_selector is not None or model.config.selection_level == "track"):
+            torch.manual_seed(init.seed)
+            model.track_selector = make_track_selector(model.config, model.pixel_decoder.hidden_size)
     return model

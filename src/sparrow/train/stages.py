@@ -8,9 +8,11 @@ segmenter      SAM2's image encoder, prompt encoder and mask decoder, as a promp
                HF ``Sam2VideoModel.forward`` and ``propagate_in_video_iterator`` run under
                ``torch.inference_mode``, so propagation cannot be trained through the public API.
 proposer       the class-agnostic proposer (SAM2 frozen: features come from the frozen encoder)
-vlm            the VLM (full fine-tuning, or LoRA adapters when ``stage.lora`` is set) and the two L->V heads;
-               SAM2, proposer and selector frozen (the TSF stage; ``seg_only`` drops ``[BOX]``)
-selection      the ``[BOX]`` selector and the box head (filtration-head stage); everything else frozen
+vlm            the VLM (full fine-tuning, or LoRA adapters when ``stage.lora`` is set) and the two L->V heads,
+               and the track selector when the model has one; SAM2, proposer and per-frame selector frozen (the
+               TSF stage; ``seg_only`` drops ``[BOX]``)
+selection      the ``[BOX]`` selector, the track selector (if any) and the box head (filtration-head stage);
+               everything else frozen
 memory         SAM2's memory path: memory encoder, memory attention, object-pointer projection, the temporal
                encodings of memories and pointers, the no-object pointer and occlusion embedding, the
                mask-prompt downsampler, and the decoder's object-presence head (a head on its own token: the
@@ -48,8 +50,8 @@ STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
         "identity_prompts",  # only when the model has them (model.config.identity_prompts)
     ),
     "proposer": ("proposer",),
-    "vlm": ("vlm", "box_head", "seg_head"),
-    "selection": ("selector", "box_head"),
+    "vlm": ("vlm", "box_head", "seg_head", "track_selector"),
+    "selection": ("selector", "box_head", "track_selector"),
     "memory": tuple(
         f"pixel_decoder.sam.{name}"
         for name in (

@@ -1,0 +1,115 @@
+"""A model that selects tracklets (``selection_level: track``): config checks, the training loss, save/load, the
+rebuild on a config change, and the pipeline choosing and following one tracklet."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from helpers_clips import training_sample, two_object_clip
+
+from sparrow.data.video_io import Video
+from sparrow.errors import SparrowError
+from sparrow.model.batching import make_batch
+from sparrow.model.config import SparrowConfig
+from sparrow.model.loading import build_tiny, from_pretrained, save_pretrained, tiny_config
+from sparrow.model.proposer import Proposals
+from sparrow.pipeline.prompting import Plan
+from sparrow.pipeline.segment import SegmentationPipeline
+
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = dataclasses.replace(tiny_config(), selection_level="track", vlm_frames=FRAMES, mode="perframe")
+    return build_tiny(seed=0, config=config, sam_image_size=64)
+
+
+def test_config_checks() -> None:
+    with pytest.raises(SparrowError, match="selection_level must be one of"):
+        SparrowConfig(selection_level="clip")
+    with pytest.raises(SparrowError, match="needs selector_appearance"):
+        SparrowConfig(selection_level="track", selector_appearance=False)
+    with pytest.raises(SparrowError, match="track_hidden"):
+        SparrowConfig(track_hidden=0)
+    assert build_tiny(seed=0, sam_image_size=64).track_selector is None  # the default selects per frame
+
+
+def _sample(frames: np.ndarray, masks: np.ndarray, boxes: np.ndarray):
+    sample = training_sample(frames, masks, boxes, [0, 2])
+    sample.vlm_boxes = boxes[None]
+    return sample
+
+
+def test_forward_trains_the_track_selector_on_the_target_tracklet(model, monkeypatch) -> None:
+    frames, masks, boxes = two_object_clip(t=FRAMES)
+    batch = make_batch(model, [_sample(frames, masks, boxes)])
+    assert batch.track_pixels.shape == (1, FRAMES, 3, 64, 64) and batch.track_boxes.shape == (1, 1, FRAMES, 4)
+    target = torch.from_numpy(boxes / 96.0)  # normalised, [T, 4]
+    other = torch.tensor([0.6, 0.6, 0.8, 0.8]).expand(FRAMES, 4)
+    real = model.candidates
+
+    def two_proposals(features):  # the target and a distractor on every frame, whatever the untrained proposer says
+        top = real(features)
+        n = top.boxes.shape[0]
+        boxes = torch.stack([target[:n], other[:n]], dim=1).to(top.boxes)
+        return Proposals(
+            boxes,
+            torch.zeros(n, 2),
+            top.features[:, :2],
+            torch.ones(n, 2, dtype=torch.bool),
+            appearance=top.appearance[:, :2],
+        )
+
+    monkeypatch.setattr(model, "candidates", two_proposals)
+    monkeypatch.setattr(model, "mask_boxes", lambda features, top: top)
+    model.zero_grad()
+    losses = model(batch)
+    # two tracklets, the target's is the positive: -log softmax over two
+    assert 0.0 < float(losses["track_selection"].detach()) < 5.0
+    losses["track_selection"].backward()
+    assert model.track_selector.query.weight.grad.abs().sum() > 0
+    batch.track_pixels = None  # without the VLM frames (e.g. a [SEG]-only batch) there is no track loss
+    assert "track_selection" not in model(batch)
+
+
+def test_save_load_keeps_the_track_selector(model, tmp_path) -> None:
+    save_pretrained(model, tmp_path / "m")
+    loaded = from_pretrained(tmp_path / "m")
+    assert loaded.config.selection_level == "track"
+    for (name, a), (_, b) in zip(model.track_selector.state_dict().items(), loaded.track_selector.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_a_run_can_turn_track_selection_on_for_a_saved_model(tmp_path) -> None:
+    from sparrow.train.config import ModelInit
+    from sparrow.train.model_init import build_initial_model
+
+    plain = build_tiny(seed=0, config=dataclasses.replace(tiny_config(), vlm_frames=FRAMES), sam_image_size=64)
+    save_pretrained(plain, tmp_path / "plain")
+    model = build_initial_model(ModelInit(init=str(tmp_path / "plain"), config={"selection_level": "track"}))
+    assert model.track_selector is not None and model.track_selector.frames == FRAMES
+    again = build_initial_model(ModelInit(init=str(tmp_path / "plain"), config={"selection_level": "track"}))
+    assert torch.equal(model.track_selector.query.weight, again.track_selector.query.weight)  # seeded
+
+
+def test_pipeline_follows_one_tracklet(model) -> None:
+    frames, _, _ = two_object_clip(t=9)
+    pipeline = SegmentationPipeline(model)
+    result = pipeline.segment(frames, "the red square", mode="perframe")
+    assert result.masks.shape == (9, 96, 96)
+    session, _ = pipeline.prepare(Video.open(frames), "the red square", mode="perframe")
+    plan = pipeline.plan(session)
+    choice = plan.choices[0]
+    assert choice.track is not None and choice.track.frame_ids == session.vlm_indices
+    assert bool(choice.track.present.any()) and choice.frame in choice.track.frame_ids
+    assert torch.equal(choice.box, choice.track.boxes[choice.track.frame_ids.index(choice.frame)])
+    # frames where the chosen tracklet is absent get no mask
+    absent = [t for t in range(9) if choice.track.box_at(t) is None]
+    assert all(not result.masks[t].any() for t in absent)
+    again = Plan.from_dict(plan.to_dict())
+    assert again.choices[0].track.frame_ids == choice.track.frame_ids
+    assert torch.equal(again.choices[0].track.boxes, choice.track.boxes.cpu())
