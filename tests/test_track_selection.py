@@ -113,3 +113,84 @@ def test_pipeline_follows_one_tracklet(model) -> None:
     again = Plan.from_dict(plan.to_dict())
     assert again.choices[0].track.frame_ids == choice.track.frame_ids
     assert torch.equal(again.choices[0].track.boxes, choice.track.boxes.cpu())
+
+
+def test_tracklet_benchmark_end_to_end(tmp_path, capsys) -> None:
+    """``benchmarks/probe_tracklets.py`` on a tiny track model and 4 generated SynthRef videos: every row, in range,
+    the ceilings above the model's choice; a per-frame model is refused with exit code 2."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from sparrow.data.synthref.generate import SynthConfig, generate_split
+
+    generate_split(tmp_path, videos=4, seed=0, split="test", config=SynthConfig(size=64, num_frames=8), progress=False)
+    split = tmp_path / "test"
+    config = SparrowConfig(
+        vlm_frames=4, vlm_max_frame_pixels=56 * 56, proposer_queries=8, selection_level="track", track_hidden=32
+    )
+    save_pretrained(build_tiny(seed=0, config=config, sam_image_size=64), tmp_path / "track")
+    save_pretrained(
+        build_tiny(seed=0, config=dataclasses.replace(config, selection_level="frame"), sam_image_size=64),
+        tmp_path / "frame",
+    )
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("probe_tracklets", root / "benchmarks" / "probe_tracklets.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--data", str(split), "--probe-data", str(split), "--videos", "4", "--probe-videos", "4", "--epochs", "1"]
+    out = tmp_path / "figures.json"
+    assert bench.main(["--model", str(tmp_path / "track"), *args, "--json", str(out)]) == 0
+    assert "track-level top-1" in capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    # the probe rows need a training expression with a tracklet on its target; an untrained proposer may give none
+    assert (
+        {"model", "best tracklet", "frame oracle"}
+        <= set(figures)
+        <= {
+            "model",
+            "probe on bag of words",
+            "probe on frozen [BOX]",
+            "best tracklet",
+            "frame oracle",
+        }
+    )
+    assert figures["model"]["frames"] > 0
+    for row in set(figures) - {"best tracklet", "frame oracle"}:
+        assert 0 <= figures[row]["all"] <= figures["best tracklet"]["all"] <= 1
+    assert bench.main(["--model", str(tmp_path / "frame"), *args]) == 2
+
+
+def test_tracklet_report_rows_on_hand_made_clips() -> None:
+    """Two tracklets per clip (red, blue); each expression names one. The bag-of-words probe learns the words, the
+    model row reads the given logits, the ceilings count frames."""
+    from sparrow.diagnostics.tracklets import TrackletClip, tracklet_report
+
+    def clip(swap: bool) -> TrackletClip:
+        appearance = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        if swap:
+            appearance = appearance.flip(0)
+        red, blue = (1, 0) if swap else (0, 1)
+        hits = torch.zeros(2, 2, 3, dtype=torch.bool)
+        hits[0, red], hits[1, blue] = True, True
+        hits[1, blue, 2] = False  # the blue tracklet misses the target on one frame
+        return TrackletClip(
+            record=None,
+            texts=["the red shape", "the blue shape"],
+            kinds=["appearance", "appearance"],
+            box=torch.zeros(2, 4),
+            logits=torch.tensor([[1.0, 0.0], [1.0, 0.0]]),  # the "model" always picks tracklet 0
+            appearance=appearance,
+            trajectory=torch.zeros(2, 23),
+            hits=hits,
+            visible=torch.ones(2, 3, dtype=torch.bool),
+            frame_oracle=torch.ones(2, 3, dtype=torch.bool),
+        )
+
+    clips = [clip(False), clip(True)] * 3
+    report = tracklet_report(clips, clips, epochs=30)
+    assert report["best tracklet"]["all"] == pytest.approx(5 / 6)
+    assert report["frame oracle"]["all"] == 1.0
+    assert report["model"]["all"] == pytest.approx((3 + 0 + 0 + 2) / 12)  # right only when tracklet 0 is the target
+    assert report["probe on bag of words"]["all"] == pytest.approx(5 / 6)  # the words decide: always the best
+    assert report["model"]["frames"] == 36

@@ -124,9 +124,10 @@ def tracklet_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_
 
 def train_tracklet_probe(
     clips: Sequence[TrackletClip], queries: Callable[[TrackletClip], Tensor], epochs: int = 30, lr: float = 1e-3
-) -> TrackSelector:
+) -> TrackSelector | None:
     """A fresh :class:`TrackSelector` (hidden 256, seed 0) trained on ``clips`` with ``queries(clip) -> [E, Dq]``:
-    one expression at a time, :func:`track_selection_loss` against its best tracklets."""
+    one expression at a time, :func:`track_selection_loss` against its best tracklets; None when no expression has
+    a tracklet on its target (nothing to learn from)."""
     rows = [
         (queries(c)[e], c.appearance, c.trajectory, best_tracklets(c.hits[e]))
         for c in clips
@@ -134,7 +135,7 @@ def train_tracklet_probe(
         if len(c.appearance) and bool(c.hits[e].any())
     ]
     if not rows:
-        raise ValueError("no training expression has a tracklet on its target")
+        return None
     torch.manual_seed(0)
     probe = TrackSelector(rows[0][0].shape[0], rows[0][1].shape[1], rows[0][2].shape[1])
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
@@ -170,13 +171,16 @@ def _frame_hits(clips: Sequence[TrackletClip], choose: Callable[[TrackletClip, i
 def tracklet_report(
     train: Sequence[TrackletClip], held: Sequence[TrackletClip], epochs: int = 30
 ) -> dict[str, dict[str, float]]:
-    """The rows of the module docstring on ``held``; the probes train on ``train``."""
+    """The rows of the module docstring on ``held``; the probes train on ``train`` (a probe row is left out when no
+    training expression has a tracklet on its target)."""
     vocab = vocabulary([t for c in train for t in c.texts])
     bow = lambda c: torch.from_numpy(bag_of_words(c.texts, vocab)).float()
     frozen = lambda c: c.box.float()
     report = {"model": _frame_hits(held, lambda c, e: int(c.logits[e].argmax()))}
     for name, queries in (("probe on bag of words", bow), ("probe on frozen [BOX]", frozen)):
         probe = train_tracklet_probe(train, queries, epochs=epochs)
+        if probe is None:
+            continue
         with torch.no_grad():
             report[name] = _frame_hits(
                 held, lambda c, e, p=probe, q=queries: int(p(q(c)[e][None], c.appearance, c.trajectory)[0].argmax())
