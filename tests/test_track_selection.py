@@ -179,6 +179,7 @@ def test_tracklet_report_rows_on_hand_made_clips() -> None:
             texts=["the red shape", "the blue shape"],
             kinds=["appearance", "appearance"],
             box=torch.zeros(2, 4),
+            question=torch.zeros(2, 3),
             logits=torch.tensor([[1.0, 0.0], [1.0, 0.0]]),  # the "model" always picks tracklet 0
             appearance=appearance,
             trajectory=torch.zeros(2, 23),

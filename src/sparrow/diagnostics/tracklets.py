@@ -14,6 +14,9 @@ compare):
 - ``probe on bag of words``: a fresh :class:`~sparrow.model.track_selector.TrackSelector` trained on a bag of words
   of the expression (what a perfect reading of the words gets from these tracklets);
 - ``probe on frozen [BOX]``: the same probe trained on the model's frozen ``[BOX]`` embedding;
+- ``probe on question states``: the same probe trained on the language model's last-layer states averaged over the
+  tokens between the video and ``[BOX]`` (the question and the answer's start): what the language model knows of
+  the sentence, whether or not it reaches ``[BOX]``;
 - ``best tracklet``: the tracklet that covers the target on the most frames (the ceiling of any single choice);
 - ``frame oracle``: some tightened proposal hits on the frame (the ceiling of choosing per frame).
 
@@ -53,7 +56,8 @@ __all__ = ["TrackletClip", "tracklet_clip", "tracklet_report", "train_tracklet_p
 
 @dataclass
 class TrackletClip:
-    """One clip's tracklets and expressions: ``box [E, C]`` the teacher-forced ``[BOX]`` embeddings, ``logits
+    """One clip's tracklets and expressions: ``box [E, C]`` the teacher-forced ``[BOX]`` embeddings, ``question
+    [E, d]`` the mean language-model state over the tokens between the video and ``[BOX]``, ``logits
     [E, N]`` the model's tracklet logits, ``appearance [N, A]``, ``trajectory [N, G]``, ``hits [E, N, T]`` bool,
     ``visible [E, T]`` bool (target visible), ``frame_oracle [E, T]`` bool, ``texts`` and ``kinds`` per expression."""
 
@@ -61,6 +65,7 @@ class TrackletClip:
     texts: list[str]
     kinds: list[str]
     box: Tensor
+    question: Tensor
     logits: Tensor
     appearance: Tensor
     trajectory: Tensor
@@ -83,6 +88,10 @@ def tracklet_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_
     _, hidden = vlm(batch)
     pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id)
     box = torch.stack([model.prompt_embeddings(hidden[row, :-1], p).box[0] for row, p in enumerate(pairs)])
+    question = []
+    for row, p in enumerate(pairs):
+        last_video = int(torch.nonzero(batch.input_ids[row] == vlm.video_token_id).max())
+        question.append(hidden[row, last_video + 1 : p.box_positions[0]].float().mean(0))
 
     features = model.pixel_decoder.encode(model.preprocessor(frames).to(model.device))
     top = model.mask_boxes(features, model.candidates(features))
@@ -113,6 +122,7 @@ def tracklet_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_
         texts=texts,
         kinds=[e.kind or "" for e in record.expressions],
         box=box.cpu(),
+        question=torch.stack(question).cpu(),
         logits=logits.cpu(),
         appearance=appearance.cpu(),
         trajectory=trajectory.cpu(),
@@ -176,8 +186,10 @@ def tracklet_report(
     vocab = vocabulary([t for c in train for t in c.texts])
     bow = lambda c: torch.from_numpy(bag_of_words(c.texts, vocab)).float()
     frozen = lambda c: c.box.float()
+    question = lambda c: c.question.float()
     report = {"model": _frame_hits(held, lambda c, e: int(c.logits[e].argmax()))}
-    for name, queries in (("probe on bag of words", bow), ("probe on frozen [BOX]", frozen)):
+    rows = (("probe on bag of words", bow), ("probe on frozen [BOX]", frozen), ("probe on question states", question))
+    for name, queries in rows:
         probe = train_tracklet_probe(train, queries, epochs=epochs)
         if probe is None:
             continue
