@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=40, help="held-out videos")
     parser.add_argument("--probe-videos", type=int, default=200, help="videos the probes train on")
     parser.add_argument("--epochs", type=int, default=30, help="probe epochs")
+    parser.add_argument(
+        "--tracks", choices=["linked", "gt"], default="linked", help="the model's tracklets, or the annotated objects"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -46,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(str(args.model), device="cpu")
         if model.track_selector is None:
             raise SparrowError("this model selects per frame (selection_level 'frame')", args.model)
-        held = [tracklet_clip(model, r) for r in _read(args.data, args.videos)]
-        train = [tracklet_clip(model, r) for r in _read(args.probe_data, args.probe_videos)]
+        held = [tracklet_clip(model, r, tracks=args.tracks) for r in _read(args.data, args.videos)]
+        train = [tracklet_clip(model, r, tracks=args.tracks) for r in _read(args.probe_data, args.probe_videos)]
         report = tracklet_report(train, held, epochs=args.epochs)
     except SparrowError as exc:
         print(f"error: {exc}", file=sys.stderr)

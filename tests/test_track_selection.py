@@ -159,6 +159,11 @@ def test_tracklet_benchmark_end_to_end(tmp_path, capsys) -> None:
     for row in set(figures) - {"best tracklet", "frame oracle"}:
         assert 0 <= figures[row]["all"] <= figures["best tracklet"]["all"] <= 1
     assert bench.main(["--model", str(tmp_path / "frame"), *args]) == 2
+    # the annotated objects as tracklets: the target's own tracklet covers it on every visible frame (multi-target
+    # expressions aside), and the probes always have something to learn from
+    assert bench.main(["--model", str(tmp_path / "track"), *args, "--tracks", "gt", "--json", str(out)]) == 0
+    gt = json.loads(out.read_text())
+    assert gt["best tracklet"]["all"] > 0.7 and "probe on bag of words" in gt
 
 
 def test_tracklet_report_rows_on_hand_made_clips() -> None:

@@ -21,6 +21,9 @@ compare):
 - ``frame oracle``: some tightened proposal hits on the frame (the ceiling of choosing per frame).
 
 Rows are given overall and per expression kind, with the number of held-out frames.
+
+With ``tracks="gt"`` the tracklets are the annotated objects themselves (their boxes on the VLM's frames, appearance
+pooled in those boxes, objectness 0): what selection could reach with perfect detection and linking.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ from sparrow.data.templates import clean_phrase
 from sparrow.data.video_io import sample_indices
 from sparrow.diagnostics.extract import PROBE_ANSWER
 from sparrow.diagnostics.labels import bag_of_words, vocabulary
+from sparrow.model.pixel_decoder import ImageFeatures
 from sparrow.model.prompt_tokens import teacher_forced_pairs
+from sparrow.model.proposal_appearance import proposal_appearance
 from sparrow.model.sparrow_model import SparrowModel
 from sparrow.model.track_selector import TrackSelector, track_selection_loss
 from sparrow.model.tracklets import (
+    Tracklets,
     best_tracklets,
     link_proposals,
     tracklet_appearance,
@@ -75,8 +81,13 @@ class TrackletClip:
 
 
 @torch.no_grad()
-def tracklet_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_ANSWER) -> TrackletClip:
-    """Run the model's VLM, SAM2, proposer and tracklet linking once on a clip (module docstring)."""
+def tracklet_clip(
+    model: SparrowModel, record: VideoRecord, answer: str = PROBE_ANSWER, tracks: str = "linked"
+) -> TrackletClip:
+    """Run the model's VLM, SAM2, proposer and tracklet linking once on a clip (module docstring); ``tracks``:
+    ``"linked"`` (the model's own tracklets) or ``"gt"`` (the annotated objects)."""
+    if tracks not in ("linked", "gt"):
+        raise ValueError(f"tracks must be 'linked' or 'gt', got {tracks!r}")
     model.eval()
     cfg = model.config
     frame_ids = sample_indices(record.num_frames, cfg.vlm_frames)
@@ -95,13 +106,16 @@ def tracklet_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_
 
     features = model.pixel_decoder.encode(model.preprocessor(frames).to(model.device))
     top = model.mask_boxes(features, model.candidates(features))
-    tracks = link_proposals(top.boxes, top.logits, top.valid)
-    appearance = tracklet_appearance(tracks, top.appearance)
-    trajectory = trajectory_features(tracks)
-    logits = model.track_selector(box, appearance, trajectory)
-
     h, w = record.size
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    if tracks == "gt":
+        linked, appearance = _object_tracklets(model, record, frame_ids, features, scale)
+    else:
+        linked = link_proposals(top.boxes, top.logits, top.valid)
+        appearance = tracklet_appearance(linked, top.appearance)
+    trajectory = trajectory_features(linked)
+    logits = model.track_selector(box, appearance, trajectory)
+
     hits, visible, oracle = [], [], []
     for expression in record.expressions:
         target = torch.tensor(
@@ -110,7 +124,7 @@ def tracklet_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_
         )
         target = target / scale
         seen = ~torch.isnan(target).any(-1)
-        hits.append(tracklet_hits(tracks, target).cpu())
+        hits.append(tracklet_hits(linked, target).cpu())
         visible.append(seen)
         frame_hit = torch.zeros(len(frame_ids), dtype=torch.bool)
         for t in torch.nonzero(seen).flatten().tolist():
@@ -130,6 +144,33 @@ def tracklet_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_
         visible=torch.stack(visible),
         frame_oracle=torch.stack(oracle),
     )
+
+
+def _object_tracklets(
+    model: SparrowModel, record: VideoRecord, frame_ids: list[int], features: ImageFeatures, scale: Tensor
+) -> tuple[Tracklets, Tensor]:
+    """The annotated objects as tracklets on ``frame_ids`` (boxes normalised by ``scale``, objectness 0) and their
+    appearance ``[O, A]``, pooled in their boxes from the frames' SAM2 features as the proposals' keys are."""
+    ids = sorted(record.objects)
+    boxes = (
+        torch.tensor([[record.objects[o].boxes[t] or [0.0] * 4 for t in frame_ids] for o in ids], dtype=torch.float32)
+        / scale
+    )  # [O, T, 4]
+    present = torch.tensor([[record.objects[o].boxes[t] is not None for t in frame_ids] for o in ids])
+    maps = [features.embedding, *features.high_res]
+    keys = (
+        proposal_appearance(
+            maps,
+            boxes.permute(1, 0, 2).contiguous().to(features.embedding.device),
+            grid=model.config.selector_appearance_grid,
+        )
+        .permute(1, 0, 2)
+        .cpu()
+    )  # [O, T, A]
+    weight = present.float()[..., None]
+    appearance = (keys * weight).sum(1) / weight.sum(1).clamp(min=1)
+    index = torch.where(present, 0, -1)
+    return Tracklets(index, boxes * present[..., None], torch.zeros(present.shape), present), appearance
 
 
 def train_tracklet_probe(
