@@ -33,14 +33,14 @@ from sparrow.data.synthref.identity import object_identity
 from sparrow.data.templates import clean_phrase
 from sparrow.data.video_io import sample_indices
 from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
-from sparrow.model.prompt_tokens import teacher_forced_pairs
+from sparrow.model.prompt_tokens import PromptPairs, teacher_forced_pairs
 from sparrow.model.proposal_appearance import proposal_appearance
 from sparrow.model.proposer import Proposals
 from sparrow.model.sam2_vision import Sam2VisionTower, vision_tower
 from sparrow.model.sparrow_model import SparrowModel
-from sparrow.model.vlm_qwen2_5 import VLMSample
+from sparrow.model.vlm_qwen2_5 import VLMBatch, VLMSample
 
-__all__ = ["PROBE_ANSWER", "ClipFeatures", "extract_clip", "pool_tokens"]
+__all__ = ["PROBE_ANSWER", "ClipFeatures", "extract_clip", "pool_tokens", "teacher_force"]
 
 PROBE_ANSWER = "Sure, [BOX] [SEG]."
 
@@ -91,15 +91,11 @@ def extract_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_A
     """Run the model's VLM, SAM2 encoder and proposer once on a clip (see the module docstring); ``answer`` is the
     teacher-forced answer (``"Sure, [SEG]."`` for a model trained with ``[SEG]`` only: its ``[BOX]`` rows are 0)."""
     model.eval()
-    cfg = model.config
-    frame_ids = sample_indices(record.num_frames, cfg.vlm_frames)
+    frame_ids = sample_indices(record.num_frames, model.config.vlm_frames)
     frames = record.load_frames(frame_ids)
     texts = [e.text for e in record.expressions]
     vlm = model.vlm
-    samples = [VLMSample(frames, cfg.question_template.format(query=clean_phrase(t)), answer) for t in texts]
-    batch = vlm.collate(samples).to(model.device)
-    _, hidden = vlm(batch)
-    pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id)
+    batch, hidden, pairs = teacher_force(model, frames, texts, answer)
     box, seg, box_state, seg_state = [], [], [], []
     for row, p in enumerate(pairs):
         emb = model.prompt_embeddings(hidden[row, :-1], p)
@@ -154,6 +150,23 @@ def extract_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_A
         proposals=model.candidates(features).detach(),
         seg_iou=seg_iou,
         identity_iou=identity_iou,
+    )
+
+
+def teacher_force(
+    model: SparrowModel, frames: np.ndarray, texts: list[str], answer: str = PROBE_ANSWER
+) -> tuple[VLMBatch, Tensor, list[PromptPairs]]:
+    """The model's question about each of ``texts`` on ``frames`` ``[T, H, W, 3]``, answered by teacher forcing
+    ``answer``: the collated batch, the VLM's last-layer states ``[E, L, d]`` and where ``[BOX]``/``[SEG]`` are read."""
+    vlm = model.vlm
+    question = model.config.question_template
+    samples = [VLMSample(frames, question.format(query=clean_phrase(t)), answer) for t in texts]
+    batch = vlm.collate(samples).to(model.device)
+    _, hidden = vlm(batch)
+    return (
+        batch,
+        hidden,
+        teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id),
     )
 
 

@@ -38,12 +38,10 @@ from torchvision.ops import box_iou
 
 from sparrow.data.schema import VideoRecord
 from sparrow.data.synthref.expressions import KINDS
-from sparrow.data.templates import clean_phrase
 from sparrow.data.video_io import sample_indices
-from sparrow.diagnostics.extract import PROBE_ANSWER
+from sparrow.diagnostics.extract import PROBE_ANSWER, teacher_force
 from sparrow.diagnostics.labels import bag_of_words, vocabulary
 from sparrow.model.pixel_decoder import ImageFeatures
-from sparrow.model.prompt_tokens import teacher_forced_pairs
 from sparrow.model.proposal_appearance import proposal_appearance
 from sparrow.model.sparrow_model import SparrowModel
 from sparrow.model.track_selector import TrackSelector, track_selection_loss
@@ -55,7 +53,6 @@ from sparrow.model.tracklets import (
     tracklet_hits,
     trajectory_features,
 )
-from sparrow.model.vlm_qwen2_5 import VLMSample
 
 __all__ = ["TrackletClip", "tracklet_clip", "tracklet_report", "train_tracklet_probe"]
 
@@ -89,15 +86,11 @@ def tracklet_clip(
     if tracks not in ("linked", "gt"):
         raise ValueError(f"tracks must be 'linked' or 'gt', got {tracks!r}")
     model.eval()
-    cfg = model.config
-    frame_ids = sample_indices(record.num_frames, cfg.vlm_frames)
+    frame_ids = sample_indices(record.num_frames, model.config.vlm_frames)
     frames = record.load_frames(frame_ids)
     texts = [e.text for e in record.expressions]
     vlm = model.vlm
-    samples = [VLMSample(frames, cfg.question_template.format(query=clean_phrase(t)), answer) for t in texts]
-    batch = vlm.collate(samples).to(model.device)
-    _, hidden = vlm(batch)
-    pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id)
+    batch, hidden, pairs = teacher_force(model, frames, texts, answer)
     box = torch.stack([model.prompt_embeddings(hidden[row, :-1], p).box[0] for row, p in enumerate(pairs)])
     question = []
     for row, p in enumerate(pairs):
