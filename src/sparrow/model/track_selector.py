@@ -4,7 +4,7 @@ item 19; the tracklets come from ``model/tracklets.py``).
 For ``Q`` ``[BOX]`` embeddings ``E [Q, embed_dim]`` and ``N`` tracklets with appearance ``A [N, appearance_dim]``
 (mean proposal key) and geometry ``G [N, trajectory_dim]`` (``trajectory_features``):
 
-    h = GELU(E W_q + LayerNorm(A) W_a + MLP(G))          [Q, N, hidden]
+    h = GELU(E W_q + LayerNorm(A) W_a + MLP(G))          [Q, N, hidden]   (no normalisation of G)
     L = w2 . GELU(W_1 h)                                  [Q, N]
 
 The sum inside the first non-linearity makes the score a function of query *and* tracklet (a conjunction such as
@@ -36,9 +36,9 @@ class TrackSelector(nn.Module):
         self.frames = (trajectory_dim - 8) // 5  # the number of linked frames the selector was built for
         self.query = nn.Linear(embed_dim, hidden)
         self.appearance = nn.Sequential(nn.LayerNorm(appearance_dim), nn.Linear(appearance_dim, hidden))
-        self.trajectory = nn.Sequential(
-            nn.LayerNorm(trajectory_dim), nn.Linear(trajectory_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden)
-        )
+        # no LayerNorm here: it would normalise each tracklet's geometry by its own mean and spread, and where an
+        # object is is what position expressions ask (the features are already in [0, 1] or a few units)
+        self.trajectory = nn.Sequential(nn.Linear(trajectory_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.score = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
     def forward(self, box_embeddings: Tensor, appearance: Tensor, trajectory: Tensor) -> Tensor:
