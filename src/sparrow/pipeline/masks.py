@@ -152,10 +152,12 @@ def guided_boxes(
     ``guide.box_at(t)``, replaced by the frame's tightened proposal (``SparrowModel.mask_boxes``) that overlaps it
     by at least ``SNAP_IOU`` when there is one (between the VLM's frames the tracklet's box is interpolated; the
     proposal follows the object itself)."""
+    guides = [guide.box_at(t) for t in frame_ids]
+    if all(box is None for box in guides):  # the tracklet is absent from the whole chunk: nothing to snap
+        return guides
     top = model.mask_boxes(features, model.candidates(features))
     out: list[torch.Tensor | None] = []
-    for i, t in enumerate(frame_ids):
-        box = guide.box_at(t)
+    for i, box in enumerate(guides):
         if box is not None:
             box = box.to(top.boxes.device, top.boxes.dtype)
             cands = top.boxes[i][top.valid[i]]
