@@ -13,6 +13,7 @@ from sparrow.model.tracklets import (
     TrackGuide,
     best_tracklets,
     link_proposals,
+    suppress_duplicates,
     tracklet_appearance,
     tracklet_hits,
     trajectory_dim,
@@ -144,3 +145,59 @@ def test_track_guide_interpolates_and_respects_gaps() -> None:
     absent_start = TrackGuide([2, 6], boxes[:2], torch.tensor([False, True]))
     assert absent_start.box_at(0) is None and absent_start.box_at(3) is None
     assert torch.equal(absent_start.box_at(4), boxes[1])
+
+
+def _square(mask: torch.Tensor, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+    out = mask.clone()
+    out[y0:y1, x0:x1] = True
+    return out
+
+
+def test_suppress_duplicates_drops_parts_and_copies_not_occluders() -> None:
+    """Frame 0: a whole object (slot 0), its left half with higher objectness (slot 1), a copy of the whole with
+    lower objectness (slot 2), a small object in front of it, cut out of its mask (slot 3), an empty mask (slot 4)
+    and an invalid slot (5). Frame 1: the same masks with slot 1 scored lowest."""
+    empty = torch.zeros(16, 16, dtype=torch.bool)
+    whole = _square(empty, 2, 12, 2, 12)
+    small = _square(empty, 4, 7, 4, 7)
+    whole_cut = whole & ~small
+    half = _square(empty, 2, 12, 2, 7) & ~small
+    masks = torch.stack([torch.stack([whole_cut, half, whole_cut, small, empty, whole])] * 2)
+    logits = torch.tensor([[1.0, 2.0, 0.5, 0.2, 3.0, 5.0], [1.0, -1.0, 0.5, 0.2, 3.0, 5.0]])
+    valid = torch.tensor([[True, True, True, True, True, False]] * 2)
+    keep = suppress_duplicates(masks, logits, valid)
+    # frame 0: the likelier half is kept, the whole then overlaps it by IoU 35/91 < 0.5 and is not inside it: kept;
+    # the copy of the whole (IoU 1) goes; the occluder in front survives; empty and invalid go
+    assert keep[0].tolist() == [True, True, False, True, False, False]
+    # frame 1: the whole comes first and the half lies inside it
+    assert keep[1].tolist() == [True, False, False, True, False, False]
+    loose = suppress_duplicates(masks, logits, valid, containment=1.01, iou=1.01)
+    assert loose[1].tolist() == [True, True, True, True, False, False]
+
+
+def test_linking_predicts_motion() -> None:
+    """A moves right 0.15 per frame; on frame 3 a new box B appears between A's last box and its next one. With
+    motion the tracklet follows A's predicted box; without, it takes the nearer B."""
+    a = [_box(0.1 + 0.15 * t, 0.5, 0.05) for t in range(4)]
+    b = _box(0.5, 0.5, 0.05)
+    boxes = torch.tensor([[a[t], b if t == 3 else [0.0, 0.0, 0.1, 0.1]] for t in range(4)])
+    logits = torch.tensor([[1.0, 0.5]] * 4)
+    valid = torch.tensor([[True, t == 3] for t in range(4)])
+    with_motion = link_proposals(boxes, logits, valid, LinkConfig(max_distance=0.2, min_iou=0.1))
+    assert with_motion.index[0].tolist() == [0, 0, 0, 0] and len(with_motion) == 2
+    without = link_proposals(boxes, logits, valid, LinkConfig(max_distance=0.2, min_iou=0.1, motion=False))
+    assert without.index[0].tolist() == [0, 0, 0, 1]
+
+
+def test_linking_weighs_appearance() -> None:
+    """Two objects cross: on frame 1 the box nearer each tracklet looks like the other object."""
+    boxes = torch.tensor(
+        [[_box(0.30, 0.5, 0.05), _box(0.42, 0.5, 0.05)], [_box(0.34, 0.5, 0.05), _box(0.38, 0.5, 0.05)]]
+    )
+    logits = torch.ones(2, 2)
+    valid = torch.ones(2, 2, dtype=torch.bool)
+    keys = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    by_look = link_proposals(boxes, logits, valid, LinkConfig(motion=False), appearance=keys)
+    assert sorted(by_look.index.tolist()) == [[0, 1], [1, 0]]
+    by_place = link_proposals(boxes, logits, valid, LinkConfig(motion=False, appearance_weight=0.0), appearance=keys)
+    assert sorted(by_place.index.tolist()) == [[0, 0], [1, 1]]

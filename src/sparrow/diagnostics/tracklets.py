@@ -104,7 +104,7 @@ def tracklet_clip(
     if tracks == "gt":
         linked, appearance = _object_tracklets(model, record, frame_ids, features, scale)
     else:
-        linked = link_proposals(top.boxes, top.logits, top.valid)
+        linked = link_proposals(top.boxes, top.logits, top.valid, appearance=top.appearance)
         appearance = tracklet_appearance(linked, top.appearance)
     trajectory = trajectory_features(linked)
     logits = model.track_selector(box, appearance, trajectory)

@@ -42,6 +42,7 @@ from sparrow.model.tracklets import (
     Tracklets,
     best_tracklets,
     link_proposals,
+    suppress_duplicates,
     tracklet_appearance,
     tracklet_hits,
     trajectory_dim,
@@ -179,10 +180,11 @@ class SparrowModel(nn.Module):
 
     def mask_boxes(self, features: ImageFeatures, top: Proposals) -> Proposals:
         """The top-k proposals ``[T, k, ...]`` of a feature batch with each box replaced by the box of the mask SAM2
-        decodes from it (no ``[SEG]``), and their appearance recomputed in the new boxes; a box whose mask is empty
-        becomes invalid. The proposer's boxes are loose (on SynthRef the best one overlaps an object by IoU 0.64 on
-        average); SAM2's box-prompted masks are tight, so duplicates of one object collapse onto one box and link
-        into one tracklet."""
+        decodes from it (no ``[SEG]``), and their appearance recomputed in the new boxes; a box whose mask is empty,
+        or lies inside a likelier proposal's mask (``tracklets.suppress_duplicates``), becomes invalid. The
+        proposer's boxes are loose (on SynthRef the best one overlaps an object by IoU 0.64 on average); SAM2's
+        box-prompted masks are tight, so duplicates of one object collapse onto one box and link into one tracklet,
+        and the mask-level suppression drops the partial masks that box NMS keeps."""
         t, k = top.boxes.shape[:2]
         frames = torch.arange(t, device=top.boxes.device).repeat_interleave(k)
         masks = self.decode(features, frames, None, top.boxes.flatten(0, 1)).mask_logits > 0  # [T*k, h, w]
@@ -197,7 +199,7 @@ class SparrowModel(nn.Module):
         if top.appearance is not None:
             maps = [features.embedding, *features.high_res]
             appearance = proposal_appearance(maps, boxes, grid=self.config.selector_appearance_grid)
-        valid = top.valid & nonempty.view(t, k)
+        valid = suppress_duplicates(masks.view(t, k, h, w), top.logits, top.valid & nonempty.view(t, k))
         return Proposals(boxes, top.logits, top.features, valid, appearance=appearance)
 
     def clip_tracklets(self, box_embeddings: torch.Tensor, features: ImageFeatures) -> tuple[Tracklets, torch.Tensor]:
@@ -218,7 +220,7 @@ class SparrowModel(nn.Module):
                 f"this model's track selector was built for {self.track_selector.frames} VLM frames; "
                 f"got {top.boxes.shape[0]} (keep vlm_frames at {self.track_selector.frames})"
             )
-        tracks = link_proposals(top.boxes, top.logits, top.valid)
+        tracks = link_proposals(top.boxes, top.logits, top.valid, appearance=top.appearance)
         logits = self.track_selector(
             box_embeddings, tracklet_appearance(tracks, top.appearance), trajectory_features(tracks)
         )

@@ -11,9 +11,11 @@ selection (``SparrowConfig.selection_level = "track"``, docs/architecture.md §6
 
 1. the valid proposals by decreasing objectness, non-maximum suppression at ``nms_iou`` (duplicates of one object
    would otherwise start competing tracklets), at most ``max_per_frame``;
-2. Hungarian assignment (``scipy.optimize.linear_sum_assignment``) of the live tracklets' last boxes to the kept
-   boxes with cost ``1 - IoU + centre distance`` (normalised coordinates); a pair links when its IoU is at least
-   ``min_iou`` or its centres are closer than ``max_distance`` (objects move between sampled frames);
+2. Hungarian assignment (``scipy.optimize.linear_sum_assignment``) of the live tracklets' predicted boxes to the
+   kept boxes with cost ``1 - IoU + centre distance + appearance_weight (1 - cos)`` (normalised coordinates; the
+   cosine of the appearance keys, when given); the predicted box is the last one moved by the tracklet's last
+   displacement per frame (``motion``; SynthRef objects move up to 0.13 of the frame between the VLM's frames). A
+   pair links when its IoU is at least ``min_iou`` or its centres are closer than ``max_distance``;
 3. boxes left over start tracklets; a tracklet not extended for more than ``max_gap`` frames ends (an occluded
    object comes back into the same tracklet within the gap).
 
@@ -44,6 +46,7 @@ __all__ = [
     "Tracklets",
     "best_tracklets",
     "link_proposals",
+    "suppress_duplicates",
     "tracklet_appearance",
     "tracklet_hits",
     "trajectory_dim",
@@ -57,9 +60,11 @@ class LinkConfig:
 
     nms_iou: float = 0.5
     max_per_frame: int = 12
-    min_iou: float = 0.2
-    max_distance: float = 0.12
+    min_iou: float = 0.1
+    max_distance: float = 0.2
     max_gap: int = 3
+    motion: bool = True  # predict each tracklet's box on the next frame from its last displacement
+    appearance_weight: float = 1.0  # weight of 1 - cosine similarity of appearance keys in the linking cost
 
 
 @dataclass
@@ -80,7 +85,13 @@ def _centres(boxes: Tensor) -> Tensor:
     return (boxes[..., :2] + boxes[..., 2:]) / 2
 
 
-def link_proposals(boxes: Tensor, logits: Tensor, valid: Tensor, config: LinkConfig = LinkConfig()) -> Tracklets:
+def link_proposals(
+    boxes: Tensor,
+    logits: Tensor,
+    valid: Tensor,
+    config: LinkConfig = LinkConfig(),
+    appearance: Tensor | None = None,
+) -> Tracklets:
     """Link the top-k proposals of ``T`` frames (``boxes [T, K, 4]``, ``logits [T, K]``, ``valid [T, K]``, one
     clip, frames in time order) into tracklets (module docstring). Returns :class:`Tracklets` on the input's device;
     a clip without any valid proposal gives ``N = 0``."""
@@ -90,6 +101,11 @@ def link_proposals(boxes: Tensor, logits: Tensor, valid: Tensor, config: LinkCon
     tracks: list[dict[int, int]] = []  # frame -> proposal index
     last_box: list[Tensor] = []
     last_seen: list[int] = []
+    velocity: list[Tensor] = []  # centre displacement per frame over the last link
+    keys = None
+    if appearance is not None and config.appearance_weight > 0:
+        keys = torch.nn.functional.normalize(appearance.detach().float().cpu(), dim=-1)
+    last_key: list[Tensor] = []
     for t in range(T):
         cand = torch.nonzero(ok[t]).flatten()
         if len(cand):
@@ -98,21 +114,34 @@ def link_proposals(boxes: Tensor, logits: Tensor, valid: Tensor, config: LinkCon
         live = [i for i in range(len(tracks)) if t - last_seen[i] <= config.max_gap + 1]
         used: set[int] = set()
         if live and len(cand):
-            prev = torch.stack([last_box[i] for i in live])
+            prev = torch.stack([last_box[i] + (t - last_seen[i]) * velocity[i].repeat(2) for i in live])
             overlap = box_iou(prev, b[t, cand])
             distance = torch.cdist(_centres(prev), _centres(b[t, cand]))
-            rows, cols = linear_sum_assignment((1 - overlap + distance).numpy())
+            cost = 1 - overlap + distance
+            if keys is not None:
+                cost = cost + config.appearance_weight * (
+                    1 - torch.stack([last_key[i] for i in live]) @ keys[t, cand].T
+                )
+            rows, cols = linear_sum_assignment(cost.numpy())
             for r, c in zip(rows.tolist(), cols.tolist()):
                 if overlap[r, c] >= config.min_iou or distance[r, c] < config.max_distance:
                     track = live[r]
                     tracks[track][t] = int(cand[c])
+                    if config.motion:
+                        step = (_centres(b[t, cand[c]]) - _centres(last_box[track])) / (t - last_seen[track])
+                        velocity[track] = step
                     last_box[track], last_seen[track] = b[t, cand[c]], t
+                    if keys is not None:
+                        last_key[track] = keys[t, cand[c]]
                     used.add(c)
         for c in range(len(cand)):
             if c not in used:
                 tracks.append({t: int(cand[c])})
                 last_box.append(b[t, cand[c]])
                 last_seen.append(t)
+                velocity.append(torch.zeros(2))
+                if keys is not None:
+                    last_key.append(keys[t, cand[c]])
     index = torch.full((len(tracks), T), -1, dtype=torch.long)
     for i, track in enumerate(tracks):
         for t, k in track.items():
@@ -123,6 +152,37 @@ def link_proposals(boxes: Tensor, logits: Tensor, valid: Tensor, config: LinkCon
     out_boxes = torch.where(present[..., None], b[frames, safe], torch.zeros(()))
     out_logits = torch.where(present, lg[frames, safe], torch.zeros(()))
     return Tracklets(index.to(device), out_boxes.to(device), out_logits.to(device), present.to(device))
+
+
+def suppress_duplicates(
+    masks: Tensor, logits: Tensor, valid: Tensor, containment: float = 0.8, iou: float = 0.5
+) -> Tensor:
+    """Mask-level non-maximum suppression of one frame batch's proposals: ``masks [T, K, h, w]`` bool (each
+    proposal's SAM2 mask), ``logits [T, K]`` objectness, ``valid [T, K]`` -> ``valid [T, K]`` with duplicates
+    dropped. In decreasing objectness, a proposal is dropped when its mask is empty, lies inside a kept mask for at
+    least ``containment`` of its area, or overlaps one by mask IoU ``iou`` or more. Box NMS misses the duplicates that
+    matter for linking: a partial mask of an object gives a box inside the whole object's box (box IoU often < 0.5),
+    and the two boxes then start two tracklets of one object that swap the target between them. An object in front
+    of another is not inside the other's mask (SAM2 segments what is visible), so it survives."""
+    t = valid.shape[0]
+    flat = masks.flatten(2).float()  # [T, K, hw]
+    area = flat.sum(-1)  # [T, K]
+    inter = flat @ flat.transpose(1, 2)  # [T, K, K]
+    inside = inter / area[..., None].clamp(min=1)  # [T, i, j]: share of i's mask inside j's
+    union = area[..., None] + area[:, None] - inter
+    overlap = inter / union.clamp(min=1)
+    keep = valid.clone() & (area > 0)
+    order = torch.argsort(logits.float(), dim=1, descending=True)
+    for f in range(t):
+        kept: list[int] = []
+        for i in order[f].tolist():
+            if not keep[f, i]:
+                continue
+            if kept and bool(((inside[f, i, kept] >= containment) | (overlap[f, i, kept] >= iou)).any()):
+                keep[f, i] = False
+            else:
+                kept.append(i)
+    return keep
 
 
 def trajectory_dim(frames: int) -> int:

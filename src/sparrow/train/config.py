@@ -8,8 +8,8 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
                 weight}], num_vlm_frames, num_sam_frames, sampling: uniform | random | clip, with_tsf,
                 epoch_size, num_workers}
     stage:     {name: segmenter | proposer | vlm | selection | memory, seg_only, train: [...], freeze: [...],
-                lora: {r, alpha, dropout, target_modules}, point_prompts, identity_prompts, memory_prompt,
-                single_mask_tracking, memory_image_loss, calibrate_memory, memory_init}
+                lora: {r, alpha, dropout, target_modules}, point_prompts, identity_prompts, box_jitter,
+                memory_prompt, single_mask_tracking, memory_image_loss, calibrate_memory, memory_init}
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
     steps, batch_size, grad_accum, seed, checkpoint_every, log_every, mixed_precision, output_dir
 
@@ -115,6 +115,7 @@ class StageConfig:
     freeze: list[str] = field(default_factory=list)
     lora: LoraSettings | None = None
     point_prompts: bool = True  # segmenter: also train with one positive point per target
+    box_jitter: float = 0.0  # segmenter: noise on the prompt boxes' corners, std as a fraction of the box's side
     memory_prompt: str = (
         "mask"  # memory: first-frame prompt, the ground-truth "mask" or the mask decoded from its "box"
     )
@@ -236,6 +237,8 @@ def validate(config: TrainConfig, path: Path, check_paths: bool = True) -> Train
         raise SparrowError(
             f"stage.memory_prompt must be one of {', '.join(MEMORY_PROMPTS)}, got {config.stage.memory_prompt!r}", path
         )
+    if not 0.0 <= config.stage.box_jitter <= 0.5:
+        raise SparrowError(f"stage.box_jitter must be in [0, 0.5], got {config.stage.box_jitter}", path)
     if len(config.optimizer.betas) != 2:
         raise SparrowError(f"optimizer.betas must have two values, got {config.optimizer.betas}", path)
     for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):

@@ -4,7 +4,9 @@
   ground-truth box (two corner points, labels 2/3) and, with ``point_prompts``, separately from one positive point
   drawn inside its mask (label 1). The points of sample ``b`` come from a generator seeded by ``sample_seeds[b]``
   (the loop passes one seed per global sample, so the draws do not depend on how samples are split over processes;
-  without seeds, from torch's global RNG). Mask BCE + Dice with the model's loss weights.
+  without seeds, from torch's global RNG). With ``box_jitter`` the prompt boxes are noisy (:func:`jitter_boxes`, as
+  SAM trains), so that a loose proposal box still gives the whole object. Mask BCE + Dice with the model's loss
+  weights.
   With ``identity_prompts`` (SynthRef samples with identity targets, a model with ``config.identity_prompts`` rows),
   every identity of each sample's video is also decoded on every SAM frame from its learned prompt alone (in place
   of ``[SEG]``, no box) against the union mask of that identity's objects (empty where none is visible); and each
@@ -93,6 +95,29 @@ def sample_points(masks: Tensor, rows: Tensor, size: int, sample_seeds: list[int
     return torch.cat(parts)
 
 
+def jitter_boxes(boxes: Tensor, rows: Tensor, scale: float, sample_seeds: list[int] | None) -> Tensor:
+    """Noisy prompt boxes, as SAM trains its box prompts: each corner coordinate of ``boxes [M, 4]`` (normalised
+    ``xyxy`` of samples ``rows [M]``, sorted) moves by Gaussian noise of std ``scale`` times the box's width (x) or
+    height (y), clipped at two std; the result is clamped to the frame and keeps at least a 1/1000 extent. Sample
+    ``b``'s noise comes from a generator seeded by ``sample_seeds[b]`` (torch's global RNG without seeds)."""
+    if scale <= 0 or len(boxes) == 0:
+        return boxes
+    if sample_seeds is None:
+        noise = torch.randn(boxes.shape)
+    else:
+        noise = torch.cat(
+            [
+                torch.randn((int((rows == b).sum()), 4), generator=torch.Generator().manual_seed(int(sample_seeds[b])))
+                for b in rows.unique_consecutive().tolist()
+            ]
+        )
+    side = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # [M, 4]: w, h, w, h
+    moved = boxes + noise.to(boxes).clamp(-2, 2) * scale * side
+    lo = torch.minimum(moved[:, :2], moved[:, 2:]).clamp(0, 1)
+    hi = torch.maximum(torch.maximum(moved[:, :2], moved[:, 2:]).clamp(0, 1), lo + 1e-3)
+    return torch.cat([lo, hi], dim=1)
+
+
 def identity_losses(model: SparrowModel, batch: SparrowBatch, features: ImageFeatures) -> dict[str, Tensor]:
     """Mask BCE/Dice of identity-prompted decodes and the prototype classification (see the module docstring):
     ``identity_mask_bce``, ``identity_mask_dice``, ``identity_cls``. ``features`` are those of ``batch.sam_pixels``
@@ -134,9 +159,11 @@ def segmenter_loss(
     point_prompts: bool = True,
     sample_seeds: list[int] | None = None,
     identity_prompts: bool = False,
+    box_jitter: float = 0.0,
 ) -> dict[str, Tensor]:
     """Box-prompted (and point-prompted, and identity-prompted) mask losses of SAM2's image path (``sample_seeds``:
-    one per sample)."""
+    one per sample); the prompt boxes get :func:`jitter_boxes` noise of scale ``box_jitter``, so that the decoder
+    segments the whole object from the proposer's loose boxes too."""
     decoder = model.pixel_decoder
     features = decoder.encode(batch.sam_pixels.flatten(0, 1))
     frames, boxes, masks, rows = _visible(batch)
@@ -153,7 +180,7 @@ def segmenter_loss(
     if len(frames) == 0:  # nothing visible: a zero loss that still touches the graph
         zero = features.embedding.sum() * 0.0
         return {"mask_bce": zero, "mask_dice": zero, **identity, "loss": zero + extra}
-    out = model.decode(features, frames, None, boxes)
+    out = model.decode(features, frames, None, jitter_boxes(boxes, rows, box_jitter, sample_seeds))
     losses = _mask_losses(model, PixelDecoder.upsample(out.mask_logits, size), masks)
     total = weights.mask_bce * losses["mask_bce"] + weights.mask_dice * losses["mask_dice"]
     if point_prompts:
@@ -269,7 +296,7 @@ def stage_loss(
     """The losses of ``stage`` for ``batch`` (``model`` is the unwrapped model; call inside the DDP forward);
     ``sample_seeds``, one per sample, seed the random prompt draws (see the module docstring)."""
     if stage.name == "segmenter":
-        return segmenter_loss(model, batch, stage.point_prompts, sample_seeds, stage.identity_prompts)
+        return segmenter_loss(model, batch, stage.point_prompts, sample_seeds, stage.identity_prompts, stage.box_jitter)
     if stage.name == "proposer":
         return proposer_stage_loss(model, batch)
     if stage.name == "memory":
