@@ -16,6 +16,7 @@ from sparrow.model.tracklets import (
     suppress_duplicates,
     tracklet_appearance,
     tracklet_hits,
+    tracklet_labels,
     trajectory_dim,
     trajectory_features,
 )
@@ -123,6 +124,15 @@ def test_track_selection_loss_values() -> None:
     positive = torch.tensor([[True, False], [False, False]])
     loss = track_selection_loss(logits, positive)  # only row 0 counts: -log(1/2)
     assert float(loss) == pytest.approx(math.log(2))
+    three = torch.tensor([[0.0, 1.0, 2.0]])
+    ignore = torch.tensor([[False, False, True]])  # another fragment of the target leaves the softmax
+    first = torch.tensor([[True, False, False]])
+    expected = math.log(1 + math.e)  # -log(e^0 / (e^0 + e^1))
+    assert float(track_selection_loss(three, first, ignore)) == pytest.approx(expected)
+    assert float(track_selection_loss(three, first)) == pytest.approx(math.log(1 + math.e + math.e**2))
+    hits = torch.tensor([[True, True, False], [False, True, False], [False, False, False], [True, True, False]])
+    positive, left_out = tracklet_labels(hits)
+    assert positive.tolist() == [True, False, False, True] and left_out.tolist() == [False, True, False, False]
     empty = track_selection_loss(logits, torch.zeros(2, 2, dtype=torch.bool))
     empty.backward()
     assert float(empty) == 0.0

@@ -47,10 +47,10 @@ from sparrow.model.sparrow_model import SparrowModel
 from sparrow.model.track_selector import TrackSelector, track_selection_loss
 from sparrow.model.tracklets import (
     Tracklets,
-    best_tracklets,
     link_proposals,
     tracklet_appearance,
     tracklet_hits,
+    tracklet_labels,
     trajectory_features,
 )
 
@@ -170,10 +170,10 @@ def train_tracklet_probe(
     clips: Sequence[TrackletClip], queries: Callable[[TrackletClip], Tensor], epochs: int = 30, lr: float = 1e-3
 ) -> TrackSelector | None:
     """A fresh :class:`TrackSelector` (hidden 256, seed 0) trained on ``clips`` with ``queries(clip) -> [E, Dq]``:
-    one expression at a time, :func:`track_selection_loss` against its best tracklets; None when no expression has
+    one expression at a time, :func:`track_selection_loss` against its best tracklets (``tracklet_labels``); None when no expression has
     a tracklet on its target (nothing to learn from)."""
     rows = [
-        (queries(c)[e], c.appearance, c.trajectory, best_tracklets(c.hits[e]))
+        (queries(c)[e], c.appearance, c.trajectory, *tracklet_labels(c.hits[e]))
         for c in clips
         for e in range(len(c.texts))
         if len(c.appearance) and bool(c.hits[e].any())
@@ -186,8 +186,8 @@ def train_tracklet_probe(
     gen = torch.Generator().manual_seed(0)
     for _ in range(epochs):
         for i in torch.randperm(len(rows), generator=gen).tolist():
-            q, a, g, positive = rows[i]
-            loss = track_selection_loss(probe(q[None], a, g), positive[None])
+            q, a, g, positive, ignore = rows[i]
+            loss = track_selection_loss(probe(q[None], a, g), positive[None], ignore[None])
             opt.zero_grad()
             loss.backward()
             opt.step()

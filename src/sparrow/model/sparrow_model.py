@@ -40,11 +40,11 @@ from sparrow.model.selector import (
 from sparrow.model.track_selector import TrackSelector, track_selection_loss
 from sparrow.model.tracklets import (
     Tracklets,
-    best_tracklets,
     link_proposals,
     suppress_duplicates,
     tracklet_appearance,
     tracklet_hits,
+    tracklet_labels,
     trajectory_dim,
     trajectory_features,
 )
@@ -339,8 +339,9 @@ class SparrowModel(nn.Module):
             if len(slots) == 0:
                 continue
             tracks, logits = self.tracklet_logits(prompts[row].box[slots], top.images(row * tv, (row + 1) * tv))
-            positive = torch.stack([best_tracklets(tracklet_hits(tracks, target_boxes[row, int(s)])) for s in slots])
-            terms.append(track_selection_loss(logits, positive))
+            labels = [tracklet_labels(tracklet_hits(tracks, target_boxes[row, int(s)])) for s in slots]
+            positive, ignore = (torch.stack(part) for part in zip(*labels))
+            terms.append(track_selection_loss(logits, positive, ignore))
         if not terms:
             return prompts[0].seg.sum() * 0.0
         return torch.stack(terms).mean()

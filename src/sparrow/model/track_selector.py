@@ -14,7 +14,8 @@ tracklets, this scorer picks the target on 69 % of the VLM's frames after 400 tr
 the per-frame bilinear selector (docs/results.md, "Track-level selection").
 
 Training: :func:`track_selection_loss`, ``-log sum_{positives} softmax(L)`` over a clip's tracklets, the positives
-being the tracklets that cover the target on the most frames (``tracklets.best_tracklets``).
+being the tracklets that cover the target on the most frames and the target's other fragments left out of the
+softmax (``tracklets.tracklet_labels``).
 """
 
 from __future__ import annotations
@@ -50,13 +51,17 @@ class TrackSelector(nn.Module):
         return self.score(q[:, None] + k[None])[..., 0]
 
 
-def track_selection_loss(logits: Tensor, positive: Tensor) -> Tensor:
+def track_selection_loss(logits: Tensor, positive: Tensor, ignore: Tensor | None = None) -> Tensor:
     """``-log sum_{positive} softmax(logits)`` averaged over the rows that have a positive; ``logits, positive
-    [Q, N]``. Rows without a positive (the target on no tracklet) contribute nothing; all such rows give 0 with a
-    gradient path, so a batch can always back-propagate."""
+    [Q, N]``. ``ignore [Q, N]`` (optional) leaves tracklets out of the softmax: the other fragments of the target
+    (``tracklets.tracklet_labels``), which are neither the answer nor another object. Rows without a positive (the
+    target on no tracklet) contribute nothing; all such rows give 0 with a gradient path, so a batch can always
+    back-propagate."""
     has = positive.any(-1)
     if not bool(has.any()):
         return logits.sum() * 0.0
     lg = logits[has].float()
+    if ignore is not None:
+        lg = lg.masked_fill(ignore[has] & ~positive[has], float("-inf"))
     pos = lg.masked_fill(~positive[has], float("-inf"))
     return (torch.logsumexp(lg, -1) - torch.logsumexp(pos, -1)).mean()

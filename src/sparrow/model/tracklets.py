@@ -49,6 +49,7 @@ __all__ = [
     "suppress_duplicates",
     "tracklet_appearance",
     "tracklet_hits",
+    "tracklet_labels",
     "trajectory_dim",
     "trajectory_features",
 ]
@@ -251,6 +252,14 @@ def best_tracklets(hits: Tensor) -> Tensor:
     positives of track-level selection."""
     count = hits.sum(1)
     return (count == count.max()) & (count > 0) if len(count) else count.bool()
+
+
+def tracklet_labels(hits: Tensor) -> tuple[Tensor, Tensor]:
+    """Training labels of track-level selection from ``hits [N, T]`` (:func:`tracklet_hits`): the positives
+    (:func:`best_tracklets`) and the tracklets to leave out of the loss ``[N]`` bool, those that touch the target on
+    some frame without being a positive (fragments of the target, or tracklets that switched to or from it)."""
+    positive = best_tracklets(hits)
+    return positive, hits.any(1) & ~positive
 
 
 @dataclass
