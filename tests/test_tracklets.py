@@ -176,11 +176,13 @@ def test_suppress_duplicates_drops_parts_and_copies_not_occluders() -> None:
     logits = torch.tensor([[1.0, 2.0, 0.5, 0.2, 3.0, 5.0], [1.0, -1.0, 0.5, 0.2, 3.0, 5.0]])
     valid = torch.tensor([[True, True, True, True, True, False]] * 2)
     keep = suppress_duplicates(masks, logits, valid)
-    # frame 0: the likelier half is kept, the whole then overlaps it by IoU 35/91 < 0.5 and is not inside it: kept;
-    # the copy of the whole (IoU 1) goes; the occluder in front survives; empty and invalid go
-    assert keep[0].tolist() == [True, True, False, True, False, False]
+    # frame 0: the likelier half is kept; the whole overlaps it by mask IoU 41/91 >= 0.4 and goes, and so does its
+    # copy; the occluder in front survives; empty and invalid go
+    assert keep[0].tolist() == [False, True, False, True, False, False]
     # frame 1: the whole comes first and the half lies inside it
     assert keep[1].tolist() == [True, False, False, True, False, False]
+    strict = suppress_duplicates(masks, logits, valid, containment=0.8, iou=0.5)
+    assert strict[0].tolist() == [True, True, False, True, False, False]  # IoU 0.45 < 0.5, 45 % inside: kept
     loose = suppress_duplicates(masks, logits, valid, containment=1.01, iou=1.01)
     assert loose[1].tolist() == [True, True, True, True, False, False]
 

@@ -156,7 +156,7 @@ def link_proposals(
 
 
 def suppress_duplicates(
-    masks: Tensor, logits: Tensor, valid: Tensor, containment: float = 0.8, iou: float = 0.5
+    masks: Tensor, logits: Tensor, valid: Tensor, containment: float = 0.6, iou: float = 0.4
 ) -> Tensor:
     """Mask-level non-maximum suppression of one frame batch's proposals: ``masks [T, K, h, w]`` bool (each
     proposal's SAM2 mask), ``logits [T, K]`` objectness, ``valid [T, K]`` -> ``valid [T, K]`` with duplicates
