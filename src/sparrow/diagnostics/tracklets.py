@@ -170,8 +170,8 @@ def train_tracklet_probe(
     clips: Sequence[TrackletClip], queries: Callable[[TrackletClip], Tensor], epochs: int = 30, lr: float = 1e-3
 ) -> TrackSelector | None:
     """A fresh :class:`TrackSelector` (hidden 256, seed 0) trained on ``clips`` with ``queries(clip) -> [E, Dq]``:
-    one expression at a time, :func:`track_selection_loss` against its best tracklets (``tracklet_labels``); None when no expression has
-    a tracklet on its target (nothing to learn from)."""
+    one expression at a time, :func:`track_selection_loss` against its best tracklets, the target's other fragments
+    left out (``tracklet_labels``); None when no expression has a tracklet on its target (nothing to learn from)."""
     rows = [
         (queries(c)[e], c.appearance, c.trajectory, *tracklet_labels(c.hits[e]))
         for c in clips
