@@ -78,7 +78,9 @@ def main() -> None:
         pairs = teacher_forced_pairs(
             batch.vlm.input_ids, batch.vlm.attention_mask, model.vlm.box_token_id, model.vlm.seg_token_id
         )
-        seg = torch.stack([model.prompt_embeddings(hidden[i, :-1], p).seg[0] for i, p in enumerate(pairs)])
+        seg = torch.stack(
+            [model.prompt_embeddings(hidden[i, :-1], p, samples[i].question).seg[0] for i, p in enumerate(pairs)]
+        )
         return ce, seg @ prototypes.t() / prototypes.shape[1] ** 0.5
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)

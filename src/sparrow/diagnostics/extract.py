@@ -40,7 +40,7 @@ from sparrow.model.sam2_vision import Sam2VisionTower, vision_tower
 from sparrow.model.sparrow_model import SparrowModel
 from sparrow.model.vlm_qwen2_5 import VLMBatch, VLMSample
 
-__all__ = ["PROBE_ANSWER", "ClipFeatures", "extract_clip", "pool_tokens", "teacher_force"]
+__all__ = ["PROBE_ANSWER", "ClipFeatures", "extract_clip", "pool_tokens", "probe_question", "teacher_force"]
 
 PROBE_ANSWER = "Sure, [BOX] [SEG]."
 
@@ -98,7 +98,7 @@ def extract_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_A
     batch, hidden, pairs = teacher_force(model, frames, texts, answer)
     box, seg, box_state, seg_state = [], [], [], []
     for row, p in enumerate(pairs):
-        emb = model.prompt_embeddings(hidden[row, :-1], p)
+        emb = model.prompt_embeddings(hidden[row, :-1], p, probe_question(model, texts[row]))
         box.append(emb.box[0])
         seg.append(emb.seg[0])
         box_state.append(
@@ -153,14 +153,18 @@ def extract_clip(model: SparrowModel, record: VideoRecord, answer: str = PROBE_A
     )
 
 
+def probe_question(model: SparrowModel, text: str) -> str:
+    """The question the probes ask the model about expression ``text`` (its inference template)."""
+    return model.config.question_template.format(query=clean_phrase(text))
+
+
 def teacher_force(
     model: SparrowModel, frames: np.ndarray, texts: list[str], answer: str = PROBE_ANSWER
 ) -> tuple[VLMBatch, Tensor, list[PromptPairs]]:
     """The model's question about each of ``texts`` on ``frames`` ``[T, H, W, 3]``, answered by teacher forcing
     ``answer``: the collated batch, the VLM's last-layer states ``[E, L, d]`` and where ``[BOX]``/``[SEG]`` are read."""
     vlm = model.vlm
-    question = model.config.question_template
-    samples = [VLMSample(frames, question.format(query=clean_phrase(t)), answer) for t in texts]
+    samples = [VLMSample(frames, probe_question(model, t), answer) for t in texts]
     batch = vlm.collate(samples).to(model.device)
     _, hidden = vlm(batch)
     return (

@@ -39,7 +39,7 @@ from torchvision.ops import box_iou
 from sparrow.data.schema import VideoRecord
 from sparrow.data.synthref.expressions import KINDS
 from sparrow.data.video_io import sample_indices
-from sparrow.diagnostics.extract import PROBE_ANSWER, teacher_force
+from sparrow.diagnostics.extract import PROBE_ANSWER, probe_question, teacher_force
 from sparrow.diagnostics.labels import bag_of_words, vocabulary
 from sparrow.model.pixel_decoder import ImageFeatures
 from sparrow.model.proposal_appearance import proposal_appearance
@@ -91,7 +91,13 @@ def tracklet_clip(
     texts = [e.text for e in record.expressions]
     vlm = model.vlm
     batch, hidden, pairs = teacher_force(model, frames, texts, answer)
-    box = torch.stack([model.prompt_embeddings(hidden[row, :-1], p).box[0] for row, p in enumerate(pairs)])
+    prompts = [
+        model.prompt_embeddings(hidden[row, :-1], p, probe_question(model, texts[row])) for row, p in enumerate(pairs)
+    ]
+    box = torch.stack([emb.box[0] for emb in prompts])
+    words = word_mask = None
+    if prompts[0].words is not None:
+        words, word_mask = model.vlm.question_embeddings([probe_question(model, t) for t in texts])
     question = []
     for row, p in enumerate(pairs):
         last_video = int(torch.nonzero(batch.input_ids[row] == vlm.video_token_id).max())
@@ -107,7 +113,7 @@ def tracklet_clip(
         linked = link_proposals(top.boxes, top.logits, top.valid, appearance=top.appearance)
         appearance = tracklet_appearance(linked, top.appearance)
     trajectory = trajectory_features(linked)
-    logits = model.track_selector(box, appearance, trajectory)
+    logits = model.track_selector(box, appearance, trajectory, words, word_mask)
 
     hits, visible, oracle = [], [], []
     for expression in record.expressions:

@@ -69,6 +69,7 @@ def make_batch(model: SparrowModel, samples: Sequence[Any], with_tsf: bool = Fal
         target_identity=target_identity,
         track_pixels=track_pixels,
         track_boxes=track_boxes,
+        questions=[s.question for s in samples],
     )
 
 

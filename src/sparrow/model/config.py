@@ -70,6 +70,8 @@ class SparrowConfig:
     selection_level: str = "frame"  # "frame": a proposal per frame (the paper); "track": one tracklet of linked
     # proposals for the whole clip, scored with its trajectory (model/tracklets.py, track_selector.py)
     track_hidden: int = 256  # width of the track selector's scorer
+    track_reads_question: bool = False  # the track selector also reads the question's token embeddings
+    # (model/question_reader.py); pretrained VLM-free by the track_selector stage (train/selector_pretraining.py)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossWeights = field(default_factory=LossWeights)  # the authors' release values + the paper's filter loss
     mode: str = "track"  # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
@@ -106,6 +108,8 @@ class SparrowConfig:
             raise SparrowError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.selection_level not in SELECTION_LEVELS:
             raise SparrowError(f"selection_level must be one of {list(SELECTION_LEVELS)}, got {self.selection_level!r}")
+        if self.track_reads_question and self.selection_level != "track":
+            raise SparrowError("track_reads_question needs selection_level 'track'")
         if self.selection_level == "track" and not self.selector_appearance:
             raise SparrowError("selection_level 'track' needs selector_appearance (tracklets are described by it)")
         if self.vlm_vision not in VISIONS:

@@ -73,6 +73,7 @@ class SparrowBatch:
     target_identity: torch.Tensor | None = None  # [B] int64 identity of the expression's targets, -1 mixed
     track_pixels: torch.Tensor | None = None  # [B, Tv, 3, S, S] the VLM frames for SAM2 (selection_level "track")
     track_boxes: torch.Tensor | None = None  # [B, N, Tv, 4] normalised target boxes on those frames, NaN absent
+    questions: list[str] | None = None  # each sample's question (a track selector that reads it)
 
     def to(self, device: torch.device | str) -> SparrowBatch:
         move = lambda t: None if t is None else t.to(device)
@@ -87,16 +88,21 @@ class SparrowBatch:
             target_identity=move(self.target_identity),
             track_pixels=move(self.track_pixels),
             track_boxes=move(self.track_boxes),
+            questions=self.questions,
         )
 
 
 @dataclass
 class PromptEmbeddings:
-    """Projected prompts of the targets of one answer: ``box`` / ``seg`` ``[N, C]``, ``has_box`` ``[N]`` bool."""
+    """Projected prompts of the targets of one answer: ``box`` / ``seg`` ``[N, C]``, ``has_box`` ``[N]`` bool; for a
+    track selector that reads the question (``config.track_reads_question``) also the question's token embeddings
+    ``words [N, L, d]`` and ``word_mask [N, L]`` (the same question for every target of the answer)."""
 
     box: torch.Tensor
     seg: torch.Tensor
     has_box: torch.Tensor
+    words: torch.Tensor | None = None
+    word_mask: torch.Tensor | None = None
 
 
 class SparrowModel(nn.Module):
@@ -136,7 +142,7 @@ class SparrowModel(nn.Module):
         # through a projector that replaces Qwen's tower (model/sam2_vision.py); built last so the RNG stream of the
         # parts above does not depend on it.
         set_vlm_vision(vlm, self.pixel_decoder, config.vlm_vision)
-        self.track_selector = make_track_selector(config, d_sam)
+        self.track_selector = make_track_selector(config, d_sam, d_llm)
 
     @staticmethod
     def _fine_channels(config: SparrowConfig, sam: nn.Module) -> int:
@@ -152,11 +158,26 @@ class SparrowModel(nn.Module):
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------------------------------ pieces
-    def prompt_embeddings(self, states: torch.Tensor, pairs: PromptPairs) -> PromptEmbeddings:
-        """States ``[L, d]`` of one sequence and its pairs -> projected ``[BOX]``/``[SEG]`` embeddings ``[N, C]``."""
+    def prompt_embeddings(
+        self, states: torch.Tensor, pairs: PromptPairs, question: str | None = None
+    ) -> PromptEmbeddings:
+        """States ``[L, d]`` of one sequence and its pairs -> projected ``[BOX]``/``[SEG]`` embeddings ``[N, C]``;
+        ``question`` (the last user turn as the VLM read it) is needed when the track selector reads it."""
         seg_states, _ = gather_states(states, pairs.seg_positions)
         box_states, has_box = gather_states(states, pairs.box_positions)
-        return PromptEmbeddings(box=self.box_head(box_states), seg=self.seg_head(seg_states), has_box=has_box)
+        words = word_mask = None
+        if self.config.track_reads_question:
+            if question is None:
+                raise ValueError("this model's track selector reads the question: pass it to prompt_embeddings")
+            words, word_mask = self.vlm.question_embeddings([question])
+            words, word_mask = words.expand(len(seg_states), -1, -1), word_mask.expand(len(seg_states), -1)
+        return PromptEmbeddings(
+            box=self.box_head(box_states),
+            seg=self.seg_head(seg_states),
+            has_box=has_box,
+            words=words,
+            word_mask=word_mask,
+        )
 
     def propose(self, features: ImageFeatures) -> Proposals:
         """All proposals of a batch of frames (``[B, Q, ...]``)."""
@@ -202,29 +223,47 @@ class SparrowModel(nn.Module):
         valid = suppress_duplicates(masks.view(t, k, h, w), top.logits, top.valid & nonempty.view(t, k))
         return Proposals(boxes, top.logits, top.features, valid, appearance=appearance)
 
-    def clip_tracklets(self, box_embeddings: torch.Tensor, features: ImageFeatures) -> tuple[Tracklets, torch.Tensor]:
+    def clip_tracklets(
+        self,
+        box_embeddings: torch.Tensor,
+        features: ImageFeatures,
+        words: torch.Tensor | None = None,
+        word_mask: torch.Tensor | None = None,
+    ) -> tuple[Tracklets, torch.Tensor]:
         """The tracklets of one clip's frames (a feature batch ``[T, ...]``, ``T = config.vlm_frames`` frames in time
         order) and their logits ``[Q, N]`` for ``[BOX]`` embeddings ``[Q, C]``: top-k proposals, tightened by
         :meth:`mask_boxes`, linked and scored (:meth:`tracklet_logits`)."""
-        return self.tracklet_logits(box_embeddings, self.mask_boxes(features, self.candidates(features)))
+        top = self.mask_boxes(features, self.candidates(features))
+        return self.tracklet_logits(box_embeddings, top, words, word_mask)
 
-    def tracklet_logits(self, box_embeddings: torch.Tensor, top: Proposals) -> tuple[Tracklets, torch.Tensor]:
+    def tracklet_logits(
+        self,
+        box_embeddings: torch.Tensor,
+        top: Proposals,
+        words: torch.Tensor | None = None,
+        word_mask: torch.Tensor | None = None,
+    ) -> tuple[Tracklets, torch.Tensor]:
         """Link one clip's top-k proposals (``[T, k, ...]`` with appearance, ``T = config.vlm_frames`` frames in time
-        order) into tracklets and score them for ``[BOX]`` embeddings ``[Q, C]`` -> ``(tracklets, logits [Q, N])``."""
+        order) into tracklets and score them for ``[BOX]`` embeddings ``[Q, C]`` -> ``(tracklets, logits [Q, N])``;
+        ``words [Q, L, d]`` / ``word_mask [Q, L]``: the question's token embeddings (``PromptEmbeddings``), for a
+        selector that reads them."""
         if self.track_selector is None:
             raise SparrowError("this model selects per frame (selection_level 'frame'); it has no track selector")
-        if top.appearance is None:
-            raise ValueError("track selection needs the proposals' appearance (SparrowModel.candidates)")
         if trajectory_dim(top.boxes.shape[0]) != self.track_selector.trajectory_dim:
             raise SparrowError(
                 f"this model's track selector was built for {self.track_selector.frames} VLM frames; "
                 f"got {top.boxes.shape[0]} (keep vlm_frames at {self.track_selector.frames})"
             )
+        tracks, appearance, trajectory = self.link_tracklets(top)
+        return tracks, self.track_selector(box_embeddings, appearance, trajectory, words, word_mask)
+
+    def link_tracklets(self, top: Proposals) -> tuple[Tracklets, torch.Tensor, torch.Tensor]:
+        """Link one clip's top-k proposals (``[T, k, ...]`` with appearance, frames in time order) into tracklets, as
+        selection sees them: ``(tracklets, appearance [N, A], trajectory [N, 5 T + 8])``."""
+        if top.appearance is None:
+            raise ValueError("track selection needs the proposals' appearance (SparrowModel.candidates)")
         tracks = link_proposals(top.boxes, top.logits, top.valid, appearance=top.appearance)
-        logits = self.track_selector(
-            box_embeddings, tracklet_appearance(tracks, top.appearance), trajectory_features(tracks)
-        )
-        return tracks, logits
+        return tracks, tracklet_appearance(tracks, top.appearance), trajectory_features(tracks)
 
     def decode(
         self, features: ImageFeatures, frame_index: torch.Tensor, seg: torch.Tensor | None, boxes: torch.Tensor | None
@@ -251,7 +290,8 @@ class SparrowModel(nn.Module):
         for row, p in enumerate(pairs):
             if len(p) != n:
                 raise SparrowError(f"sample {row}: the answer has {len(p)} [SEG] tokens for {n} target slots")
-        prompts = [self.prompt_embeddings(hidden[row, :-1], p) for row, p in enumerate(pairs)]
+        questions = batch.questions or [None] * len(pairs)
+        prompts = [self.prompt_embeddings(hidden[row, :-1], p, questions[row]) for row, p in enumerate(pairs)]
 
         features = self.pixel_decoder.encode(batch.sam_pixels.flatten(0, 1))  # frames ordered (b, t)
         proposals = self.propose(features)
@@ -338,7 +378,13 @@ class SparrowModel(nn.Module):
             slots = torch.nonzero(prompts[row].has_box).flatten()
             if len(slots) == 0:
                 continue
-            tracks, logits = self.tracklet_logits(prompts[row].box[slots], top.images(row * tv, (row + 1) * tv))
+            words, word_mask = prompts[row].words, prompts[row].word_mask
+            tracks, logits = self.tracklet_logits(
+                prompts[row].box[slots],
+                top.images(row * tv, (row + 1) * tv),
+                None if words is None else words[slots],
+                None if word_mask is None else word_mask[slots],
+            )
             labels = [tracklet_labels(tracklet_hits(tracks, target_boxes[row, int(s)])) for s in slots]
             positive, ignore = (torch.stack(part) for part in zip(*labels))
             terms.append(track_selection_loss(logits, positive, ignore))
@@ -384,9 +430,10 @@ class SparrowModel(nn.Module):
         return out
 
 
-def make_track_selector(config: SparrowConfig, sam_hidden: int) -> TrackSelector | None:
+def make_track_selector(config: SparrowConfig, sam_hidden: int, question_dim: int) -> TrackSelector | None:
     """A fresh track selector for ``config`` (``selection_level "track"``; None otherwise): ``[BOX]`` embeddings and
-    appearance keys of SAM2's width ``sam_hidden``, trajectories over ``config.vlm_frames`` frames."""
+    appearance keys of SAM2's width ``sam_hidden``, trajectories over ``config.vlm_frames`` frames, and (with
+    ``config.track_reads_question``) a reader of question token embeddings of width ``question_dim``."""
     if config.selection_level != "track":
         return None
     return TrackSelector(
@@ -394,6 +441,7 @@ def make_track_selector(config: SparrowConfig, sam_hidden: int) -> TrackSelector
         appearance_dim=appearance_dim(sam_hidden, config.selector_appearance_grid),
         trajectory_dim=trajectory_dim(config.vlm_frames),
         hidden=config.track_hidden,
+        question_dim=question_dim if config.track_reads_question else 0,
     )
 
 

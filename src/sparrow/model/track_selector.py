@@ -4,8 +4,11 @@ item 19; the tracklets come from ``model/tracklets.py``).
 For ``Q`` ``[BOX]`` embeddings ``E [Q, embed_dim]`` and ``N`` tracklets with appearance ``A [N, appearance_dim]``
 (mean proposal key) and geometry ``G [N, trajectory_dim]`` (``trajectory_features``):
 
-    h = GELU(E W_q + LayerNorm(A) W_a + MLP(G))          [Q, N, hidden]   (no normalisation of G)
-    L = w2 . GELU(W_1 h)                                  [Q, N]
+    h = GELU(E W_q [+ R(words)] + LayerNorm(A) W_a + MLP(G))   [Q, N, hidden]   (no normalisation of G)
+    L = w2 . GELU(W_1 h)                                         [Q, N]
+
+``R`` (``question_dim > 0``) is a :class:`~sparrow.model.question_reader.QuestionReader` of the question's token
+embeddings ``[Q, L, question_dim]``: the words reach the selector directly, beside the ``[BOX]`` embedding.
 
 The sum inside the first non-linearity makes the score a function of query *and* tracklet (a conjunction such as
 "red and moving left"), where the per-frame selector's bilinear score ``(E W_q) . K`` is a linear classifier of
@@ -23,13 +26,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sparrow.model.question_reader import QuestionReader
+
 __all__ = ["TrackSelector", "track_selection_loss"]
 
 
 class TrackSelector(nn.Module):
     """Score tracklets for ``[BOX]`` embeddings (module docstring)."""
 
-    def __init__(self, embed_dim: int, appearance_dim: int, trajectory_dim: int, hidden: int = 256) -> None:
+    def __init__(
+        self, embed_dim: int, appearance_dim: int, trajectory_dim: int, hidden: int = 256, question_dim: int = 0
+    ) -> None:
         super().__init__()
         if (trajectory_dim - 8) % 5 or trajectory_dim <= 8:
             raise ValueError(f"trajectory_dim must be 5 T + 8 (tracklets.trajectory_dim), got {trajectory_dim}")
@@ -41,12 +48,29 @@ class TrackSelector(nn.Module):
         # object is is what position expressions ask (the features are already in [0, 1] or a few units)
         self.trajectory = nn.Sequential(nn.Linear(trajectory_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.score = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.reader = QuestionReader(question_dim, hidden) if question_dim else None
 
-    def forward(self, box_embeddings: Tensor, appearance: Tensor, trajectory: Tensor) -> Tensor:
+    def forward(
+        self,
+        box_embeddings: Tensor | None,
+        appearance: Tensor,
+        trajectory: Tensor,
+        words: Tensor | None = None,
+        word_mask: Tensor | None = None,
+    ) -> Tensor:
         """``box_embeddings [Q, embed_dim]``, ``appearance [N, appearance_dim]``, ``trajectory [N, trajectory_dim]``
-        -> logits ``[Q, N]`` (``[Q, 0]`` for a clip without tracklets)."""
+        -> logits ``[Q, N]`` (``[Q, 0]`` for a clip without tracklets). A selector with a reader also takes the
+        question's token embeddings ``words [Q, L, question_dim]`` and ``word_mask [Q, L]``; ``box_embeddings`` may
+        then be None (the words alone: selector pretraining, ``train/selector_pretraining.py``)."""
         dtype = self.query.weight.dtype
-        q = self.query(box_embeddings.to(dtype))  # [Q, h]
+        if self.reader is not None and (words is None or word_mask is None):
+            raise ValueError("this track selector reads the question: pass words and word_mask")
+        if box_embeddings is None and self.reader is None:
+            raise ValueError("a track selector without a question reader needs the [BOX] embeddings")
+        terms = [] if box_embeddings is None else [self.query(box_embeddings.to(dtype))]
+        if self.reader is not None:
+            terms.append(self.reader(words, word_mask))
+        q = torch.stack(terms).sum(0)  # [Q, h]
         k = self.appearance(appearance.to(dtype)) + self.trajectory(trajectory.to(dtype))  # [N, h]
         return self.score(q[:, None] + k[None])[..., 0]
 

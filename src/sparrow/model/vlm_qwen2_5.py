@@ -203,6 +203,23 @@ class QwenVLAdapter(nn.Module):
     def _text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    @torch.no_grad()
+    def question_embeddings(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The language model's input embeddings of each question's own tokens (no chat markup), right-padded:
+        ``words [Q, L, d]`` float32, detached, and ``mask [Q, L]`` bool. The track selector's question reader reads
+        these (``sparrow.model.question_reader``)."""
+        if not questions:
+            raise ValueError("question_embeddings needs at least one question")
+        if not all(q.strip() for q in questions):
+            raise SparrowError("the query is empty")
+        ids = [self._text(q) for q in questions]
+        table = self.model.get_input_embeddings()
+        length = max(len(i) for i in ids)
+        device = table.weight.device
+        padded = torch.tensor([i + [self.pad_id] * (length - len(i)) for i in ids], device=device)
+        mask = torch.tensor([[True] * len(i) + [False] * (length - len(i)) for i in ids], device=device)
+        return table(padded).float() * mask[..., None], mask
+
     def encode(
         self, sample: VLMSample, video_grid: torch.Tensor, image_grids: torch.Tensor | None
     ) -> tuple[list[int], list[int], list[int]]:

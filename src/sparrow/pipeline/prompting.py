@@ -120,7 +120,8 @@ def generate_answer(model: SparrowModel, sample: VLMSample, max_new_tokens: int,
     gen = vlm.generate(batch, max_new_tokens=max_new_tokens)[0]
     pairs = pair_prompt_tokens(gen.tokens, vlm.box_token_id, vlm.seg_token_id)
     if len(pairs):
-        return Answer(gen.text.strip(), model.prompt_embeddings(gen.states, pairs), False, pairs.orphan_boxes)
+        prompts = model.prompt_embeddings(gen.states, pairs, sample.question)
+        return Answer(gen.text.strip(), prompts, False, pairs.orphan_boxes)
     if not force:
         return Answer(gen.text.strip(), None, False, pairs.orphan_boxes)
     text = (gen.text.strip() + " [BOX] [SEG].").strip()
@@ -128,7 +129,7 @@ def generate_answer(model: SparrowModel, sample: VLMSample, max_new_tokens: int,
     batch = vlm.collate([forced]).to(model.device)
     hidden = vlm.teacher_force(batch)
     pairs = teacher_forced_pairs(batch.input_ids, batch.attention_mask, vlm.box_token_id, vlm.seg_token_id)[0]
-    return Answer(text, model.prompt_embeddings(hidden[0, :-1], pairs), True, pairs.orphan_boxes)
+    return Answer(text, model.prompt_embeddings(hidden[0, :-1], pairs, sample.question), True, pairs.orphan_boxes)
 
 
 def choose_key(
@@ -173,7 +174,9 @@ def choose_tracklet(
     (objectness), decoded from its box and ``[SEG]``; the score is the tracklet's softmax probability. None when no
     tracklet was linked (no valid proposal on any frame)."""
     seg = prompts.seg[target : target + 1]
-    tracks, logits = model.clip_tracklets(prompts.box[target : target + 1], features)
+    words = None if prompts.words is None else prompts.words[target : target + 1]
+    word_mask = None if prompts.word_mask is None else prompts.word_mask[target : target + 1]
+    tracks, logits = model.clip_tracklets(prompts.box[target : target + 1], features, words, word_mask)
     if len(tracks) == 0:
         return None
     best = int(logits[0].argmax())

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train one stage (segmenter, proposer, vlm, selection, memory) from a YAML config",
+        help="train one stage (segmenter, proposer, vlm, selection, memory, track_selector) from a YAML config",
         description="Train one stage from a YAML config. Checkpoints go to OUT/checkpoints (atomic, resumable), "
         "TensorBoard logs to OUT/tensorboard, per-step losses to OUT/losses.jsonl, the finished model to OUT/final. "
         "Several GPUs: `accelerate launch --multi_gpu --num_processes N -m sparrow train --config FILE` (or an accelerate "
@@ -52,7 +52,15 @@ def run(args: argparse.Namespace) -> int:
     check_threads(args.threads)
     from sparrow.train.model_init import check_initial_config
 
-    check_initial_config(config.model, config.source)  # a bad model.config fails before any folder is made
+    initial = check_initial_config(config.model, config.source)  # a bad model.config fails before any folder is made
+    if config.stage.name == "track_selector":
+        from sparrow.train.selector_pretraining import check_stage_config
+
+        if args.resume or args.max_steps is not None:
+            raise SparrowError(
+                "the track_selector stage runs whole: --resume and --max-steps do not apply", args.config
+            )
+        check_stage_config(config, initial)
     check_output(
         config.output_dir,
         "train",
@@ -64,9 +72,14 @@ def run(args: argparse.Namespace) -> int:
     )
     claim_folder(config.output_dir, "train")
     configure_threads(args.threads)
-    from sparrow.train.loop import train
+    if config.stage.name == "track_selector":
+        from sparrow.train.selector_pretraining import pretrain_selector
 
-    result = train(config, resume=args.resume, max_steps=args.max_steps, progress=not args.quiet)
+        result = pretrain_selector(config, progress=not args.quiet)
+    else:
+        from sparrow.train.loop import train
+
+        result = train(config, resume=args.resume, max_steps=args.max_steps, progress=not args.quiet)
     if not result.is_main_process:
         return 0
     last = result.records[-1]["loss"] if result.records else float("nan")

@@ -7,7 +7,7 @@ Layout of a config file (every key optional except ``stage.name``, ``data.source
     data:      {sources: [{path, weight, format, split, tsf_cache} | {synthref: {seed, size, num_frames, length, balance},
                 weight}], num_vlm_frames, num_sam_frames, sampling: uniform | random | clip, with_tsf,
                 epoch_size, num_workers}
-    stage:     {name: segmenter | proposer | vlm | selection | memory, seg_only, train: [...], freeze: [...],
+    stage:     {name: segmenter | proposer | vlm | selection | memory | track_selector, seg_only, train: [...], freeze: [...],
                 lora: {r, alpha, dropout, target_modules}, point_prompts, identity_prompts, box_jitter,
                 memory_prompt, single_mask_tracking, memory_image_loss, calibrate_memory, memory_init}
     optimizer: {lr, betas, weight_decay, warmup_steps, schedule: constant | linear | cosine, grad_clip}
@@ -31,7 +31,7 @@ import yaml
 from sparrow.data.readers import FORMATS
 from sparrow.errors import SparrowError
 
-STAGES = ("segmenter", "proposer", "vlm", "selection", "memory")
+STAGES = ("segmenter", "proposer", "vlm", "selection", "memory", "track_selector")
 SAMPLINGS = ("uniform", "random", "clip")
 MEMORY_PROMPTS = ("mask", "box")
 MEMORY_INITS = ("keep", "reset", "xavier")  # sparrow.model.memory_training.reinit_memory_path

@@ -28,7 +28,7 @@ RUNTIME_FIELDS = {
     "vlm_frames",
 }
 # Architecture fields a run may change on a saved model: the part they name is rebuilt with fresh (seeded) weights.
-REBUILT_FIELDS = {"vlm_vision", "selection_level", "track_hidden"}
+REBUILT_FIELDS = {"vlm_vision", "selection_level", "track_hidden", "track_reads_question"}
 
 
 def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime_only: bool) -> SparrowConfig:
@@ -99,9 +99,12 @@ def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowMo
             set_vlm_vision(model.vlm, model.pixel_decoder, model.config.vlm_vision)
         # the track selector is sized by these; a change rebuilds it with fresh seeded weights (or removes it)
         changed = any(
-            getattr(model.config, f) != getattr(saved, f) for f in ("selection_level", "track_hidden", "vlm_frames")
+            getattr(model.config, f) != getattr(saved, f)
+            for f in ("selection_level", "track_hidden", "vlm_frames", "track_reads_question")
         )
         if changed and (model.track_selector is not None or model.config.selection_level == "track"):
             torch.manual_seed(init.seed)
-            model.track_selector = make_track_selector(model.config, model.pixel_decoder.hidden_size)
+            model.track_selector = make_track_selector(
+                model.config, model.pixel_decoder.hidden_size, model.vlm.hidden_size
+            )
     return model

@@ -52,6 +52,7 @@ STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
     "proposer": ("proposer",),
     "vlm": ("vlm", "box_head", "seg_head", "track_selector"),
     "selection": ("selector", "box_head", "track_selector"),
+    "track_selector": ("track_selector",),  # VLM-free: train/selector_pretraining.py
     "memory": tuple(
         f"pixel_decoder.sam.{name}"
         for name in (

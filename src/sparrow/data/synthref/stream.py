@@ -136,13 +136,24 @@ class FreshSynthRef(Dataset):
         pool = same_kind or list(range(len(record.expressions)))
         return record, frames, pool[int(rng.integers(0, len(pool)))]
 
+    def record(self, index: int) -> InMemoryVideoRecord:
+        """The whole clip of sample ``index`` (current epoch) with all its expressions, frames held in memory (the
+        track_selector stage reads clips this way, ``train/selector_pretraining.py``)."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"sample {index} out of range for {self.length} samples")
+        record, frames, _ = self.draw(index)
+        return self._in_memory(record, frames, record.expressions)
+
+    def _in_memory(self, record: VideoRecord, frames: np.ndarray, expressions: list) -> InMemoryVideoRecord:
+        fields = {k: getattr(record, k) for k in VideoRecord.__dataclass_fields__}
+        fields["expressions"] = list(expressions)
+        return InMemoryVideoRecord(**fields, pixels=frames, jpeg_quality=self.config.jpeg_quality)
+
     def __getitem__(self, index: int) -> ReferringSample:
         if not 0 <= index < self.length:
             raise IndexError(f"sample {index} out of range for {self.length} samples")
         record, frames, e = self.draw(index)
-        fields = {k: getattr(record, k) for k in VideoRecord.__dataclass_fields__}
-        fields["expressions"] = [record.expressions[e]]
-        memory = InMemoryVideoRecord(**fields, pixels=frames, jpeg_quality=self.config.jpeg_quality)
+        memory = self._in_memory(record, frames, [record.expressions[e]])
         sample_seed = int(
             np.random.SeedSequence([self.seed, FRESH_STREAM, self.epoch, int(index)]).generate_state(1)[0]
         )

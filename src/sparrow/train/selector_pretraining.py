@@ -1,0 +1,213 @@
+"""The ``track_selector`` stage: the track selector and its question reader learn, without the VLM, from the tracklets of
+thousands of clips.
+
+Reading the words does not need the video. A model with ``config.track_reads_question`` scores tracklets from the
+question's token embeddings (``model/question_reader.py``) and each tracklet's appearance and trajectory; those come
+from SAM2 and the proposer, which this stage keeps frozen. So each clip's tracklets are computed once (about 0.5 CPU
+s per clip of 8 frames with the small preset) and the selector then makes many passes over thousands of clips; the
+vlm stage shows it about 2,000 samples an hour (docs/results.md, "Track-level selection").
+
+1. **Clips**: every video of the configured sources (written splits such as SynthRef's, or ``length`` clips of a
+   fresh SynthRef stream: ``FreshSynthRef.record``), with all their expressions.
+2. **Tracklets** on ``model.config.vlm_frames`` evenly spaced frames, linked exactly as inference links them
+   (``SparrowModel.mask_boxes`` then ``SparrowModel.link_tracklets``); per expression the labels of
+   ``tracklets.tracklet_labels`` from the target's boxes. Expressions whose target no tracklet covers are kept out.
+3. **Training**: ``steps`` AdamW steps (``optimizer``, its warm-up and schedule); a step takes ``batch_size`` clips
+   (a seeded permutation per pass) with all their expressions, each asked in a question template drawn per
+   ``(seed, step, clip, expression)`` from the dataset's templates, and minimises ``track_selection_loss`` with the
+   words alone (no ``[BOX]``). The selector's ``[BOX]`` projection is zeroed first and stays so, so a following vlm
+   stage starts from what the words say and learns what ``[BOX]`` adds.
+4. **Output**: ``OUT/final`` (the whole model, ``save_pretrained``), ``OUT/losses.jsonl`` (per logged step),
+   ``OUT/train_config.json``. The stage is short (minutes after the tracklets); it keeps no intermediate
+   checkpoints, so ``--resume`` does not apply.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sparrow.data.dataset import load_records
+from sparrow.data.schema import VideoRecord
+from sparrow.data.synthref.stream import FreshSynthRef, fresh_config
+from sparrow.data.templates import ReferringTemplates
+from sparrow.data.video_io import sample_indices
+from sparrow.errors import SparrowError
+from sparrow.model.config import SparrowConfig
+from sparrow.model.loading import save_pretrained
+from sparrow.model.sparrow_model import SparrowModel
+from sparrow.model.track_selector import track_selection_loss
+from sparrow.model.tracklets import tracklet_hits, tracklet_labels
+from sparrow.train.config import TrainConfig
+from sparrow.train.loop import TrainResult, lr_factor
+from sparrow.train.model_init import build_initial_model, check_initial_config
+from sparrow.train.stages import apply_stage
+
+__all__ = ["ClipTracklets", "check_stage_config", "clip_tracklets", "pretrain_selector", "selector_records"]
+
+
+@dataclass
+class ClipTracklets:
+    """One clip's tracklets, as the selector sees them, and its expressions: ``appearance [N, A]``, ``trajectory
+    [N, G]``, ``positive`` / ``ignore [E, N]`` bool (``tracklets.tracklet_labels``), ``texts`` (E expressions whose
+    target some tracklet covers)."""
+
+    appearance: Tensor
+    trajectory: Tensor
+    positive: Tensor
+    ignore: Tensor
+    texts: list[str]
+
+
+@torch.no_grad()
+def clip_tracklets(model: SparrowModel, record: VideoRecord) -> ClipTracklets:
+    """The tracklets of ``record`` on the model's ``vlm_frames`` evenly spaced frames and the labels of each of its
+    expressions (module docstring, step 2)."""
+    frame_ids = sample_indices(record.num_frames, model.config.vlm_frames)
+    features = model.pixel_decoder.encode(model.preprocessor(record.load_frames(frame_ids)).to(model.device))
+    tracks, appearance, trajectory = model.link_tracklets(model.mask_boxes(features, model.candidates(features)))
+    h, w = record.size
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    positive, ignore, texts = [], [], []
+    for expression in record.expressions:
+        boxes = record.target_boxes(expression, frame_ids)
+        target = torch.tensor([[np.nan] * 4 if b is None else b for b in boxes], dtype=torch.float32) / scale
+        pos, ign = tracklet_labels(tracklet_hits(tracks, target.to(tracks.boxes.device)))
+        if len(tracks) and bool(pos.any()):
+            positive.append(pos.cpu())
+            ignore.append(ign.cpu())
+            texts.append(expression.text)
+    n = len(tracks)
+    return ClipTracklets(
+        appearance=appearance.float().cpu(),
+        trajectory=trajectory.float().cpu(),
+        positive=torch.stack(positive) if positive else torch.zeros((0, n), dtype=torch.bool),
+        ignore=torch.stack(ignore) if ignore else torch.zeros((0, n), dtype=torch.bool),
+        texts=texts,
+    )
+
+
+def selector_records(config: TrainConfig) -> list[Callable[[], VideoRecord]]:
+    """The clips of the configured sources, each as a function that reads (or generates) its record, in source
+    order: written splits by ``load_records``, fresh SynthRef sources as ``length`` clips of their stream."""
+    out: list[Callable[[], VideoRecord]] = []
+    for src in config.data.sources:
+        if src.synthref is not None:
+            fresh = src.synthref
+            stream = FreshSynthRef(
+                fresh.seed, length=fresh.length, config=fresh_config(fresh.size, fresh.num_frames), balance=False
+            )
+            out.extend((lambda i=i, s=stream: s.record(i)) for i in range(fresh.length))
+        else:
+            records = load_records(src.path, format=src.format, split=src.split or None)
+            out.extend((lambda r=r: r) for r in records)
+    if not out:
+        raise SparrowError(
+            "the track_selector stage needs data.sources (written splits or fresh SynthRef)", config.source
+        )
+    return out
+
+
+def _questions(texts: Sequence[str], seed: int, step: int, clip: int) -> list[str]:
+    """Each expression asked in a template drawn per ``(seed, step, clip, expression)``."""
+    templates = ReferringTemplates()
+    return [templates.question(text, np.random.default_rng([seed, step, clip, e])) for e, text in enumerate(texts)]
+
+
+def check_stage_config(config: TrainConfig, model_config: SparrowConfig) -> None:
+    """One-line errors, before anything is built or written, for a track_selector stage whose starting model
+    (``model_config``, from ``model_init.check_initial_config``) cannot run it."""
+    if model_config.selection_level != "track" or not model_config.track_reads_question:
+        raise SparrowError(
+            "the track_selector stage trains a track selector that reads the question "
+            "(model.config: selection_level: track, track_reads_question: true)",
+            config.source,
+        )
+    if config.data.num_vlm_frames != model_config.vlm_frames:
+        raise SparrowError(
+            f"data.num_vlm_frames ({config.data.num_vlm_frames}) differs from the model's vlm_frames "
+            f"({model_config.vlm_frames})",
+            config.source,
+        )
+
+
+def pretrain_selector(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Run the track_selector stage of ``config`` (module docstring); returns the per-step records and ``OUT/final``."""
+    out = Path(config.output_dir)
+    check_stage_config(config, check_initial_config(config.model, config.source))
+    torch.manual_seed(config.seed)
+    model = build_initial_model(config.model, config.source)
+    plan = apply_stage(model, config.stage)
+    loaders = selector_records(config)
+    model.eval()
+    started = time.perf_counter()
+    clips = []
+    for i, load in enumerate(loaders):
+        clips.append(clip_tracklets(model, load()))
+        if progress and (i + 1) % 100 == 0:
+            print(f"track_selector: tracklets of {i + 1}/{len(loaders)} clips, {time.perf_counter() - started:.0f} s")
+    clips = [c for c in clips if c.texts]
+    if not clips:
+        raise SparrowError(
+            "no expression of the track_selector stage's clips has a tracklet on its target", config.source
+        )
+
+    selector = model.track_selector
+    with torch.no_grad():
+        selector.query.weight.zero_()
+        selector.query.bias.zero_()
+    selector.query.requires_grad_(False)
+    params = [p for p in selector.parameters() if p.requires_grad]
+    opt = config.optimizer
+    optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(opt, config.steps))
+    order: list[int] = []
+    records: list[dict[str, float]] = []
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    log = out / "losses.jsonl"
+    log.write_text("")
+    selector.train()
+    for step in range(config.steps):
+        picked = []
+        while len(picked) < config.batch_size:
+            if not order:
+                order = torch.randperm(len(clips), generator=torch.Generator().manual_seed(config.seed + step)).tolist()
+            picked.append(order.pop())
+        losses = []
+        for index in picked:
+            c = clips[index]
+            words, mask = model.vlm.question_embeddings(_questions(c.texts, config.seed, step, index))
+            logits = selector(None, c.appearance, c.trajectory, words, mask)
+            losses.append(track_selection_loss(logits, c.positive, c.ignore))
+        loss = torch.stack(losses).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if opt.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        record = {
+            "step": step + 1,
+            "lr": scheduler.get_last_lr()[0],
+            "track_selection": float(loss),
+            "loss": float(loss),
+        }
+        records.append(record)
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            with open(log, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if progress and (step + 1) % (config.log_every * 20) == 0:
+                print(f"track_selector: step {step + 1}/{config.steps}, loss {record['loss']:.4f}")
+    model.eval()
+    final = save_pretrained(model.cpu(), out / "final")
+    return TrainResult(
+        output_dir=out, step=config.steps, records=records, plan=plan, is_main_process=True, final_dir=final
+    )
