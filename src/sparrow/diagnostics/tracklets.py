@@ -20,7 +20,8 @@ compare):
 - ``best tracklet``: the tracklet that covers the target on the most frames (the ceiling of any single choice);
 - ``frame oracle``: some tightened proposal hits on the frame (the ceiling of choosing per frame).
 
-Rows are given overall and per expression kind, with the number of held-out frames.
+Rows are given overall and per expression kind, with the number of held-out frames and a 95 % interval of the
+overall share, resampling videos (``all_low``, ``all_high``).
 
 With ``tracks="gt"`` the tracklets are the annotated objects themselves (their boxes on the VLM's frames, appearance
 pooled in those boxes, objectness 0): what selection could reach with perfect detection and linking.
@@ -41,6 +42,7 @@ from sparrow.data.synthref.expressions import KINDS
 from sparrow.data.video_io import sample_indices
 from sparrow.diagnostics.extract import PROBE_ANSWER, probe_question, teacher_force
 from sparrow.diagnostics.labels import bag_of_words, vocabulary
+from sparrow.eval.intervals import bootstrap_ratio
 from sparrow.model.pixel_decoder import ImageFeatures
 from sparrow.model.proposal_appearance import proposal_appearance
 from sparrow.model.sparrow_model import SparrowModel
@@ -201,19 +203,27 @@ def train_tracklet_probe(
 
 
 def _frame_hits(clips: Sequence[TrackletClip], choose: Callable[[TrackletClip, int], int | None]) -> dict[str, float]:
-    """Share of target-visible frames whose chosen tracklet hits, overall and per kind, plus ``frames``."""
+    """Share of target-visible frames whose chosen tracklet hits, overall and per kind, the 95 % interval of the
+    overall share over videos (``all_low``, ``all_high``; ``eval.intervals.bootstrap_ratio``), plus ``frames``."""
     hit = {k: 0 for k in ("all", *KINDS)}
     seen = {k: 0 for k in ("all", *KINDS)}
+    per_video: list[tuple[int, int]] = []
     for c in clips:
+        video = [0, 0]
         for e, kind in enumerate(c.kinds):
             n = int(c.visible[e].sum())
             k = choose(c, e) if len(c.appearance) else None
             h = 0 if k is None else int(c.hits[e, k].sum())
+            video[0] += h
+            video[1] += n
             for key in ("all", kind):
                 if key in hit:
                     hit[key] += h
                     seen[key] += n
+        per_video.append((video[0], video[1]))
     out = {k: hit[k] / seen[k] for k in hit if seen[k]}
+    if seen["all"]:
+        _, out["all_low"], out["all_high"] = bootstrap_ratio([h for h, _ in per_video], [n for _, n in per_video])
     out["frames"] = float(seen["all"])
     return out
 
