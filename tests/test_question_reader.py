@@ -205,6 +205,56 @@ def test_stage_learns_the_words_without_the_vlm(model, tmp_path, monkeypatch) ->
         assert int(logits.argmax()) == int(clip.positive[0 if "red" in question else 1].float().argmax())
 
 
+def test_batch_loss_is_the_mean_over_expressions_of_each_clip_alone(model) -> None:
+    from sparrow.model.track_selector import track_selection_loss
+    from sparrow.train.selector_pretraining import _QuestionWords, batch_loss
+
+    torch.manual_seed(0)
+    a_dim = model.track_selector.appearance[1].in_features
+    g = trajectory_dim(FRAMES)
+
+    def clip(n: int, e: int) -> ClipTracklets:
+        positive = torch.zeros(e, n, dtype=torch.bool)
+        positive[torch.arange(e), torch.arange(e) % n] = True
+        ignore = torch.zeros(e, n, dtype=torch.bool)
+        ignore[0, -1] = n > 2
+        return ClipTracklets(
+            torch.randn(n, a_dim), torch.rand(n, g), positive, ignore, [f"shape {i}" for i in range(e)]
+        )
+
+    clips = [clip(3, 2), clip(5, 3)]
+    questions = [[f"Can you segment the shape {i} in this video?" for i in range(len(c.texts))] for c in clips]
+    words = _QuestionWords(model)
+    together = batch_loss(model, clips, questions, words)
+    alone = []
+    for c, qs in zip(clips, questions):
+        w, m = model.vlm.question_embeddings(qs)
+        logits = model.track_selector(None, c.appearance, c.trajectory, w, m)
+        alone.append(track_selection_loss(logits, c.positive, c.ignore) * len(qs))
+    assert torch.allclose(together, torch.stack(alone).sum() / 5, atol=1e-5)
+    assert len(words.cache) == 3  # each distinct question looked up once
+
+
+def test_stage_reuses_its_tracklets(model, tmp_path, monkeypatch) -> None:
+    save_pretrained(model, tmp_path / "start")
+    calls = []
+
+    def counted(m, record):
+        calls.append(record.video_id)
+        return _colour_clips(m, record)
+
+    monkeypatch.setattr(selector_pretraining, "clip_tracklets", counted)
+    config = _stage_config(tmp_path, tmp_path / "start")
+    config.steps = 2
+    pretrain_selector(config, progress=False)
+    assert len(calls) == 6 and (tmp_path / "run" / "tracklets.pt").is_file()
+    pretrain_selector(config, progress=False)
+    assert len(calls) == 6  # read back, not linked again
+    config.data.sources[0].synthref.length = 4  # other clips: linked again
+    pretrain_selector(config, progress=False)
+    assert len(calls) == 10
+
+
 def test_stage_refuses_a_model_without_a_reader(tmp_path) -> None:
     plain = build_tiny(seed=0, config=dataclasses.replace(tiny_config(), **TINY), sam_image_size=64)
     save_pretrained(plain, tmp_path / "plain")

@@ -15,11 +15,14 @@ vlm stage shows it about 2,000 samples an hour (docs/results.md, "Track-level se
 3. **Training**: ``steps`` AdamW steps (``optimizer``, its warm-up and schedule); a step takes ``batch_size`` clips
    (a seeded permutation per pass) with all their expressions, each asked in a question template drawn per
    ``(seed, step, clip, expression)`` from the dataset's templates, and minimises ``track_selection_loss`` with the
-   words alone (no ``[BOX]``). The selector's ``[BOX]`` projection is zeroed first and stays so, so a following vlm
-   stage starts from what the words say and learns what ``[BOX]`` adds.
+   words alone (no ``[BOX]``), each expression's softmax over its own clip's tracklets (:func:`batch_loss`, one
+   pass per step). The selector's ``[BOX]`` projection is zeroed first and stays so, so a following vlm stage starts
+   from what the words say and learns what ``[BOX]`` adds.
 4. **Output**: ``OUT/final`` (the whole model, ``save_pretrained``), ``OUT/losses.jsonl`` (per logged step),
-   ``OUT/train_config.json``. The stage is short (minutes after the tracklets); it keeps no intermediate
-   checkpoints, so ``--resume`` does not apply.
+   ``OUT/train_config.json`` and ``OUT/tracklets.pt``, the tracklets of step 2, which a later run into the same
+   folder (``--overwrite``) with the same model init, sources and frame count reads instead of linking again
+   (:func:`cached_tracklets`). Training itself takes minutes, so there are no intermediate checkpoints and
+   ``--resume`` does not apply.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from sparrow.atomic import atomic_file
 from sparrow.data.dataset import load_records
 from sparrow.data.schema import VideoRecord
 from sparrow.data.synthref.stream import FreshSynthRef, fresh_config
@@ -50,7 +54,15 @@ from sparrow.train.loop import TrainResult, lr_factor
 from sparrow.train.model_init import build_initial_model, check_initial_config
 from sparrow.train.stages import apply_stage
 
-__all__ = ["ClipTracklets", "check_stage_config", "clip_tracklets", "pretrain_selector", "selector_records"]
+__all__ = [
+    "ClipTracklets",
+    "batch_loss",
+    "cached_tracklets",
+    "check_stage_config",
+    "clip_tracklets",
+    "pretrain_selector",
+    "selector_records",
+]
 
 
 @dataclass
@@ -138,6 +150,82 @@ def check_stage_config(config: TrainConfig, model_config: SparrowConfig) -> None
         )
 
 
+class _QuestionWords:
+    """Token embeddings of each distinct question, looked up once (``QwenVLAdapter.question_embeddings``)."""
+
+    def __init__(self, model: SparrowModel) -> None:
+        self.vlm = model.vlm
+        self.cache: dict[str, Tensor] = {}
+
+    def __call__(self, questions: list[str]) -> tuple[Tensor, Tensor]:
+        """``words [Q, L, d]`` (right-padded) and ``mask [Q, L]``."""
+        missing = [q for q in dict.fromkeys(questions) if q not in self.cache]
+        if missing:
+            words, mask = self.vlm.question_embeddings(missing)
+            for q, w, m in zip(missing, words.cpu(), mask.cpu()):
+                self.cache[q] = w[m]
+        rows = [self.cache[q] for q in questions]
+        length = max(len(r) for r in rows)
+        words = rows[0].new_zeros((len(rows), length, rows[0].shape[-1]))
+        mask = torch.zeros((len(rows), length), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            words[i, : len(r)] = r
+            mask[i, : len(r)] = True
+        return words, mask
+
+
+def batch_loss(
+    model: SparrowModel, clips: Sequence[ClipTracklets], questions: Sequence[list[str]], words: _QuestionWords
+) -> Tensor:
+    """``track_selection_loss`` of every expression of ``clips`` (asked as ``questions``, one list per clip) in one
+    pass: the clips' tracklets are concatenated, and each expression's softmax is restricted to its own clip's
+    tracklets (the others are ignored); averaged over expressions."""
+    word_batch, mask = words([q for qs in questions for q in qs])
+    appearance = torch.cat([c.appearance for c in clips])
+    trajectory = torch.cat([c.trajectory for c in clips])
+    rows, cols = sum(len(c.texts) for c in clips), len(appearance)
+    positive = torch.zeros((rows, cols), dtype=torch.bool)
+    ignore = torch.ones((rows, cols), dtype=torch.bool)
+    r = k = 0
+    for c in clips:
+        e, n = c.positive.shape
+        positive[r : r + e, k : k + n] = c.positive
+        ignore[r : r + e, k : k + n] = c.ignore
+        r, k = r + e, k + n
+    logits = model.track_selector(None, appearance, trajectory, word_batch, mask)
+    return track_selection_loss(logits, positive, ignore)
+
+
+def cached_tracklets(model: SparrowModel, config: TrainConfig, progress: bool) -> list[ClipTracklets]:
+    """The tracklets of the stage's clips (:func:`clip_tracklets`), read from ``OUT/tracklets.pt`` when an earlier
+    run with the same model init, sources and frame count wrote it, else computed and written there (atomically;
+    read back with ``weights_only``: tensors, numbers and strings only)."""
+    path = Path(config.output_dir) / "tracklets.pt"
+    key = json.dumps(
+        {
+            "model": asdict(config.model),
+            "sources": [asdict(s) for s in config.data.sources],
+            "frames": model.config.vlm_frames,
+        },
+        sort_keys=True,
+    )
+    if path.is_file():
+        data = torch.load(path, weights_only=True)
+        if data.get("key") == key:
+            return [ClipTracklets(**c) for c in data["clips"]]
+    loaders = selector_records(config)
+    started = time.perf_counter()
+    clips = []
+    for i, load in enumerate(loaders):
+        clips.append(clip_tracklets(model, load()))
+        if progress and (i + 1) % 100 == 0:
+            print(f"track_selector: tracklets of {i + 1}/{len(loaders)} clips, {time.perf_counter() - started:.0f} s")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, "wb") as f:
+        torch.save({"key": key, "clips": [asdict(c) for c in clips]}, f)
+    return clips
+
+
 def pretrain_selector(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Run the track_selector stage of ``config`` (module docstring); returns the per-step records and ``OUT/final``."""
     out = Path(config.output_dir)
@@ -145,15 +233,8 @@ def pretrain_selector(config: TrainConfig, progress: bool = True) -> TrainResult
     torch.manual_seed(config.seed)
     model = build_initial_model(config.model, config.source)
     plan = apply_stage(model, config.stage)
-    loaders = selector_records(config)
     model.eval()
-    started = time.perf_counter()
-    clips = []
-    for i, load in enumerate(loaders):
-        clips.append(clip_tracklets(model, load()))
-        if progress and (i + 1) % 100 == 0:
-            print(f"track_selector: tracklets of {i + 1}/{len(loaders)} clips, {time.perf_counter() - started:.0f} s")
-    clips = [c for c in clips if c.texts]
+    clips = [c for c in cached_tracklets(model, config, progress) if c.texts]
     if not clips:
         raise SparrowError(
             "no expression of the track_selector stage's clips has a tracklet on its target", config.source
@@ -168,9 +249,9 @@ def pretrain_selector(config: TrainConfig, progress: bool = True) -> TrainResult
     opt = config.optimizer
     optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(opt, config.steps))
+    words = _QuestionWords(model)
     order: list[int] = []
     records: list[dict[str, float]] = []
-    out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1))
     log = out / "losses.jsonl"
     log.write_text("")
@@ -181,31 +262,22 @@ def pretrain_selector(config: TrainConfig, progress: bool = True) -> TrainResult
             if not order:
                 order = torch.randperm(len(clips), generator=torch.Generator().manual_seed(config.seed + step)).tolist()
             picked.append(order.pop())
-        losses = []
-        for index in picked:
-            c = clips[index]
-            words, mask = model.vlm.question_embeddings(_questions(c.texts, config.seed, step, index))
-            logits = selector(None, c.appearance, c.trajectory, words, mask)
-            losses.append(track_selection_loss(logits, c.positive, c.ignore))
-        loss = torch.stack(losses).mean()
+        questions = [_questions(clips[i].texts, config.seed, step, i) for i in picked]
+        loss = batch_loss(model, [clips[i] for i in picked], questions, words)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if opt.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
         optimizer.step()
         scheduler.step()
-        record = {
-            "step": step + 1,
-            "lr": scheduler.get_last_lr()[0],
-            "track_selection": float(loss),
-            "loss": float(loss),
-        }
+        value = float(loss.detach())
+        record = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "track_selection": value, "loss": value}
         records.append(record)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             with open(log, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if progress and (step + 1) % (config.log_every * 20) == 0:
-                print(f"track_selector: step {step + 1}/{config.steps}, loss {record['loss']:.4f}")
+                print(f"track_selector: step {step + 1}/{config.steps}, loss {value:.4f}")
     model.eval()
     final = save_pretrained(model.cpu(), out / "final")
     return TrainResult(
