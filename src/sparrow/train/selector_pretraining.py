@@ -20,7 +20,7 @@ vlm stage shows it about 2,000 samples an hour (docs/results.md, "Track-level se
    from what the words say and learns what ``[BOX]`` adds.
 4. **Output**: ``OUT/final`` (the whole model, ``save_pretrained``), ``OUT/losses.jsonl`` (per logged step),
    ``OUT/train_config.json`` and ``OUT/tracklets.pt``, the tracklets of step 2, which a later run into the same
-   folder (``--overwrite``) with the same model init, sources and frame count reads instead of linking again
+   folder with the same model init, sources and frame count reads instead of linking again
    (:func:`cached_tracklets`). Training itself takes minutes, so there are no intermediate checkpoints and
    ``--resume`` does not apply.
 """
