@@ -34,3 +34,17 @@ def test_seeded_and_checked() -> None:
         bootstrap_ratio([0, 0], [0, 0])
     with pytest.raises(ValueError, match="level"):
         bootstrap_ratio([1, 2], level=1.5)
+
+
+def test_rvos_summary_gives_a_video_level_interval() -> None:
+    from sparrow.eval.rvos import aggregate
+
+    def row(video: str, jf: float) -> dict:
+        return {"video": video, "J": jf, "F": jf, "J&F": jf, "missing": 0, "first_iou": None, "tags": [], "kind": ""}
+
+    rows = [row("a", 1.0), row("a", 1.0), row("b", 0.0), row("c", 0.5)]
+    summary = aggregate(rows, "mevis")
+    assert summary["J&F"] == pytest.approx(0.625)
+    assert 0.0 <= summary["J&F 95% low"] < 0.625 < summary["J&F 95% high"] <= 1.0
+    # every resample is a mix of whole videos: video a's two expressions always go together
+    assert aggregate([row("a", 0.3), row("b", 0.3)], "mevis")["J&F 95% low"] == pytest.approx(0.3)

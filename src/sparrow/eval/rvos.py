@@ -14,6 +14,8 @@ without void:
 Aggregation: J, F = means over expressions, J&F = (J + F) / 2 (MeViS, YTVOS, SynthRef); ReVOS: the same per split
 (``type_id`` 0 referring, 1 reasoning) and **overall = mean of the two split means**. Missing predictions are an
 error listing them, or with ``missing="zero"`` the expression scores 0 on every mask metric (stated in the result).
+Outside ReVOS the summary also gives the 95 % interval of J&F over a video-level bootstrap (``J&F 95% low`` /
+``high``, :func:`video_interval`), since the expressions of one video are not independent.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sparrow.data.rle import decode_rle
 from sparrow.data.schema import VideoRecord
 from sparrow.errors import SparrowError
 from sparrow.eval.consistency import CONSISTENCY_KEYS, drift, first_frame_iou, identity_switch_rate, slice_by
+from sparrow.eval.intervals import bootstrap_ratio
 from sparrow.eval.io import check_headers, check_missing, read_binary_mask
 from sparrow.eval.metrics import region_and_boundary
 from sparrow.eval.parallel import run_ordered
@@ -132,6 +135,16 @@ def _means(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
+def video_interval(rows: list[dict], key: str = "J&F") -> tuple[float, float]:
+    """The 95 % interval of the mean of ``key`` over expressions, resampling videos (expressions of one video are
+    not independent; ``eval.intervals.bootstrap_ratio``)."""
+    per_video: dict[str, list[float]] = {}
+    for r in rows:
+        per_video.setdefault(str(r["video"]), []).append(float(r[key]))
+    _, low, high = bootstrap_ratio([sum(v) for v in per_video.values()], [len(v) for v in per_video.values()])
+    return low, high
+
+
 def aggregate(rows: list[dict], fmt: str, revos_rounding: bool = False) -> dict:
     """Protocol figures from per-expression rows (see module doc).
 
@@ -142,6 +155,7 @@ def aggregate(rows: list[dict], fmt: str, revos_rounding: bool = False) -> dict:
         raise SparrowError("no expressions to score")
     if fmt != "revos":
         summary = _means(rows, ("J", "F"))
+        summary["J&F 95% low"], summary["J&F 95% high"] = video_interval(rows)
     else:
         pool = rows
         if revos_rounding:
