@@ -25,9 +25,13 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from sparrow.data.dataset import ReferringVideoDataset
+from sparrow.data.dataset import ReferringVideoDataset, load_records
 from sparrow.data.schema import Expression, VideoRecord
+from sparrow.data.synthref.identity import IdentityDataset
+from sparrow.data.synthref.stream import FreshSynthRef, fresh_config
 from sparrow.errors import SparrowError
+from sparrow.tsf.cache import read_tsf_cache
+from sparrow.tsf.crops import CachedCrops
 
 
 def _quotas(total: int, weights: Sequence[float]) -> list[int]:
@@ -156,12 +160,6 @@ def build_sources(
     whose crops, ``tsf_crop_size`` px, the samples then carry), or :class:`~sparrow.data.synthref.stream.FreshSynthRef`
     for ``synthref`` (clips generated on the fly). With ``identity`` the samples also carry SynthRef identity targets
     (``sparrow.data.synthref.identity``)."""
-    from sparrow.data.dataset import load_records
-    from sparrow.data.synthref.identity import IdentityDataset
-    from sparrow.data.synthref.stream import FreshSynthRef, fresh_config
-    from sparrow.tsf.cache import read_tsf_cache
-    from sparrow.tsf.crops import CachedCrops
-
     out: list[Dataset] = []
     for k, src in enumerate(sources):
         fresh = getattr(src, "synthref", None)

@@ -28,9 +28,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sparrow.errors import SparrowError
+from sparrow.model.batching import make_batch
+from sparrow.model.loading import save_pretrained
+from sparrow.model.memory_training import calibrate_memory_output
 from sparrow.train.checkpoint import latest_checkpoint, load_checkpoint, params_hash, save_checkpoint
 from sparrow.train.config import OptimizerConfig, StageConfig, TrainConfig
 from sparrow.train.data import MixtureStream, build_sources, micro_batch_loader
+from sparrow.train.model_init import build_initial_model
 from sparrow.train.objectives import stage_loss
 from sparrow.train.stages import StagePlan, apply_stage, merge_lora, set_train_mode
 
@@ -151,11 +155,6 @@ def train(
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
     from tqdm.auto import tqdm
-
-    from sparrow.model.batching import make_batch
-    from sparrow.model.loading import save_pretrained
-    from sparrow.model.memory_training import calibrate_memory_output
-    from sparrow.train.model_init import build_initial_model
 
     out = Path(config.output_dir)
     ckpt_dir = out / "checkpoints"

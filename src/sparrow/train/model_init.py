@@ -8,6 +8,17 @@ import torch
 
 from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
+from sparrow.model.loading import (
+    REAL_SAM2,
+    REAL_VLM,
+    build_model,
+    build_small,
+    build_tiny,
+    from_pretrained,
+    real_config,
+    small_config,
+    tiny_config,
+)
 from sparrow.model.sam2_vision import set_vlm_vision
 from sparrow.model.sparrow_model import SparrowModel, make_track_selector
 from sparrow.train.config import ModelInit
@@ -54,8 +65,6 @@ def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime
 
 def check_initial_config(init: ModelInit, source: str | None = None) -> SparrowConfig:
     """The model config a run would start from, validated without building the model (one-line errors)."""
-    from sparrow.model.loading import real_config, small_config, tiny_config
-
     presets = {"tiny": tiny_config, "small": small_config, "real": real_config}
     if init.init in presets:
         return _overrides(presets[init.init](), init.config, source, runtime_only=False)
@@ -68,18 +77,6 @@ def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowMo
     selector of ``init.segmenter_from``); ``real``: the backbones ``model.config.base_vlm`` / ``base_sam2`` name
     (default the public checkpoints, from the local Hugging Face cache; a local folder works too); else a folder,
     whose ``vlm_vision`` may change (the VLM then gets a fresh tower of that kind, seeded by ``init.seed``)."""
-    from sparrow.model.loading import (
-        REAL_SAM2,
-        REAL_VLM,
-        build_model,
-        build_small,
-        build_tiny,
-        from_pretrained,
-        real_config,
-        small_config,
-        tiny_config,
-    )
-
     if init.init == "tiny":
         config = _overrides(tiny_config(), init.config, source, runtime_only=False)
         return build_tiny(seed=init.seed, config=config, sam_image_size=init.sam_image_size)
