@@ -13,6 +13,7 @@ import torch
 from helpers_clips import training_sample, two_object_clip
 
 from sparrow.data.synthref.stream import FreshSynthRef, fresh_config
+from sparrow.data.video_io import sample_indices
 from sparrow.errors import SparrowError
 from sparrow.model.batching import make_batch
 from sparrow.model.config import SparrowConfig
@@ -137,14 +138,38 @@ def test_training_loss_reaches_the_reader_and_the_pipeline_uses_it(model, monkey
         assert torch.equal(a, b), name
 
 
-def test_clip_tracklets_labels_the_expressions(model) -> None:
+def test_clip_tracklets_labels_the_expressions(model, monkeypatch) -> None:
+    """With the annotated objects as the proposals (an untrained proposer finds nothing), every single-target
+    expression gets exactly the tracklet of its object as the positive."""
     record = FreshSynthRef(3, length=1, config=fresh_config(64, 8), balance=False).record(0)
+    frame_ids = sample_indices(record.num_frames, FRAMES)
+    ids = sorted(record.objects)
+    h, w = record.size
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    objects = torch.tensor(
+        [[record.objects[o].boxes[t] or [0.0] * 4 for o in ids] for t in frame_ids], dtype=torch.float32
+    )
+    present = torch.tensor([[record.objects[o].boxes[t] is not None for o in ids] for t in frame_ids])
+    real = model.mask_boxes
+
+    def objects_as_proposals(features, top):
+        top = real(features, top)
+        n = len(ids)
+        top.boxes, top.valid = (objects / scale).to(top.boxes), present
+        top.logits, top.features, top.appearance = top.logits[:, :n], top.features[:, :n], top.appearance[:, :n]
+        return top
+
+    monkeypatch.setattr(model, "mask_boxes", objects_as_proposals)
     clip = clip_tracklets(model, record)
     n = clip.appearance.shape[0]
-    assert clip.trajectory.shape == (n, trajectory_dim(FRAMES))
+    assert n >= len(ids) and clip.trajectory.shape == (n, trajectory_dim(FRAMES))
+    singles = [e.text for e in record.expressions if len(e.obj_ids) == 1]
+    assert singles and set(singles) <= set(clip.texts) <= {e.text for e in record.expressions}
     assert clip.positive.shape == clip.ignore.shape == (len(clip.texts), n)
-    assert set(clip.texts) <= {e.text for e in record.expressions}
-    assert bool(clip.positive.any(1).all()) and not bool((clip.positive & clip.ignore).any())
+    for text, positive in zip(clip.texts, clip.positive):
+        if text in singles:
+            assert int(positive.sum()) == 1  # its object's tracklet, and only that
+    assert not bool((clip.positive & clip.ignore).any())
 
 
 def _colour_clips(model, record) -> ClipTracklets:
