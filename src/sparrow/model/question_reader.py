@@ -1,7 +1,7 @@
 """A direct reading of the question for the track selector (docs/architecture.md §6 item 20).
 
 The ``[BOX]`` state of the language model is what the method selects with, but on this project's training budget it
-barely depends on the query (docs/results.md: sensitivity 3-6 %, a selector on the frozen ``[BOX]`` state no better
+barely depends on the query (docs/results.md: sensitivity 1-6 %, a selector on the frozen ``[BOX]`` state no better
 than objectness). :class:`QuestionReader` gives the track selector the sentence itself: the language model's own
 input embeddings of the question's tokens ``X [Q, L, token_dim]`` (frozen: the same table the language model reads)
 go through one small transformer layer with learned positions, and ``heads`` attention-pooling heads read them out::
