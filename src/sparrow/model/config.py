@@ -72,6 +72,8 @@ class SparrowConfig:
     track_hidden: int = 256  # width of the track selector's scorer
     track_reads_question: bool = False  # the track selector also reads the question's token embeddings
     # (model/question_reader.py); pretrained VLM-free by the track_selector stage (train/selector_pretraining.py)
+    track_silhouette: int = 0  # s > 0: the track selector also sees each tracklet's mean SAM2 mask inside its box on
+    # an s x s grid, its shape (proposal_appearance.proposal_silhouettes); 0: none
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossWeights = field(default_factory=LossWeights)  # the authors' release values + the paper's filter loss
     mode: str = "track"  # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
@@ -110,6 +112,14 @@ class SparrowConfig:
             raise SparrowError(f"selection_level must be one of {list(SELECTION_LEVELS)}, got {self.selection_level!r}")
         if self.track_reads_question and self.selection_level != "track":
             raise SparrowError("track_reads_question needs selection_level 'track'")
+        if (
+            isinstance(self.track_silhouette, bool)
+            or not isinstance(self.track_silhouette, int)
+            or self.track_silhouette < 0
+        ):
+            raise SparrowError(f"track_silhouette must be a whole number >= 0, got {self.track_silhouette!r}")
+        if self.track_silhouette and self.selection_level != "track":
+            raise SparrowError("track_silhouette needs selection_level 'track'")
         if self.selection_level == "track" and not self.selector_appearance:
             raise SparrowError("selection_level 'track' needs selector_appearance (tracklets are described by it)")
         if self.vlm_vision not in VISIONS:

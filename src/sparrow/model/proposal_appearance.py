@@ -9,6 +9,11 @@ the selector's own projections learn what to use.
 Averaging keeps what an object is made of (colour) but not its outline: a linear probe reads colour from the average
 95 % of the time and shape 39 % (docs/results.md). With ``grid = g > 0`` (``SparrowConfig.selector_appearance_grid``)
 each map is ROI-aligned to a ``g x g`` grid that is kept, not averaged, so the key sees the object's layout too.
+
+:func:`proposal_silhouettes` gives the outline directly: the mask SAM2 decodes from each box
+(``SparrowModel.mask_boxes`` decodes it anyway to tighten the box), ROI-aligned in the tightened box to an ``s x s``
+grid of probabilities. Scale and position drop out, and what is left is the shape (track selection,
+``SparrowConfig.track_silhouette``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
-__all__ = ["appearance_dim", "proposal_appearance"]
+__all__ = ["appearance_dim", "proposal_appearance", "proposal_silhouettes"]
 
 
 def appearance_dim(hidden_size: int, grid: int = 0) -> int:
@@ -54,3 +59,24 @@ def proposal_appearance(maps: list[Tensor], boxes: Tensor, output_size: int = 2,
         out = roi_align(fmap, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
         pooled.append((out.flatten(1) if grid else out.mean(dim=(-2, -1))).reshape(b, k, -1))
     return torch.cat(pooled, dim=-1)
+
+
+def proposal_silhouettes(mask_logits: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """The mask of each proposal inside its box: ``mask_logits [M, h, w]`` (SAM2's low-resolution logits, one mask
+    per box), ``boxes [M, 4]`` normalised xyxy -> probabilities ``[M, size * size]`` (row-major), the logits
+    bilinearly sampled on a ``size x size`` grid over the box (so sub-pixel outlines survive) and then squashed."""
+    if size < 1:
+        raise ValueError(f"proposal_silhouettes: size must be >= 1, got {size}")
+    if mask_logits.dim() != 3 or boxes.shape != (mask_logits.shape[0], 4):
+        raise ValueError(
+            f"proposal_silhouettes: need mask_logits [M, h, w] and boxes [M, 4], got {tuple(mask_logits.shape)} "
+            f"and {tuple(boxes.shape)}"
+        )
+    h, w = mask_logits.shape[-2:]
+    logits = mask_logits[:, None].float()
+    scale = torch.tensor([w, h, w, h], dtype=logits.dtype, device=logits.device)
+    rois = torch.cat(
+        [torch.arange(len(boxes), dtype=logits.dtype, device=logits.device)[:, None], boxes.to(logits) * scale], 1
+    )
+    sampled = roi_align(logits, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return torch.sigmoid(sampled).flatten(1).to(mask_logits.dtype)

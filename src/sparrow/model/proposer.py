@@ -84,6 +84,7 @@ class Proposals:
     dense: tuple[Tensor, Tensor] | None = None  # two-stage: per-cell (boxes [B, hw, 4], logits [B, hw]) and ...
     grid: tuple[int, int] | None = None  # ... the cell grid (h, w) they come from
     appearance: Tensor | None = None  # [B, P, A] ROI-pooled image features (sparrow.model.proposal_appearance)
+    silhouette: Tensor | None = None  # [B, P, s*s] each box's SAM2 mask inside it (SparrowModel.mask_boxes)
 
     @property
     def scores(self) -> Tensor:
@@ -98,7 +99,15 @@ class Proposals:
         """Proposals of images ``start .. stop - 1`` (e.g. one clip's frames of a batch), without ``aux``."""
         sl = slice(start, stop)
         appearance = None if self.appearance is None else self.appearance[sl]
-        return Proposals(self.boxes[sl], self.logits[sl], self.features[sl], self.valid[sl], appearance=appearance)
+        silhouette = None if self.silhouette is None else self.silhouette[sl]
+        return Proposals(
+            self.boxes[sl],
+            self.logits[sl],
+            self.features[sl],
+            self.valid[sl],
+            appearance=appearance,
+            silhouette=silhouette,
+        )
 
     def detach(self) -> Proposals:
         """A copy with every tensor detached (the proposer is frozen while the selector trains)."""
@@ -111,6 +120,7 @@ class Proposals:
             None if self.dense is None else (self.dense[0].detach(), self.dense[1].detach()),
             self.grid,
             None if self.appearance is None else self.appearance.detach(),
+            None if self.silhouette is None else self.silhouette.detach(),
         )
 
 

@@ -24,7 +24,7 @@ from sparrow.model.heads import LanguageToVisionHead
 from sparrow.model.losses import mask_bce_loss, mask_dice_loss, weighted_total
 from sparrow.model.pixel_decoder import DecoderOutput, ImageFeatures, PixelDecoder
 from sparrow.model.prompt_tokens import PromptPairs, gather_states, teacher_forced_pairs
-from sparrow.model.proposal_appearance import appearance_dim, proposal_appearance
+from sparrow.model.proposal_appearance import appearance_dim, proposal_appearance, proposal_silhouettes
 from sparrow.model.proposer import Proposals, Proposer, ProposerConfig, proposer_loss
 from sparrow.model.sam2_backbone import Sam2Preprocessor
 from sparrow.model.sam2_vision import set_vlm_vision
@@ -205,10 +205,12 @@ class SparrowModel(nn.Module):
         or lies inside a likelier proposal's mask (``tracklets.suppress_duplicates``), becomes invalid. The
         proposer's boxes are loose (on SynthRef the best one overlaps an object by IoU 0.64 on average); SAM2's
         box-prompted masks are tight, so duplicates of one object collapse onto one box and link into one tracklet,
-        and the mask-level suppression drops the partial masks that box NMS keeps."""
+        and the mask-level suppression drops the partial masks that box NMS keeps. With ``config.track_silhouette``
+        each proposal also keeps its mask inside the new box (``proposal_silhouettes``, ``[T, k, s * s]``)."""
         t, k = top.boxes.shape[:2]
         frames = torch.arange(t, device=top.boxes.device).repeat_interleave(k)
-        masks = self.decode(features, frames, None, top.boxes.flatten(0, 1)).mask_logits > 0  # [T*k, h, w]
+        logits = self.decode(features, frames, None, top.boxes.flatten(0, 1)).mask_logits  # [T*k, h, w]
+        masks = logits > 0
         nonempty = masks.flatten(1).any(1)
         h, w = masks.shape[-2:]
         pixel = masks_to_boxes(masks[nonempty]).to(top.boxes.dtype)  # inclusive pixel corners
@@ -220,8 +222,12 @@ class SparrowModel(nn.Module):
         if top.appearance is not None:
             maps = [features.embedding, *features.high_res]
             appearance = proposal_appearance(maps, boxes, grid=self.config.selector_appearance_grid)
+        silhouette = None
+        if self.config.track_silhouette:
+            size = self.config.track_silhouette
+            silhouette = proposal_silhouettes(logits, boxes.flatten(0, 1), size).view(t, k, size * size)
         valid = suppress_duplicates(masks.view(t, k, h, w), top.logits, top.valid & nonempty.view(t, k))
-        return Proposals(boxes, top.logits, top.features, valid, appearance=appearance)
+        return Proposals(boxes, top.logits, top.features, valid, appearance=appearance, silhouette=silhouette)
 
     def clip_tracklets(
         self,
@@ -259,11 +265,18 @@ class SparrowModel(nn.Module):
 
     def link_tracklets(self, top: Proposals) -> tuple[Tracklets, torch.Tensor, torch.Tensor]:
         """Link one clip's top-k proposals (``[T, k, ...]`` with appearance, frames in time order) into tracklets, as
-        selection sees them: ``(tracklets, appearance [N, A], trajectory [N, 5 T + 8])``."""
+        selection sees them: ``(tracklets, appearance [N, A (+ s * s)], trajectory [N, 5 T + 8])``; the appearance
+        is the mean key over the tracklet's frames, followed, with ``config.track_silhouette``, by its mean
+        silhouette (from :meth:`mask_boxes`)."""
         if top.appearance is None:
             raise ValueError("track selection needs the proposals' appearance (SparrowModel.candidates)")
+        if self.config.track_silhouette and top.silhouette is None:
+            raise ValueError("this track selector needs the proposals' silhouettes (SparrowModel.mask_boxes)")
         tracks = link_proposals(top.boxes, top.logits, top.valid, appearance=top.appearance)
-        return tracks, tracklet_appearance(tracks, top.appearance), trajectory_features(tracks)
+        appearance = tracklet_appearance(tracks, top.appearance)
+        if self.config.track_silhouette:
+            appearance = torch.cat([appearance, tracklet_appearance(tracks, top.silhouette.to(appearance))], -1)
+        return tracks, appearance, trajectory_features(tracks)
 
     def decode(
         self, features: ImageFeatures, frame_index: torch.Tensor, seg: torch.Tensor | None, boxes: torch.Tensor | None
@@ -433,7 +446,8 @@ class SparrowModel(nn.Module):
 def make_track_selector(config: SparrowConfig, sam_hidden: int, question_dim: int) -> TrackSelector | None:
     """A fresh track selector for ``config`` (``selection_level "track"``; None otherwise): ``[BOX]`` embeddings and
     appearance keys of SAM2's width ``sam_hidden``, trajectories over ``config.vlm_frames`` frames, and (with
-    ``config.track_reads_question``) a reader of question token embeddings of width ``question_dim``."""
+    ``config.track_reads_question``) a reader of question token embeddings of width ``question_dim``, and (with
+    ``config.track_silhouette``) a branch for the tracklets' silhouettes."""
     if config.selection_level != "track":
         return None
     return TrackSelector(
@@ -442,6 +456,7 @@ def make_track_selector(config: SparrowConfig, sam_hidden: int, question_dim: in
         trajectory_dim=trajectory_dim(config.vlm_frames),
         hidden=config.track_hidden,
         question_dim=question_dim if config.track_reads_question else 0,
+        silhouette_dim=config.track_silhouette**2,
     )
 
 

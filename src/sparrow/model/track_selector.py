@@ -4,8 +4,11 @@ item 19; the tracklets come from ``model/tracklets.py``).
 For ``Q`` ``[BOX]`` embeddings ``E [Q, embed_dim]`` and ``N`` tracklets with appearance ``A [N, appearance_dim]``
 (mean proposal key) and geometry ``G [N, trajectory_dim]`` (``trajectory_features``):
 
-    h = GELU(E W_q [+ R(words)] + LayerNorm(A) W_a + MLP(G))   [Q, N, hidden]   (no normalisation of G)
+    h = GELU(E W_q [+ R(words)] + LayerNorm(A) W_a [+ MLP(S)] + MLP(G))   [Q, N, hidden]   (no normalisation of G)
     L = w2 . GELU(W_1 h)                                         [Q, N]
+
+``S [N, silhouette_dim]`` (``silhouette_dim > 0``, the last columns of the appearance input) is the tracklet's mean
+mask inside its box (``SparrowConfig.track_silhouette``): the shape, which averaged features keep poorly.
 
 ``R`` (``question_dim > 0``) is a :class:`~sparrow.model.question_reader.QuestionReader` of the question's token
 embeddings ``[Q, L, question_dim]``: the words reach the selector directly, beside the ``[BOX]`` embedding.
@@ -35,7 +38,13 @@ class TrackSelector(nn.Module):
     """Score tracklets for ``[BOX]`` embeddings (module docstring)."""
 
     def __init__(
-        self, embed_dim: int, appearance_dim: int, trajectory_dim: int, hidden: int = 256, question_dim: int = 0
+        self,
+        embed_dim: int,
+        appearance_dim: int,
+        trajectory_dim: int,
+        hidden: int = 256,
+        question_dim: int = 0,
+        silhouette_dim: int = 0,
     ) -> None:
         super().__init__()
         if (trajectory_dim - 8) % 5 or trajectory_dim <= 8:
@@ -49,6 +58,12 @@ class TrackSelector(nn.Module):
         self.trajectory = nn.Sequential(nn.Linear(trajectory_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.score = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
         self.reader = QuestionReader(question_dim, hidden) if question_dim else None
+        self.silhouette_dim = silhouette_dim
+        self.silhouette = (
+            nn.Sequential(nn.Linear(silhouette_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+            if silhouette_dim
+            else None
+        )
 
     def forward(
         self,
@@ -58,8 +73,8 @@ class TrackSelector(nn.Module):
         words: Tensor | None = None,
         word_mask: Tensor | None = None,
     ) -> Tensor:
-        """``box_embeddings [Q, embed_dim]``, ``appearance [N, appearance_dim]``, ``trajectory [N, trajectory_dim]``
-        -> logits ``[Q, N]`` (``[Q, 0]`` for a clip without tracklets). A selector with a reader also takes the
+        """``box_embeddings [Q, embed_dim]``, ``appearance [N, appearance_dim + silhouette_dim]``, ``trajectory
+        [N, trajectory_dim]`` -> logits ``[Q, N]`` (``[Q, 0]`` for a clip without tracklets). A selector with a reader also takes the
         question's token embeddings ``words [Q, L, question_dim]`` and ``word_mask [Q, L]``; ``box_embeddings`` may
         then be None (the words alone: selector pretraining, ``train/selector_pretraining.py``)."""
         dtype = self.query.weight.dtype
@@ -71,7 +86,12 @@ class TrackSelector(nn.Module):
         if self.reader is not None:
             terms.append(self.reader(words, word_mask))
         q = torch.stack(terms).sum(0)  # [Q, h]
-        k = self.appearance(appearance.to(dtype)) + self.trajectory(trajectory.to(dtype))  # [N, h]
+        appearance = appearance.to(dtype)
+        if self.silhouette is not None:
+            appearance, shape = appearance.split([appearance.shape[-1] - self.silhouette_dim, self.silhouette_dim], -1)
+        k = self.appearance(appearance) + self.trajectory(trajectory.to(dtype))  # [N, h]
+        if self.silhouette is not None:
+            k = k + self.silhouette(shape)
         return self.score(q[:, None] + k[None])[..., 0]
 
 

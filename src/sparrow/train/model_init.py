@@ -39,7 +39,7 @@ RUNTIME_FIELDS = {
     "vlm_frames",
 }
 # Architecture fields a run may change on a saved model: the part they name is rebuilt with fresh (seeded) weights.
-REBUILT_FIELDS = {"vlm_vision", "selection_level", "track_hidden", "track_reads_question"}
+REBUILT_FIELDS = {"vlm_vision", "selection_level", "track_hidden", "track_reads_question", "track_silhouette"}
 
 
 def _overrides(base: SparrowConfig, overrides: dict, source: str | None, runtime_only: bool) -> SparrowConfig:
@@ -97,7 +97,7 @@ def build_initial_model(init: ModelInit, source: str | None = None) -> SparrowMo
         # the track selector is sized by these; a change rebuilds it with fresh seeded weights (or removes it)
         changed = any(
             getattr(model.config, f) != getattr(saved, f)
-            for f in ("selection_level", "track_hidden", "vlm_frames", "track_reads_question")
+            for f in ("selection_level", "track_hidden", "vlm_frames", "track_reads_question", "track_silhouette")
         )
         if changed and (model.track_selector is not None or model.config.selection_level == "track"):
             torch.manual_seed(init.seed)
