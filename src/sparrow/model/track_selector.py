@@ -5,7 +5,7 @@ For ``Q`` ``[BOX]`` embeddings ``E [Q, embed_dim]`` and ``N`` tracklets with app
 (mean proposal key) and geometry ``G [N, trajectory_dim]`` (``trajectory_features``):
 
     h = GELU(E W_q [+ R(words)] + LayerNorm(A) W_a [+ MLP(S)] + MLP(G))   [Q, N, hidden]   (no normalisation of G)
-    L = w2 . GELU(W_1 h)                                         [Q, N]
+    L = w2 . GELU(W_1 h)                                                  [Q, N]
 
 ``S [N, silhouette_dim]`` (``silhouette_dim > 0``, the last columns of the appearance input) is the tracklet's mean
 mask inside its box (``SparrowConfig.track_silhouette``): the shape, which averaged features keep poorly.
@@ -74,9 +74,10 @@ class TrackSelector(nn.Module):
         word_mask: Tensor | None = None,
     ) -> Tensor:
         """``box_embeddings [Q, embed_dim]``, ``appearance [N, appearance_dim + silhouette_dim]``, ``trajectory
-        [N, trajectory_dim]`` -> logits ``[Q, N]`` (``[Q, 0]`` for a clip without tracklets). A selector with a reader also takes the
-        question's token embeddings ``words [Q, L, question_dim]`` and ``word_mask [Q, L]``; ``box_embeddings`` may
-        then be None (the words alone: selector pretraining, ``train/selector_pretraining.py``)."""
+        [N, trajectory_dim]`` -> logits ``[Q, N]`` (``[Q, 0]`` for a clip without tracklets). A selector with a
+        reader also takes the question's token embeddings ``words [Q, L, question_dim]`` and ``word_mask [Q, L]``;
+        ``box_embeddings`` may then be None (the words alone: selector pretraining,
+        ``train/selector_pretraining.py``)."""
         dtype = self.query.weight.dtype
         if self.reader is not None and (words is None or word_mask is None):
             raise ValueError("this track selector reads the question: pass words and word_mask")
