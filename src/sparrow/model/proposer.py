@@ -98,16 +98,8 @@ class Proposals:
     def images(self, start: int, stop: int) -> Proposals:
         """Proposals of images ``start .. stop - 1`` (e.g. one clip's frames of a batch), without ``aux``."""
         sl = slice(start, stop)
-        appearance = None if self.appearance is None else self.appearance[sl]
-        silhouette = None if self.silhouette is None else self.silhouette[sl]
-        return Proposals(
-            self.boxes[sl],
-            self.logits[sl],
-            self.features[sl],
-            self.valid[sl],
-            appearance=appearance,
-            silhouette=silhouette,
-        )
+        kept = {k: getattr(self, k)[sl] for k in ("appearance", "silhouette") if getattr(self, k) is not None}
+        return Proposals(self.boxes[sl], self.logits[sl], self.features[sl], self.valid[sl], **kept)
 
     def detach(self) -> Proposals:
         """A copy with every tensor detached (the proposer is frozen while the selector trains)."""
