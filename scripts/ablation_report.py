@@ -3,8 +3,10 @@
     python scripts/ablation_report.py --out docs/results_tables.md --plots docs/images \
         "[SEG] only=runs/ablation/report_seg_only" "+[BOX]=runs/ablation/report_box" ...
 
-Each ROW is ``label=report_folder`` (a folder holding ``report.json``). Writes the markdown tables (overall, J&F
-per tag, identity-switch rate per tag) and two PNG plots, all atomically; prints the overall table.
+Each ROW is ``label=report_folder`` (a folder holding ``report.json``). Writes the markdown tables (overall with
+each row's J&F 95 % interval, J&F per tag, identity-switch rate per tag) and two PNG plots, all atomically; prints
+the overall table. Each ``--pair "A=>B"`` (two row labels) adds the paired J&F difference B - A with its 95 %
+interval, bootstrapped over videos (``sparrow.eval.intervals``): both reports must score the same expressions.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from sparrow.atomic import atomic_file, atomic_path
 from sparrow.errors import SparrowError
+from sparrow.eval.intervals import bootstrap_ratio
 
 METRICS = [
     ("J&F", "J&F"),
@@ -34,6 +37,7 @@ METRICS = [
 
 
 def load_rows(items: list[str]) -> list[tuple[str, dict]]:
+    """``(label, report)`` per ``label=report_folder``; the report is the folder's whole ``report.json``."""
     rows = []
     for item in items:
         label, sep, folder = item.partition("=")
@@ -42,19 +46,55 @@ def load_rows(items: list[str]) -> list[tuple[str, dict]]:
         path = Path(folder) / "report.json"
         if not path.exists():
             raise SparrowError("missing report", path)
-        rows.append((label, json.loads(path.read_text())["summary"]))
+        rows.append((label, json.loads(path.read_text())))
     return rows
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float, float]:
+    """J&F of report ``b`` minus report ``a`` over the expressions both score, ``(estimate, low, high)`` with a
+    95 % interval from resampling videos; the two reports must hold the same (video, expression) pairs."""
+    scores = [{(e["video"], e["exp_id"]): float(e["J&F"]) for e in r.get("expressions", [])} for r in (a, b)]
+    if not scores[0] or set(scores[0]) != set(scores[1]):
+        raise SparrowError("a pair's reports do not score the same expressions")
+    videos: dict[str, list[float]] = {}
+    for key, value in scores[0].items():
+        videos.setdefault(key[0], []).append(scores[1][key] - value)
+    diffs = list(videos.values())
+    return bootstrap_ratio([sum(d) for d in diffs], [len(d) for d in diffs])
+
+
+def pair_table(rows: list[tuple[str, dict]], pairs: list[str]) -> str:
+    """The ``--pair "A=>B"`` rows: paired J&F difference B - A with its video-bootstrap interval."""
+    reports = dict(rows)
+    lines = ["", "### Paired J&F differences (95 % interval over videos)", "", "| pair | B - A | 95 % interval |"]
+    lines.append("|---|---|---|")
+    for pair in pairs:
+        a, sep, b = pair.partition("=>")
+        if not sep or a not in reports or b not in reports:
+            raise SparrowError(f"pair {pair!r} is not 'A=>B' with two row labels")
+        est, low, high = paired_difference(reports[a], reports[b])
+        lines.append(f"| {b} vs {a} | {est:+.3f} | [{low:+.3f}, {high:+.3f}] |")
+    return "\n".join(lines) + "\n"
 
 
 def metric(summary: dict, key: str) -> float:
     return float(summary["consistency"][key] if key in summary.get("consistency", {}) else summary[key])
 
 
-def tables(rows: list[tuple[str, dict]]) -> str:
-    head = "| row | " + " | ".join(name for name, _ in METRICS) + " |"
-    lines = ["### Overall", "", head, "|---" * (len(METRICS) + 1) + "|"]
+def interval(summary: dict) -> str:
+    """The row's J&F 95 % interval over videos, as the eval report gives it ("-" when absent)."""
+    low, high = summary.get("J&F 95% low"), summary.get("J&F 95% high")
+    return "-" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+
+
+def tables(reports: list[tuple[str, dict]]) -> str:
+    rows = [(label, r["summary"]) for label, r in reports]
+    head = "| row | " + " | ".join(name for name, _ in METRICS[:1]) + " | J&F 95 % interval | "
+    head += " | ".join(name for name, _ in METRICS[1:]) + " |"
+    lines = ["### Overall", "", head, "|---" * (len(METRICS) + 2) + "|"]
     for label, s in rows:
-        lines.append(f"| {label} | " + " | ".join(f"{metric(s, key):.3f}" for _, key in METRICS) + " |")
+        cells = [f"{metric(s, key):.3f}" for _, key in METRICS]
+        lines.append(f"| {label} | {cells[0]} | {interval(s)} | " + " | ".join(cells[1:]) + " |")
     tags = sorted({t for _, s in rows for t in s.get("by_tag", {})})
     per_tag = (
         ("J&F", "J&F"),
@@ -99,13 +139,14 @@ def grouped_bars(
     plt.close(fig)
 
 
-def plots(rows: list[tuple[str, dict]], folder: Path) -> None:
+def plots(reports: list[tuple[str, dict]], folder: Path) -> None:
+    rows = [(label, r["summary"]) for label, r in reports]
     keys = [("J&F", "J&F"), ("first-frame IoU", "first_iou"), ("identity-switch rate", "id_switch")]
     overall = [(label, [metric(s, k) for _, k in keys]) for label, s in rows]
     grouped_bars(
         [name for name, _ in keys],
         overall,
-        "TSF x BOX ablation, SynthRef test (30 videos, 120 expressions)",
+        f"TSF x BOX ablation, SynthRef test ({rows[0][1].get('n_expressions', '?')} expressions)",
         folder / "ablation_overall.png",
     )
     tags = sorted({t for _, s in rows for t in s.get("by_tag", {})})
@@ -118,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rows", nargs="+", help="label=report_folder")
     parser.add_argument("--out", required=True, help="markdown file for the tables")
     parser.add_argument("--plots", required=True, help="folder for ablation_overall.png and ablation_tags.png")
+    parser.add_argument("--pair", action="append", default=[], help='"A=>B": paired J&F difference of rows B - A')
     args = parser.parse_args(argv)
     try:
         rows = load_rows(args.rows)
-        text = tables(rows)
+        text = tables(rows) + (pair_table(rows, args.pair) if args.pair else "")
         with atomic_file(args.out) as f:
             f.write(text)
         plots(rows, Path(args.plots))

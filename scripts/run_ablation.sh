@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The TSF x BOX ablation of docs/results.md, end to end (about 45 CPU minutes on 2 cores after the chain):
-#   make train-default            # segmenter + proposer (+ the bundled vlm stage) into runs/bundled/
-#   bash scripts/run_ablation.sh  # 4 vlm-stage rows, 6 evaluated rows, tables and plots
-# Every row starts from runs/bundled/proposer/final with the same data, steps, seed and optimizer.
+# The TSF x BOX ablation of docs/results.md, end to end (about 1 h 30 min on 2 CPU cores after the chain):
+#   make train-default            # the default chain into runs/default/ (configs/default/)
+#   bash scripts/run_ablation.sh  # 4 vlm-stage rows, 6 evaluated rows, tables with intervals, plots
+# Every row is the default chain's vlm stage around runs/default/selector/final's SAM2, proposer and track selector,
+# with the same data, steps, seed and optimizer (configs/ablation/). TEST=data/synthref/test scores all 100 test
+# videos (about four times as long).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPARROW=${SPARROW:-.venv/bin/sparrow}
@@ -27,4 +29,6 @@ evaluate tsf_box_boxes tsf_box boxes
 $PY scripts/ablation_report.py --out runs/ablation/tables.md --plots docs/images \
   "[SEG] only=runs/ablation/report_seg_only" "+[BOX]=runs/ablation/report_box" \
   "+TSF (training), [SEG] only=runs/ablation/report_tsf_seg_only" "+TSF (training) +[BOX]=runs/ablation/report_tsf_box" \
-  "both + self-TSF at inference=runs/ablation/report_tsf_box_self" "both + TSF from boxes at inference=runs/ablation/report_tsf_box_boxes"
+  "both + self-TSF at inference=runs/ablation/report_tsf_box_self" "both + TSF from boxes at inference=runs/ablation/report_tsf_box_boxes" \
+  --pair "[SEG] only=>+[BOX]" --pair "[SEG] only=>+TSF (training), [SEG] only" --pair "+[BOX]=>+TSF (training) +[BOX]" \
+  --pair "+TSF (training) +[BOX]=>both + self-TSF at inference" --pair "+TSF (training) +[BOX]=>both + TSF from boxes at inference"

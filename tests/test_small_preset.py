@@ -260,7 +260,7 @@ def test_small_training_config_and_segmenter_graft(small):
     config = load_train_config(
         Path(__file__).resolve().parent.parent / "configs" / "small_stage_vlm.yaml", check_paths=False
     )
-    assert config.model.init == "small" and config.model.segmenter_from.endswith("runs/bundled/proposer/final")
+    assert config.model.init == "small" and config.model.segmenter_from.endswith("runs/default/proposer/final")
     assert config.stage.lora.prompt_tokens and config.model.config["vlm_frames"] == config.data.num_vlm_frames
     donor = from_pretrained(BUNDLED_DIR)  # a trained tiny-chain model
     model = graft_segmenter(small_config(), small.vlm, donor, seed=0)
