@@ -172,7 +172,7 @@ def test_clip_tracklets_labels_the_expressions(model, monkeypatch) -> None:
     assert not bool((clip.positive & clip.ignore).any())
 
 
-def _colour_clips(model, record) -> ClipTracklets:
+def _colour_clips(model, record, per_object: bool = False) -> ClipTracklets:
     """Two tracklets, a red one (appearance +1) and a blue one (-1), in random order; each expression names one."""
     rng = np.random.default_rng(len(record.video_id) + sum(map(ord, record.video_id)))
     red_first = bool(rng.integers(0, 2))
@@ -250,7 +250,7 @@ def test_batch_loss_is_the_mean_over_expressions_of_each_clip_alone(model) -> No
     clips = [clip(3, 2), clip(5, 3)]
     questions = [[f"Can you segment the shape {i} in this video?" for i in range(len(c.texts))] for c in clips]
     words = _QuestionWords(model)
-    together = batch_loss(model, clips, questions, words)
+    together = batch_loss(model, clips, questions, words)["track_selection"]
     alone = []
     for c, qs in zip(clips, questions):
         w, m = model.vlm.question_embeddings(qs)
@@ -264,8 +264,8 @@ def test_stage_reuses_its_tracklets(model, tmp_path, monkeypatch) -> None:
     save_pretrained(model, tmp_path / "start")
     calls = []
 
-    def counted(m, record):
-        calls.append(record.video_id)
+    def counted(m, record, per_object=False):
+        calls.append((record.video_id, per_object))
         return _colour_clips(m, record)
 
     monkeypatch.setattr(selector_pretraining, "clip_tracklets", counted)
@@ -277,7 +277,12 @@ def test_stage_reuses_its_tracklets(model, tmp_path, monkeypatch) -> None:
     assert len(calls) == 6  # read back, not linked again
     config.data.sources[0].synthref.length = 4  # other clips: linked again
     pretrain_selector(config, progress=False)
-    assert len(calls) == 10
+    assert len(calls) == 10 and not any(per_object for _, per_object in calls)
+    config.model.config = {**config.model.config, "loss": {"track_membership": 0.5}}  # labels per named object
+    result = pretrain_selector(config, progress=False)
+    assert len(calls) == 14 and all(per_object for _, per_object in calls[10:])
+    record = result.records[-1]  # the weighted sum of both terms
+    assert record["loss"] == pytest.approx(record["track_selection"] + 0.5 * record["track_membership"], rel=1e-5)
 
 
 def test_stage_refuses_a_model_without_a_reader(tmp_path) -> None:

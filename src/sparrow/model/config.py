@@ -74,6 +74,8 @@ class SparrowConfig:
     # (model/question_reader.py); pretrained VLM-free by the track_selector stage (train/selector_pretraining.py)
     track_silhouette: int = 0  # s > 0: the track selector also sees each tracklet's mean SAM2 mask inside its box on
     # an s x s grid, its shape (proposal_appearance.proposal_silhouettes); 0: none
+    track_set_threshold: float = 0.0  # > 0: an answer also takes every other tracklet whose sigmoid score exceeds
+    # it (expressions that name several objects; trained by loss.track_membership); 0: the best tracklet only
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     loss: LossWeights = field(default_factory=LossWeights)  # the authors' release values + the paper's filter loss
     mode: str = "track"  # "track" (SAM2 memory), "framewise" (key-frame box on every frame, the
@@ -118,6 +120,12 @@ class SparrowConfig:
             or self.track_silhouette < 0
         ):
             raise SparrowError(f"track_silhouette must be a whole number >= 0, got {self.track_silhouette!r}")
+        if isinstance(self.track_set_threshold, bool) or not isinstance(self.track_set_threshold, (int, float)):
+            raise SparrowError(f"track_set_threshold must be a number in [0, 1), got {self.track_set_threshold!r}")
+        if not 0 <= self.track_set_threshold < 1:
+            raise SparrowError(f"track_set_threshold must be in [0, 1), got {self.track_set_threshold!r}")
+        if self.track_set_threshold and self.selection_level != "track":
+            raise SparrowError("track_set_threshold needs selection_level 'track'")
         if self.track_silhouette and self.selection_level != "track":
             raise SparrowError("track_silhouette needs selection_level 'track'")
         if self.selection_level == "track" and not self.selector_appearance:

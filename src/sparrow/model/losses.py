@@ -28,6 +28,7 @@ class LossWeights:
     box: float = 2.0
     selection_rank: float = 0.0  # listwise selection loss (our addition, model/selector.py::ranking_loss); 0 = off
     track_selection: float = 1.0  # [BOX] vs the clip's tracklets (selection_level "track", model/track_selector.py)
+    track_membership: float = 0.0  # per-tracklet BCE, labels per named object (track_selector stage; 0 = off)
     prompt_identity: float = 1.0  # [BOX]/[SEG] vs identity prompts (SynthRef, stage.identity_prompts in the vlm stage)
     proposer: float = 1.0  # only present when the proposer is trained (stage 0 / tiny joint training)
 

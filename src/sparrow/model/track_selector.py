@@ -21,17 +21,21 @@ the per-frame bilinear selector (docs/results.md, "Track-level selection").
 
 Training: :func:`track_selection_loss`, ``-log sum_{positives} softmax(L)`` over a clip's tracklets, the positives
 being the tracklets that cover the target on the most frames and the target's other fragments left out of the
-softmax (``tracklets.tracklet_labels``).
+softmax (``tracklets.tracklet_labels``). :func:`track_membership_loss` (``loss.track_membership``) adds a binary
+cross-entropy per tracklet, so that ``sigmoid(L)`` says whether a tracklet belongs to the answer on its own: an
+expression may name several objects (``tracklets.object_tracklet_labels``), and inference keeps every tracklet above
+``SparrowConfig.track_set_threshold`` beside the best one (docs/architecture.md §6 item 22).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparrow.model.question_reader import QuestionReader
 
-__all__ = ["TrackSelector", "track_selection_loss"]
+__all__ = ["TrackSelector", "select_members", "track_membership_loss", "track_selection_loss"]
 
 
 class TrackSelector(nn.Module):
@@ -110,3 +114,26 @@ def track_selection_loss(logits: Tensor, positive: Tensor, ignore: Tensor | None
         lg = lg.masked_fill(ignore[has] & ~positive[has], float("-inf"))
     pos = lg.masked_fill(~positive[has], float("-inf"))
     return (torch.logsumexp(lg, -1) - torch.logsumexp(pos, -1)).mean()
+
+
+def track_membership_loss(logits: Tensor, positive: Tensor, ignore: Tensor | None = None) -> Tensor:
+    """Binary cross-entropy of ``sigmoid(logits)`` against ``positive`` (``[Q, N]``), over the tracklets not in
+    ``ignore`` (the positives always count), averaged per row and then over the rows that have a positive; 0 with a
+    gradient path when no row has one."""
+    has = positive.any(-1)
+    if not bool(has.any()):
+        return logits.sum() * 0.0
+    lg, pos = logits[has].float(), positive[has]
+    keep = torch.ones_like(pos) if ignore is None else pos | ~ignore[has]
+    bce = F.binary_cross_entropy_with_logits(lg, pos.float(), reduction="none") * keep
+    return (bce.sum(-1) / keep.sum(-1).clamp(min=1)).mean()
+
+
+def select_members(logits: Tensor, threshold: float) -> list[int]:
+    """The tracklets an answer takes from its logits ``[N]`` (N >= 1): the best one, then, when ``threshold`` > 0,
+    every other whose ``sigmoid`` exceeds it, by decreasing score."""
+    order = torch.argsort(logits.float(), descending=True).tolist()
+    if threshold <= 0:
+        return order[:1]
+    probs = torch.sigmoid(logits.float())
+    return order[:1] + [i for i in order[1:] if float(probs[i]) > threshold]

@@ -25,7 +25,8 @@ between two present neighbours, the nearer neighbour's box next to a gap).
 :func:`trajectory_features` describes a tracklet's geometry (its boxes frame by frame, span, objectness, path and
 net displacement); :func:`tracklet_appearance` averages the proposals' appearance keys over the frames where the
 tracklet is present; :func:`tracklet_hits` and :func:`best_tracklets` label tracklets against a target's boxes
-for training and evaluation.
+for training and evaluation, and :func:`object_tracklet_labels` against each of several targets (an expression
+that names a set of objects, docs/architecture.md §6 item 22).
 
 Boxes are normalised ``xyxy`` in ``[0, 1]``. Linking runs on the CPU without gradients (it is a discrete choice);
 the features it indexes keep their gradients.
@@ -46,6 +47,7 @@ __all__ = [
     "Tracklets",
     "best_tracklets",
     "link_proposals",
+    "object_tracklet_labels",
     "suppress_duplicates",
     "tracklet_appearance",
     "tracklet_hits",
@@ -260,6 +262,21 @@ def tracklet_labels(hits: Tensor) -> tuple[Tensor, Tensor]:
     some frame without being a positive (fragments of the target, or tracklets that switched to or from it)."""
     positive = best_tracklets(hits)
     return positive, hits.any(1) & ~positive
+
+
+def object_tracklet_labels(tracklets: Tracklets, object_boxes: Tensor, iou: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Training labels when an expression names several objects: ``object_boxes [O, T, 4]`` (one row per named
+    object, NaN where it is absent) -> positives and left-out tracklets ``[N]`` bool. The positives are each
+    object's best tracklets (:func:`best_tracklets`), together; the left-out ones touch some object without being a
+    positive. With one object this is :func:`tracklet_labels` of its boxes."""
+    n = len(tracklets)
+    positive = torch.zeros(n, dtype=torch.bool, device=tracklets.boxes.device)
+    touched = torch.zeros_like(positive)
+    for boxes in object_boxes:
+        hits = tracklet_hits(tracklets, boxes, iou)
+        positive |= best_tracklets(hits)
+        touched |= hits.any(1)
+    return positive, touched & ~positive
 
 
 @dataclass

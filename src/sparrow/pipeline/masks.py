@@ -6,7 +6,8 @@
 - ``perframe``: every frame decoded with ``[SEG]`` and the box the ``[BOX]`` embedding selects among that frame's
   proposals (what training supervises); for a model that selects tracklets, the box of the chosen tracklet on that
   frame (``TrackGuide.box_at``), snapped to the frame's best-overlapping tightened proposal, and no mask where the
-  tracklet is absent.
+  tracklet is absent; when the answer took several tracklets (``SparrowConfig.track_set_threshold``), the union of
+  their masks.
 
 Each frame's mask is turned into (RLE, box) as soon as it is computed, so memory does not grow with the video.
 :func:`track_frames` and :func:`decoded_frames` yield the frames as they are computed (in propagation order for
@@ -16,7 +17,7 @@ Each frame's mask is turned into (RLE, box) as soon as it is computed, so memory
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from sparrow.data.rle import RLE, encode_mask, mask_to_box
 from sparrow.data.video_io import Video
 from sparrow.model.pixel_decoder import ImageFeatures, PixelDecoder
 from sparrow.model.propagator import MaskPropagator, PropagationCheckpoint
+from sparrow.model.proposer import Proposals
 from sparrow.model.selector import select_boxes
 from sparrow.model.sparrow_model import PromptEmbeddings, SparrowModel
 from sparrow.model.tracklets import TrackGuide
@@ -114,12 +116,14 @@ def decoded_frames(
     chunk: int = FRAMEWISE_CHUNK,
     start: int = 0,
     guide: TrackGuide | None = None,
+    others: Sequence[TrackGuide] = (),
 ) -> Iterator[tuple[int, FrameOutput]]:
     """Decode every frame from ``start`` on (a multiple of ``chunk``, so a resumed run batches frames as the
     uninterrupted one did) independently with ``[SEG]`` ``[C]`` and a box: the key-frame box ``[4]`` (framewise),
     or, given the ``[BOX]`` embedding ``[C]``, the box it selects among that frame's proposals (perframe), or, given
     the chosen tracklet ``guide``, its box on the frame (:func:`guided_boxes`; frames where it is absent get no
-    mask). Yields ``(t, (rle, box))`` in frame order."""
+    mask), with ``others`` (more tracklets of the same answer) the union of each one's mask. Yields
+    ``(t, (rle, box))`` in frame order."""
     if start % chunk:
         raise ValueError(f"start {start} is not a multiple of the chunk {chunk}")
     size = (video.info.height, video.info.width)
@@ -129,13 +133,15 @@ def decoded_frames(
     for frames in _chunks(video, chunk, progress, "perframe" if per_frame else "framewise", start):
         feats = encode_frames(model, frames)
         n = len(frames)
+        if guide is not None:
+            masks, keep = _guided_masks(model, feats, seg, [guide, *others], list(range(t, t + n)), size)
+            for i in range(n):
+                yield t, frame_output(masks[i]) if bool(keep[i]) else (None, None)
+                t += 1
+            continue
         boxes = None if box is None else box[None].expand(n, -1)
         keep = torch.ones(n, dtype=torch.bool)
-        if guide is not None:
-            guided = guided_boxes(model, feats, guide, list(range(t, t + n)))
-            keep = torch.tensor([b is not None for b in guided])
-            boxes = torch.stack([b if b is not None else seg.new_zeros(4) for b in guided])
-        elif box_embedding is not None:
+        if box_embedding is not None:
             top = model.candidates(feats)
             picked = [select_boxes(model.select(box_embedding[None], top, i), threshold, 1)[1][0][0] for i in range(n)]
             boxes = torch.stack(picked)
@@ -145,17 +151,52 @@ def decoded_frames(
             t += 1
 
 
+def _guided_masks(
+    model: SparrowModel,
+    features: ImageFeatures,
+    seg: torch.Tensor,
+    guides: list[TrackGuide],
+    frame_ids: list[int],
+    size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The union over ``guides`` of each tracklet's mask on ``frame_ids`` (the rows of ``features``), decoded from
+    ``[SEG]`` ``[C]`` and its :func:`guided_boxes`: bool masks ``[n, H, W]`` and ``[n]`` whether any tracklet is
+    present on the frame."""
+    n = len(frame_ids)
+    masks = np.zeros((n, *size), dtype=bool)
+    keep = np.zeros(n, dtype=bool)
+    top: Proposals | None = None  # the chunk's tightened proposals, computed once for all the tracklets
+    for guide in guides:
+        if top is None and any(guide.box_at(t) is not None for t in frame_ids):
+            top = model.mask_boxes(features, model.candidates(features))
+        guided = guided_boxes(model, features, guide, frame_ids, top)
+        present = np.array([b is not None for b in guided])
+        if not present.any():
+            continue
+        boxes = torch.stack([b if b is not None else seg.new_zeros(4) for b in guided])
+        out = model.pixel_decoder.decode(features, seg[None].expand(n, -1), boxes)
+        decoded = (PixelDecoder.upsample(out.mask_logits, size) > 0).cpu().numpy()
+        masks |= decoded & present[:, None, None]
+        keep |= present
+    return masks, keep
+
+
 def guided_boxes(
-    model: SparrowModel, features: ImageFeatures, guide: TrackGuide, frame_ids: list[int]
+    model: SparrowModel,
+    features: ImageFeatures,
+    guide: TrackGuide,
+    frame_ids: list[int],
+    top: Proposals | None = None,
 ) -> list[torch.Tensor | None]:
     """The chosen tracklet's box ``[4]`` on each of ``frame_ids`` (the rows of ``features``), None where it is absent:
-    ``guide.box_at(t)``, replaced by the frame's tightened proposal (``SparrowModel.mask_boxes``) that overlaps it
-    by at least ``SNAP_IOU`` when there is one (between the VLM's frames the tracklet's box is interpolated; the
-    proposal follows the object itself)."""
+    ``guide.box_at(t)``, replaced by the frame's tightened proposal (``SparrowModel.mask_boxes``, or ``top`` when
+    the caller computed them) that overlaps it by at least ``SNAP_IOU`` when there is one (between the VLM's frames
+    the tracklet's box is interpolated; the proposal follows the object itself)."""
     guides = [guide.box_at(t) for t in frame_ids]
     if all(box is None for box in guides):  # the tracklet is absent from the whole chunk: nothing to snap
         return guides
-    top = model.mask_boxes(features, model.candidates(features))
+    if top is None:
+        top = model.mask_boxes(features, model.candidates(features))
     out: list[torch.Tensor | None] = []
     for i, box in enumerate(guides):
         if box is not None:

@@ -5,12 +5,13 @@ with its KV cache, the ``[BOX]``/``[SEG]`` states are projected by the model's h
 ``[BOX]`` embedding scores the proposals of every candidate frame; the frame whose best proposal scores highest is
 the key frame (``key_frame="auto"``), and SAM2 decodes its mask from that box plus ``[SEG]``. A model that selects
 tracklets (``selection_level "track"``) links the proposals of the VLM's frames and the ``[BOX]`` embedding picks
-one tracklet; its most confident box is the key box and the tracklet (:class:`TrackGuide`) goes with the choice.
+one tracklet (with ``track_set_threshold`` > 0, also every other tracklet above it: an expression may name several
+objects); its most confident box is the key box and the tracklet (:class:`TrackGuide`) goes with the choice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from sparrow.model.pixel_decoder import ImageFeatures
 from sparrow.model.prompt_tokens import pair_prompt_tokens, teacher_forced_pairs
 from sparrow.model.selector import select_boxes
 from sparrow.model.sparrow_model import PromptEmbeddings, SparrowModel
+from sparrow.model.track_selector import select_members
 from sparrow.model.tracklets import TrackGuide
 from sparrow.model.vlm_qwen2_5 import VLMSample
 
@@ -43,6 +45,7 @@ class KeyChoice:
     score: float | None
     mask_logits: torch.Tensor  # [S/4, S/4]
     track: TrackGuide | None = None  # the chosen tracklet (models that select tracklets)
+    others: list[TrackGuide] = field(default_factory=list)  # more tracklets of the answer (track_set_threshold)
 
 
 @dataclass
@@ -68,13 +71,8 @@ class Plan:
                     "box": None if c.box is None else c.box.cpu(),
                     "score": c.score,
                     "mask_logits": c.mask_logits.cpu(),
-                    "track": None
-                    if c.track is None
-                    else {
-                        "frame_ids": list(c.track.frame_ids),
-                        "boxes": c.track.boxes.cpu(),
-                        "present": c.track.present.cpu(),
-                    },
+                    "track": None if c.track is None else _guide_dict(c.track),
+                    "others": [_guide_dict(g) for g in c.others],
                 }
                 for c in self.choices
             ],
@@ -89,17 +87,20 @@ class Plan:
                 None if c["box"] is None else c["box"].to(device),
                 c["score"],
                 c["mask_logits"].to(device),
-                None
-                if c.get("track") is None
-                else TrackGuide(
-                    [int(f) for f in c["track"]["frame_ids"]],
-                    c["track"]["boxes"].to(device),
-                    c["track"]["present"].to(device),
-                ),
+                None if c.get("track") is None else _guide(c["track"], device),
+                [_guide(g, device) for g in c.get("others", [])],
             )
             for c in data["choices"]
         ]
         return cls(Answer(data["text"], prompts, bool(data["forced"]), int(data["orphan_boxes"])), choices)
+
+
+def _guide_dict(guide: TrackGuide) -> dict[str, Any]:
+    return {"frame_ids": list(guide.frame_ids), "boxes": guide.boxes.cpu(), "present": guide.present.cpu()}
+
+
+def _guide(data: dict[str, Any], device: torch.device | str) -> TrackGuide:
+    return TrackGuide([int(f) for f in data["frame_ids"]], data["boxes"].to(device), data["present"].to(device))
 
 
 def encode_frames(model: SparrowModel, frames: np.ndarray) -> ImageFeatures:
@@ -171,22 +172,24 @@ def choose_tracklet(
 ) -> KeyChoice | None:
     """For ``target``: the tracklet its ``[BOX]`` embedding scores highest among those linked on ``frame_ids`` (the
     VLM's frames, the rows of ``features``); the key frame is the one where the tracklet's proposal is most confident
-    (objectness), decoded from its box and ``[SEG]``; the score is the tracklet's softmax probability. None when no
-    tracklet was linked (no valid proposal on any frame)."""
+    (objectness), decoded from its box and ``[SEG]``; the score is the tracklet's softmax probability. With
+    ``track_set_threshold`` > 0 the other tracklets above it go with the choice too (``others``,
+    ``track_selector.select_members``). None when no tracklet was linked (no valid proposal on any frame)."""
     seg = prompts.seg[target : target + 1]
     words = None if prompts.words is None else prompts.words[target : target + 1]
     word_mask = None if prompts.word_mask is None else prompts.word_mask[target : target + 1]
     tracks, logits = model.clip_tracklets(prompts.box[target : target + 1], features, words, word_mask)
     if len(tracks) == 0:
         return None
-    best = int(logits[0].argmax())
+    members = select_members(logits[0], model.config.track_set_threshold)
+    best = members[0]
     present = tracks.present[best]
     i = int(torch.where(present, tracks.logits[best], float("-inf")).argmax())
     box = tracks.boxes[best, i]
     mask_logits = model.decode(features, torch.tensor([i], device=seg.device), seg, box[None]).mask_logits[0]
     score = float(torch.softmax(logits[0].float(), -1)[best])
-    guide = TrackGuide(list(frame_ids), tracks.boxes[best], present)
-    return KeyChoice(frame_ids[i], box, score, mask_logits, guide)
+    guides = [TrackGuide(list(frame_ids), tracks.boxes[m], tracks.present[m]) for m in members]
+    return KeyChoice(frame_ids[i], box, score, mask_logits, guides[0], guides[1:])
 
 
 def frame_features(features: ImageFeatures, i: int) -> ImageFeatures:

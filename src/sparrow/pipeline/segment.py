@@ -308,7 +308,9 @@ class SegmentationPipeline:
         if mode == "track":
             return track_frames(model, video, choice, prompts, target, progress, **track_options)
         if mode == "perframe" and choice.track is not None:
-            return decoded_frames(model, video, prompts.seg[target], None, progress, start=start, guide=choice.track)
+            return decoded_frames(
+                model, video, prompts.seg[target], None, progress, start=start, guide=choice.track, others=choice.others
+            )
         if mode == "perframe" and bool(prompts.has_box[target]):
             return decoded_frames(
                 model, video, prompts.seg[target], choice.box, progress, box_embedding=prompts.box[target], start=start

@@ -37,6 +37,7 @@ RUNTIME_FIELDS = {
     "max_new_tokens",
     "question_template",
     "vlm_frames",
+    "track_set_threshold",
 }
 # Architecture fields a run may change on a saved model: the part they name is rebuilt with fresh (seeded) weights.
 REBUILT_FIELDS = {"vlm_vision", "selection_level", "track_hidden", "track_reads_question", "track_silhouette"}

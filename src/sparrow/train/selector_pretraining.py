@@ -11,12 +11,16 @@ vlm stage shows it about 2,000 samples an hour (docs/results.md, "Track-level se
    fresh SynthRef stream: ``FreshSynthRef.record``), with all their expressions.
 2. **Tracklets** on ``model.config.vlm_frames`` evenly spaced frames, linked exactly as inference links them
    (``SparrowModel.mask_boxes`` then ``SparrowModel.link_tracklets``); per expression the labels of
-   ``tracklets.tracklet_labels`` from the target's boxes. Expressions whose target no tracklet covers are kept out.
+   ``tracklets.tracklet_labels`` from the target's boxes (the box around all its objects), or with
+   ``loss.track_membership`` > 0 those of ``tracklets.object_tracklet_labels`` from each object's own boxes, so an
+   expression that names several objects has one positive per object. Expressions whose target no tracklet covers
+   are kept out.
 3. **Training**: ``steps`` AdamW steps (``optimizer``, its warm-up and schedule); a step takes ``batch_size`` clips
    (a seeded permutation per pass) with all their expressions, each asked in a question template drawn per
    ``(seed, step, clip, expression)`` from the dataset's templates, and minimises ``track_selection_loss`` with the
    words alone (no ``[BOX]``), each expression's softmax over its own clip's tracklets (:func:`batch_loss`, one
-   pass per step). The selector's ``[BOX]`` projection is zeroed first and stays so, so a following vlm stage starts
+   pass per step), plus ``loss.track_membership`` times ``track_membership_loss`` when that weight is > 0. The
+   selector's ``[BOX]`` projection is zeroed first and stays so, so a following vlm stage starts
    from what the words say and learns what ``[BOX]`` adds.
 4. **Output**: ``OUT/final`` (the whole model, ``save_pretrained``), ``OUT/losses.jsonl`` (per logged step),
    ``OUT/train_config.json`` and ``OUT/tracklets.pt``, the tracklets of step 2, which a later run into the same
@@ -47,8 +51,8 @@ from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
 from sparrow.model.loading import save_pretrained
 from sparrow.model.sparrow_model import SparrowModel
-from sparrow.model.track_selector import track_selection_loss
-from sparrow.model.tracklets import tracklet_hits, tracklet_labels
+from sparrow.model.track_selector import track_membership_loss, track_selection_loss
+from sparrow.model.tracklets import object_tracklet_labels, tracklet_hits, tracklet_labels
 from sparrow.train.config import TrainConfig
 from sparrow.train.loop import TrainResult, lr_factor
 from sparrow.train.model_init import build_initial_model, check_initial_config
@@ -79,9 +83,11 @@ class ClipTracklets:
 
 
 @torch.no_grad()
-def clip_tracklets(model: SparrowModel, record: VideoRecord) -> ClipTracklets:
+def clip_tracklets(model: SparrowModel, record: VideoRecord, per_object: bool = False) -> ClipTracklets:
     """The tracklets of ``record`` on the model's ``vlm_frames`` evenly spaced frames and the labels of each of its
-    expressions (module docstring, step 2)."""
+    expressions (module docstring, step 2): against the box around all of an expression's objects, or with
+    ``per_object`` against each object's own boxes (``tracklets.object_tracklet_labels``: an expression that names
+    several objects has the best tracklet of each as positives)."""
     frame_ids = sample_indices(record.num_frames, model.config.vlm_frames)
     features = model.pixel_decoder.encode(model.preprocessor(record.load_frames(frame_ids)).to(model.device))
     tracks, appearance, trajectory = model.link_tracklets(model.mask_boxes(features, model.candidates(features)))
@@ -89,9 +95,13 @@ def clip_tracklets(model: SparrowModel, record: VideoRecord) -> ClipTracklets:
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
     positive, ignore, texts = [], [], []
     for expression in record.expressions:
-        boxes = record.target_boxes(expression, frame_ids)
-        target = torch.tensor([[np.nan] * 4 if b is None else b for b in boxes], dtype=torch.float32) / scale
-        pos, ign = tracklet_labels(tracklet_hits(tracks, target.to(tracks.boxes.device)))
+        if per_object:
+            rows = [[record.objects[o].boxes[t] for t in frame_ids] for o in expression.obj_ids]
+            target = _boxes_tensor(rows) / scale
+            pos, ign = object_tracklet_labels(tracks, target.to(tracks.boxes.device))
+        else:
+            target = _boxes_tensor([record.target_boxes(expression, frame_ids)])[0] / scale
+            pos, ign = tracklet_labels(tracklet_hits(tracks, target.to(tracks.boxes.device)))
         if len(tracks) and bool(pos.any()):
             positive.append(pos.cpu())
             ignore.append(ign.cpu())
@@ -104,6 +114,11 @@ def clip_tracklets(model: SparrowModel, record: VideoRecord) -> ClipTracklets:
         ignore=torch.stack(ignore) if ignore else torch.zeros((0, n), dtype=torch.bool),
         texts=texts,
     )
+
+
+def _boxes_tensor(rows: Sequence[Sequence[Sequence[float] | None]]) -> Tensor:
+    """Pixel boxes per row and frame (None where absent) -> ``[R, T, 4]`` float, NaN where absent."""
+    return torch.tensor([[[np.nan] * 4 if b is None else list(b) for b in row] for row in rows], dtype=torch.float32)
 
 
 def selector_records(config: TrainConfig) -> list[Callable[[], VideoRecord]]:
@@ -176,10 +191,11 @@ class _QuestionWords:
 
 def batch_loss(
     model: SparrowModel, clips: Sequence[ClipTracklets], questions: Sequence[list[str]], words: _QuestionWords
-) -> Tensor:
+) -> dict[str, Tensor]:
     """``track_selection_loss`` of every expression of ``clips`` (asked as ``questions``, one list per clip) in one
     pass: the clips' tracklets are concatenated, and each expression's softmax is restricted to its own clip's
-    tracklets (the others are ignored); averaged over expressions."""
+    tracklets (the others are ignored); averaged over expressions. With ``loss.track_membership`` > 0 also
+    ``track_membership_loss`` on the same logits; ``loss`` is the weighted sum."""
     word_batch, mask = words([q for qs in questions for q in qs])
     appearance = torch.cat([c.appearance for c in clips])
     trajectory = torch.cat([c.trajectory for c in clips])
@@ -193,7 +209,15 @@ def batch_loss(
         ignore[r : r + e, k : k + n] = c.ignore
         r, k = r + e, k + n
     logits = model.track_selector(None, appearance, trajectory, word_batch, mask)
-    return track_selection_loss(logits, positive, ignore)
+    losses = {"track_selection": track_selection_loss(logits, positive, ignore)}
+    weights = model.config.loss
+    if weights.track_membership > 0:
+        # the other clips' tracklets are in the ignore mask too: each expression's BCE covers its own clip only
+        losses["track_membership"] = track_membership_loss(logits, positive, ignore)
+    losses["loss"] = weights.track_selection * losses["track_selection"] + weights.track_membership * losses.get(
+        "track_membership", losses["track_selection"] * 0.0
+    )
+    return losses
 
 
 def cached_tracklets(model: SparrowModel, config: TrainConfig, progress: bool) -> list[ClipTracklets]:
@@ -201,14 +225,15 @@ def cached_tracklets(model: SparrowModel, config: TrainConfig, progress: bool) -
     run with the same model init, sources and frame count wrote it, else computed and written there (atomically;
     read back with ``weights_only``: tensors, numbers and strings only)."""
     path = Path(config.output_dir) / "tracklets.pt"
-    key = json.dumps(
-        {
-            "model": asdict(config.model),
-            "sources": [asdict(s) for s in config.data.sources],
-            "frames": model.config.vlm_frames,
-        },
-        sort_keys=True,
-    )
+    per_object = model.config.loss.track_membership > 0
+    fields = {
+        "model": asdict(config.model),
+        "sources": [asdict(s) for s in config.data.sources],
+        "frames": model.config.vlm_frames,
+    }
+    if per_object:  # labels per named object (the key of earlier caches, without it, stays valid for theirs)
+        fields["labels"] = "per_object"
+    key = json.dumps(fields, sort_keys=True)
     if path.is_file():
         data = torch.load(path, weights_only=True)
         if data.get("key") == key:
@@ -217,7 +242,7 @@ def cached_tracklets(model: SparrowModel, config: TrainConfig, progress: bool) -
     started = time.perf_counter()
     clips = []
     for i, load in enumerate(loaders):
-        clips.append(clip_tracklets(model, load()))
+        clips.append(clip_tracklets(model, load(), per_object))
         if progress and (i + 1) % 100 == 0:
             print(f"track_selector: tracklets of {i + 1}/{len(loaders)} clips, {time.perf_counter() - started:.0f} s")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,15 +288,15 @@ def pretrain_selector(config: TrainConfig, progress: bool = True) -> TrainResult
                 order = torch.randperm(len(clips), generator=torch.Generator().manual_seed(config.seed + step)).tolist()
             picked.append(order.pop())
         questions = [_questions(clips[i].texts, config.seed, step, i) for i in picked]
-        loss = batch_loss(model, [clips[i] for i in picked], questions, words)
+        losses = batch_loss(model, [clips[i] for i in picked], questions, words)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses["loss"].backward()
         if opt.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
         optimizer.step()
         scheduler.step()
-        value = float(loss.detach())
-        record = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "track_selection": value, "loss": value}
+        record = {"step": step + 1, "lr": scheduler.get_last_lr()[0], **{k: float(v) for k, v in losses.items()}}
+        value = record["loss"]
         records.append(record)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             with open(log, "a") as f:
