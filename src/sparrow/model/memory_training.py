@@ -31,7 +31,7 @@ the batch in a way that is only right for one clip (with two clips it returns ``
 Training a memory path that was never trained (the tiny chain's) also needs :func:`set_single_mask_tracking` (the
 decoder's multimask outputs are untrained), :func:`reinit_memory_path` (HF's ``N(0, 0.02)`` init keeps memory
 attention uniform) and :func:`calibrate_memory_output` (the memory output's scale differs from the image features the
-decoder was trained on); docs/design-notes.md item 11 has the measurements.
+decoder was trained on); docs/architecture.md §6 item 15 has the measurements.
 """
 
 from __future__ import annotations
