@@ -50,6 +50,7 @@ from sparrow.data.video_io import sample_indices
 from sparrow.errors import SparrowError
 from sparrow.model.config import SparrowConfig
 from sparrow.model.loading import save_pretrained
+from sparrow.model.losses import weighted_total
 from sparrow.model.sparrow_model import SparrowModel
 from sparrow.model.track_selector import track_membership_loss, track_selection_loss
 from sparrow.model.tracklets import object_tracklet_labels, tracklet_hits, tracklet_labels
@@ -214,9 +215,7 @@ def batch_loss(
     if weights.track_membership > 0:
         # the other clips' tracklets are in the ignore mask too: each expression's BCE covers its own clip only
         losses["track_membership"] = track_membership_loss(logits, positive, ignore)
-    losses["loss"] = weights.track_selection * losses["track_selection"] + weights.track_membership * losses.get(
-        "track_membership", losses["track_selection"] * 0.0
-    )
+    losses["loss"] = weighted_total(losses, weights)
     return losses
 
 
