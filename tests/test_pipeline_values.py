@@ -1,7 +1,8 @@
 """Mask values of the three modes, the ``[SEG]``-missing fallback and TSF at inference, with the bundled model.
 
-Fixture: the bundled default model (trained for ``perframe``; its SAM2 memory path is untrained) on SynthRef test
-clip 1 (128 px, 24 frames; the target moves, the key frame is 16). Bounds are loose but real: measured values are
+Fixture: the bundled default model (trained for ``perframe``; it selects one tracklet for the clip and its SAM2
+memory path is untrained) on SynthRef test clip 2, "the cross moving to the left" (128 px, 24 frames; the target
+moves and is visible throughout, the key frame is 3). Bounds are loose but real: measured values are
 in the comments, and the empty prediction scores far below them. Where the right mask is known exactly (the key
 frame, re-prompting every frame, a teacher-forced answer equal to the generated one) the test asks for it.
 """
@@ -43,8 +44,8 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def clip():
-    record, frames = make_video("test", 1, 0, SynthConfig(size=128, num_frames=24))
-    expression = record.expressions[0]
+    record, frames = make_video("test", 2, 0, SynthConfig(size=128, num_frames=24))
+    expression = record.expressions[3]
     return frames, expression.text, record.target_masks(expression), record.target_boxes(expression)
 
 
@@ -56,16 +57,16 @@ def results(pipe, clip):
 
 def test_the_fixture_is_what_the_bounds_assume(results, clip):
     _, _, truth, _ = clip
-    assert truth.any(axis=(1, 2)).sum() == 19  # absent on frames 7-11
+    assert clip[1] == "the cross moving to the left" and truth.any(axis=(1, 2)).all()
     assert present_iou(np.zeros_like(truth), truth) == 0.0
     for mode, r in results.items():
-        assert r.answer == "Sure, [BOX] [SEG]." and not r.forced_prompt and r.mode == mode
-        assert r.targets[0].key_frame == 16
+        assert r.answer == "Sure, it is [BOX] [SEG]." and not r.forced_prompt and r.mode == mode
+        assert r.targets[0].key_frame == 3
 
 
 def test_perframe_follows_the_target(results, clip):
     _, _, truth, _ = clip
-    assert present_iou(results["perframe"].masks, truth) > 0.25  # 0.330 measured
+    assert present_iou(results["perframe"].masks, truth) > 0.7  # 0.781 measured
 
 
 def test_framewise_decodes_every_frame_with_the_key_frame_box(results, clip):
@@ -74,19 +75,19 @@ def test_framewise_decodes_every_frame_with_the_key_frame_box(results, clip):
     k = fw.targets[0].key_frame
     assert box_iou(fw.targets[0].key_box, boxes[k]) > 0.7  # the [BOX] selection found the target there
     assert np.array_equal(fw.masks[k], per.masks[k])  # on the key frame both decode the same box and [SEG]
-    assert iou(fw.masks[k], truth[k]) > 0.9  # 0.963
-    assert present_iou(fw.masks, truth) > 0.5  # 0.677: the key-frame box fits the frames around it
+    assert iou(fw.masks[k], truth[k]) > 0.7  # 0.787
+    assert present_iou(fw.masks, truth) > 0.4  # 0.479: the key-frame box fits the frames around it, not all
 
 
 def test_track_starts_from_the_key_frame_mask(results, clip):
     k = results["track"].targets[0].key_frame
     # SAM2 takes the decoded key-frame mask as its prompt there (resampled to its 1/4 grid and back)
-    assert iou(results["track"].masks[k], results["perframe"].masks[k]) > 0.9  # 0.974
+    assert iou(results["track"].masks[k], results["perframe"].masks[k]) > 0.85  # 0.914
 
 
 def test_track_reprompted_on_every_frame_equals_perframe(pipe, results, clip):
-    """With ``reprompt_every=1`` every frame is a conditioning frame whose mask SAM2 takes as given: the right
-    track is the perframe result itself."""
+    """With ``reprompt_every=1`` every frame is a conditioning frame whose mask SAM2 takes as given (the chosen
+    tracklet's, as perframe decodes it): the right track is the perframe result itself."""
     frames, text, truth, _ = clip
     pipe.model.config.reprompt_every = 1
     try:
@@ -95,16 +96,17 @@ def test_track_reprompted_on_every_frame_equals_perframe(pipe, results, clip):
         pipe.model.config.reprompt_every = 0
     per = results["perframe"].masks
     per_frame = [iou(tracked.masks[t], per[t]) for t in range(len(per))]
-    assert min(per_frame) > 0.8, per_frame  # 0.87 .. 0.97 measured (the 1/4-grid resampling)
-    assert mean_iou(tracked.masks, truth) == pytest.approx(mean_iou(per, truth), abs=0.05)
+    assert min(per_frame) > 0.75, per_frame  # 0.82 .. 0.94 measured (the 1/4-grid resampling)
+    assert mean_iou(tracked.masks, truth) == pytest.approx(mean_iou(per, truth), abs=0.08)  # 0.731 and 0.781
+    assert mean_iou(results["track"].masks, truth) < 0.2  # 0.031: without re-prompts the untrained memory drifts
 
 
 def test_missing_seg_falls_back_to_teacher_forcing(pipe, results, clip):
     frames, text, _, _ = clip
     normal = results["framewise"]
-    cut = pipe.segment(frames, text, mode="framewise", max_new_tokens=3)  # generation stops at "Sure,"
+    cut = pipe.segment(frames, text, mode="framewise", max_new_tokens=4)  # generation stops at "Sure, it is"
     assert cut.forced_prompt and cut.to_json()["forced_prompt"] is True
-    assert cut.answer == "Sure, [BOX] [SEG]."  # the generated text, then the appended prompt
+    assert cut.answer == "Sure, it is [BOX] [SEG]."  # the generated text, then the appended prompt
     # the same text read by teacher forcing gives the generation's states: the same box and the same masks
     assert cut.targets[0].selection_score == pytest.approx(normal.targets[0].selection_score, abs=1e-5)
     assert cut.targets[0].key_box == normal.targets[0].key_box and np.array_equal(cut.masks, normal.masks)
@@ -139,8 +141,13 @@ def test_tsf_crops_change_the_vlm_input_and_output(pipe, clip):
         frames, text, mode="framewise", tsf_boxes={t: b for t, b in enumerate(boxes) if b is not None}
     )
     assert result.extra["tsf"] == {"source": "boxes", "entries": entries}
-    plain_score = pipe.segment(frames, text, mode="framewise").targets[0].selection_score
-    assert result.targets[0].selection_score != pytest.approx(plain_score, abs=1e-6)
+    plain = pipe.segment(frames, text, mode="framewise")
+    # the shipped track selector reads the question's words, not the [BOX] state (its [BOX] weights are zero,
+    # train/selector_pretraining.py): the same tracklet with the same score, and the [SEG] change above flips no
+    # pixel of the decoded masks (measured): TSF at inference has no effect on this model's masks
+    assert result.targets[0].selection_score == pytest.approx(plain.targets[0].selection_score, abs=1e-6)
+    assert pipe.model.track_selector.query.weight.abs().max() == 0
+    assert np.array_equal(result.masks, plain.masks)
 
 
 def test_self_tsf_takes_its_crops_from_the_first_pass(pipe, results, clip):

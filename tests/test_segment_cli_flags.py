@@ -44,7 +44,7 @@ def _rles(result: dict) -> list:
 
 def test_mode_track_writes_what_the_api_computes(clip, pipe, tmp_path, capsys):
     got = _segment(clip, tmp_path / "out", "--mode", "track")
-    assert got["mode"] == "track" and "answer: Sure, [BOX] [SEG]." in capsys.readouterr().out
+    assert got["mode"] == "track" and "answer: Sure, it is [BOX] [SEG]." in capsys.readouterr().out
     api = pipe.segment(clip[0], clip[1], mode="track").to_json()
     assert _rles(got) == _rles(api) and got["targets"][0]["key_frame"] == api["targets"][0]["key_frame"]
     pngs = sorted((tmp_path / "out" / "masks").iterdir())
@@ -59,7 +59,7 @@ def test_key_frame_prompts_on_the_given_frame(clip, pipe, tmp_path):
     assert got["targets"][0]["key_frame"] == 3 and got["targets"][0]["key_box"] == api["targets"][0]["key_box"]
     assert _rles(got) == _rles(api)
     auto = _segment(clip, tmp_path / "auto", "--key-frame", "auto", "--mode", "framewise")
-    assert auto["targets"][0]["key_frame"] == 16 and auto["targets"][0]["key_box"] != got["targets"][0]["key_box"]
+    assert auto["targets"][0]["key_frame"] == 23 and auto["targets"][0]["key_box"] != got["targets"][0]["key_box"]
 
 
 def test_tsf_boxes_from_the_command_line(clip, pipe, tmp_path):
@@ -70,8 +70,7 @@ def test_tsf_boxes_from_the_command_line(clip, pipe, tmp_path):
     assert got["tsf"] == {"source": "boxes", "entries": [[2, *boxes[2]], [16, *boxes[16]]]}
     api = pipe.segment(clip[0], clip[1], mode="framewise", tsf_boxes={2: boxes[2], 16: boxes[16]}).to_json()
     assert got["targets"][0]["selection_score"] == pytest.approx(api["targets"][0]["selection_score"], abs=1e-6)
-    plain = pipe.segment(clip[0], clip[1], mode="framewise").to_json()["targets"][0]["selection_score"]
-    assert got["targets"][0]["selection_score"] != pytest.approx(plain, abs=1e-6)  # the crops changed the VLM
+    assert _rles(got) == _rles(api)  # that the crops reach the VLM's states: tests/test_pipeline_values.py
 
 
 def test_self_tsf_from_the_command_line(clip, pipe, tmp_path):
@@ -109,7 +108,7 @@ def test_demo_through_the_cli(tmp_path, capsys):
     record, _ = make_video("test", 0, 0, DEMO_CLIP)
     expression = record.expressions[0]
     assert (out / "query.txt").read_text() == expression.text + "\n"
-    assert f"query : {expression.text}" in printed and "answer: Sure, [BOX] [SEG]." in printed
+    assert f"query : {expression.text}" in printed and "answer: Sure, it is [BOX] [SEG]." in printed
     assert (
         probe_video(out / "input.mp4").num_frames == 24 and probe_video(out / "result" / "overlay.mp4").num_frames == 24
     )
@@ -118,7 +117,7 @@ def test_demo_through_the_cli(tmp_path, capsys):
     masks = np.stack([np.zeros((128, 128), bool) if r is None else decode_rle(r, (128, 128)) for r in _rles(result)])
     score = mean_iou(masks, record.target_masks(expression))
     assert f"mean mask IoU against the generated ground truth: {score:.3f}" in printed  # the file's masks
-    assert score > 0.3  # 0.387 measured on the raw frames (the bundled model's card)
+    assert score > 0.7  # 0.89 measured on the frames read back from input.mp4 (the bundled model's card)
 
 
 def test_demo_without_bundled_weights_runs_the_tiny_preset(tmp_path, capsys, monkeypatch):

@@ -62,7 +62,9 @@ def track_frames(
     resume: PropagationCheckpoint | None = None,
 ) -> Iterator[tuple[int, FrameOutput]]:
     """SAM2 memory propagation from the key-frame mask, forward then backward through ``video``: yields
-    ``(t, (rle, box))`` in propagation order; checkpoints and ``resume`` as in :meth:`MaskPropagator.propagate`."""
+    ``(t, (rle, box))`` in propagation order. Re-prompted frames (``reprompt_every``) take the dual prompt's mask
+    there: for a model that selects tracklets, the chosen tracklet's (as ``perframe`` decodes it; none where the
+    tracklet is absent), else the box the ``[BOX]`` selects on that frame; checkpoints and ``resume`` as in :meth:`MaskPropagator.propagate`."""
     size = (video.info.height, video.info.width)
     masks = {choice.frame: upsampled_mask(choice.mask_logits, size)}
     every = model.config.reprompt_every
@@ -70,9 +72,14 @@ def track_frames(
         extra = [t for t in range(video.num_frames) if t != choice.frame and abs(t - choice.frame) % every == 0]
         if extra and resume is None:  # a resumed run restarts from SAM2 state that already holds the re-prompts
             feats = encode_frames(model, video.read(extra))
-            for i, t in enumerate(extra):
-                again = choose_key(model, prompts, target, frame_features(feats, i), [t])
-                masks[t] = upsampled_mask(again.mask_logits, size)
+            if choice.track is not None:  # the chosen tracklet(s) on those frames, as perframe decodes them
+                seg = prompts.seg[target]
+                guided, present = _guided_masks(model, feats, seg, [choice.track, *choice.others], extra, size)
+                masks.update({t: guided[i] for i, t in enumerate(extra) if present[i]})
+            else:
+                for i, t in enumerate(extra):
+                    again = choose_key(model, prompts, target, frame_features(feats, i), [t])
+                    masks[t] = upsampled_mask(again.mask_logits, size)
     propagator = MaskPropagator(model.sam, model.preprocessor, reverse_chunk=reverse_chunk)
     for t, mask in propagator.propagate(
         video,

@@ -294,7 +294,11 @@ def pretrain_selector(config: TrainConfig, progress: bool = True) -> TrainResult
             torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
         optimizer.step()
         scheduler.step()
-        record = {"step": step + 1, "lr": scheduler.get_last_lr()[0], **{k: float(v) for k, v in losses.items()}}
+        record = {
+            "step": step + 1,
+            "lr": scheduler.get_last_lr()[0],
+            **{k: float(v.detach()) for k, v in losses.items()},
+        }
         value = record["loss"]
         records.append(record)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
