@@ -262,7 +262,10 @@ def test_small_training_config_and_segmenter_graft(small):
     )
     assert config.model.init == "small" and config.model.segmenter_from.endswith("runs/default/proposer/final")
     assert config.stage.lora.prompt_tokens and config.model.config["vlm_frames"] == config.data.num_vlm_frames
-    donor = from_pretrained(BUNDLED_DIR)  # a trained tiny-chain model
+    donor = from_pretrained(BUNDLED_DIR)  # a trained model (the default chain's: it has identity prompts)
+    identity = donor.identity_prompts
+    donor.config = dataclasses.replace(donor.config, identity_prompts=0)  # first a donor without them
+    donor.identity_prompts = None
     model = graft_segmenter(small_config(), small.vlm, donor, seed=0)
     assert model.config.proposer_fine == donor.config.proposer_fine and model.config.base_vlm == small.config.base_vlm
     for part in ("pixel_decoder", "proposer", "selector"):
@@ -274,7 +277,7 @@ def test_small_training_config_and_segmenter_graft(small):
     assert model.identity_prompts is None
     # a donor trained with identity prompts hands them over too (the vlm stage classifies against them)
     donor.config = dataclasses.replace(donor.config, identity_prompts=36)
-    donor.identity_prompts = torch.nn.Embedding(36, donor.pixel_decoder.hidden_size)
+    donor.identity_prompts = identity
     model = graft_segmenter(small_config(), small.vlm, donor, seed=0)
     assert model.config.identity_prompts == 36
     assert torch.equal(model.identity_prompts.weight, donor.identity_prompts.weight)
