@@ -104,6 +104,7 @@ def test_pipeline_follows_one_tracklet(model) -> None:
     session, _ = pipeline.prepare(Video.open(frames), "the red square", mode="perframe")
     plan = pipeline.plan(session)
     choice = plan.choices[0]
+    assert not choice.mask_logits.requires_grad  # planning builds no autograd graph
     assert choice.track is not None and choice.track.frame_ids == session.vlm_indices
     assert bool(choice.track.present.any()) and choice.frame in choice.track.frame_ids
     assert torch.equal(choice.box, choice.track.boxes[choice.track.frame_ids.index(choice.frame)])

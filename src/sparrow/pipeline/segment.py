@@ -278,6 +278,7 @@ class SegmentationPipeline:
             progress=progress,
         )
 
+    @torch.no_grad()
     def plan(self, session: SegmentSession) -> Plan:
         """Stage 2a: the answer, then per target the key frame, its box and score, and the key-frame mask logits."""
         model, video = self.model, session.video
