@@ -64,7 +64,8 @@ def track_frames(
     """SAM2 memory propagation from the key-frame mask, forward then backward through ``video``: yields
     ``(t, (rle, box))`` in propagation order. Re-prompted frames (``reprompt_every``) take the dual prompt's mask
     there: for a model that selects tracklets, the chosen tracklet's (as ``perframe`` decodes it; none where the
-    tracklet is absent), else the box the ``[BOX]`` selects on that frame; checkpoints and ``resume`` as in :meth:`MaskPropagator.propagate`."""
+    tracklet is absent), else the box the ``[BOX]`` selects on that frame; checkpoints and ``resume`` as in
+    :meth:`MaskPropagator.propagate`."""
     size = (video.info.height, video.info.width)
     masks = {choice.frame: upsampled_mask(choice.mask_logits, size)}
     every = model.config.reprompt_every
