@@ -76,3 +76,19 @@ def test_frame_folders_arrays_and_other_modes_keep_their_results(pipeline, clip,
     same_masks, same_decoded = _segment(pipeline, clip, 0, monkeypatch, mode="framewise")
     assert decoded == same_decoded and np.array_equal(framewise, same_masks)
     assert decoded > T  # no scan outside track mode (it reads every frame in order anyway)
+
+
+def test_a_view_the_caller_kept_survives_the_call(pipeline, clip, seeking, monkeypatch):
+    """A caller who keeps the resized frames on an opened video (to segment several sentences) keeps them after each
+    call: the second call decodes nothing more."""
+    monkeypatch.setattr(segment, "FRAME_CACHE_BYTES", 10**9)
+    video = Video.open(clip, cache_size=pipeline.config.vlm_frames + 1)
+    view = pipeline.model.preprocessor.resized_view()
+    assert not video.keeps_view(view.name) and video.keep_view(view, 10**9) and video.keeps_view(view.name)
+    first = pipeline.segment(video, QUERY, mode="track", key_frame=T // 2).masks
+    assert video.keeps_view(view.name) and video.decoded == T
+    second = pipeline.segment(video, QUERY, mode="track", key_frame=T // 2).masks
+    assert video.keeps_view(view.name) and video.decoded == T  # served from the kept frames
+    assert np.array_equal(first, seeking[0]) and np.array_equal(second, first)
+    video.close()
+    assert not video.keeps_view(view.name)

@@ -220,6 +220,10 @@ class Video:
         self._views[view.name] = (view, {})
         return True
 
+    def keeps_view(self, name: Hashable) -> bool:
+        """Whether the view called ``name`` is kept (:meth:`keep_view`)."""
+        return name in self._views
+
     def drop_view(self, name: Hashable) -> None:
         """Release a kept view's frames (reading through the view transforms each frame again)."""
         self._views.pop(name, None)

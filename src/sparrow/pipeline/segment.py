@@ -171,14 +171,16 @@ class SegmentationPipeline:
             A :class:`SegmentationResult`: the answer, and per target an RLE mask and a box per frame.
         """
         source = Video.open(video, cache_size=max(self.config.vlm_frames + 1, 8))
+        view = self.model.preprocessor.resized_view().name
+        kept_by_caller = source is video and source.keeps_view(view)
         try:
             with self.precision():
                 return self._segment(source, query, mode, key_frame, tsf_boxes, self_tsf, progress, max_new_tokens)
         finally:
             if source is not video:
                 source.close()
-            else:  # the caller's video: release the frames this call kept (preprocess)
-                source.drop_view(self.model.preprocessor.resized_view().name)
+            elif not kept_by_caller:  # the caller's video: release the frames this call kept (preprocess)
+                source.drop_view(view)
 
     def _segment(
         self,
