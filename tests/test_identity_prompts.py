@@ -111,7 +111,8 @@ def test_segmenter_loss_trains_the_identity_prompts(model) -> None:
     used = grad.abs().sum(-1) > 0
     assert bool(used.all())  # the prototype classification reaches every prompt
     assert (
-        float(losses["identity_cls"].detach()) > 0 and model.pixel_decoder.sam.mask_decoder.mask_tokens.weight.grad is not None
+        float(losses["identity_cls"].detach()) > 0
+        and model.pixel_decoder.sam.mask_decoder.mask_tokens.weight.grad is not None
     )
     model.zero_grad()
     plain = segmenter_loss(model, batch, point_prompts=False)
