@@ -3,8 +3,10 @@
 # default chain"), then the model is installed into src/sparrow/assets/default. About 1 h 45 min on this project's
 # 2-core CPU machine; each stage's wall time is printed. A stage whose final/ exists is kept and one with
 # checkpoints resumes, so an interrupted run continues where it stopped; delete runs/default/ to start over.
-# Bit-for-bit reproduction needs the machine to itself: with other jobs on the cores, 2-thread runs drift at the 8th
-# digit (src/sparrow/assets/MODEL_CARD.md, "Reproducibility").
+# Bit-for-bit reproduction needs the same CPU's BLAS code path and the machine to itself: on another CPU the weights
+# differ from stage 1 on, and with other jobs on the cores 2-thread runs drift at the 8th digit
+# (src/sparrow/assets/MODEL_CARD.md, "Reproducibility"). Compare a rerun with the installed model by
+#   python scripts/compare_weights.py <copy of the committed src/sparrow/assets/default> runs/default/selector/final
 #   SPARROW=.venv/bin/sparrow bash scripts/train_default.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
